@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Create .venv and install hallgate with everything it needs, on a fresh machine.
+#
+# Order matters:
+#   1. torch 2.13.0 first (a CPU wheel; a loose `torch` requirement later would
+#      otherwise pull a multi-GB CUDA build);
+#   2. llama-cpp-python built with portable CMAKE_ARGS (a native build enables
+#      AMX kernels that segfault on these VMs); pip caches the wheel afterwards;
+#   3. the project itself, editable, with its dev extras.
+# A stamp file keyed on pyproject.toml and this script makes reruns instant.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON=${PYTHON:-python3}
+VENV=${VENV:-.venv}
+STAMP="$VENV/.hallgate-installed"
+KEY=$(cat pyproject.toml scripts/bootstrap.sh | sha256sum | cut -d' ' -f1)
+
+if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$KEY" ]; then
+  exit 0
+fi
+
+[ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
+PIP="$VENV/bin/python -m pip"
+$PIP install -q --upgrade pip wheel setuptools
+$PIP install -q "torch==2.13.0"
+if ! "$VENV/bin/python" -c "import llama_cpp" 2>/dev/null; then
+  echo "bootstrap: building llama-cpp-python (about 4 minutes the first time; cached afterwards)"
+  CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON" \
+    $PIP install -q "llama-cpp-python[server]>=0.3.7,<0.4"
+fi
+$PIP install -q -e ".[dev]"
+echo "$KEY" > "$STAMP"
+echo "bootstrap: $VENV ready"
