@@ -7,6 +7,8 @@
 #   2. llama-cpp-python built with portable CMAKE_ARGS (a native build enables
 #      AMX kernels that segfault on these VMs); pip caches the wheel afterwards;
 #   3. the project itself, editable, with its dev extras.
+# HALLGATE_EDITABLE=0 and HALLGATE_EXTRAS= (empty) give a plain install without the dev
+# extra, as deploy/Dockerfile does; the defaults (1, dev) are the developer setup.
 # A stamp file keyed on pyproject.toml and this script makes reruns instant.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,6 +31,12 @@ if ! "$VENV/bin/python" -c "import llama_cpp" 2>/dev/null; then
   CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON" \
     $PIP install -q "llama-cpp-python[server]>=0.3.7,<0.4"
 fi
-$PIP install -q -e ".[dev]"
+EXTRAS=${HALLGATE_EXTRAS-dev}
+TARGET=".${EXTRAS:+[$EXTRAS]}"
+if [ "${HALLGATE_EDITABLE:-1}" = 1 ]; then
+  $PIP install -q -e "$TARGET"
+else
+  $PIP install -q "$TARGET"
+fi
 echo "$KEY" > "$STAMP"
 echo "bootstrap: $VENV ready"

@@ -1,0 +1,102 @@
+"""Assembles the gateway: ``create_app(settings)`` builds everything on ``app.state``.
+
+No import-time singletons: settings come in, services are created in the lifespan
+(the HTTP client, the embedded model when no upstream is configured, the upstreams, the
+gates), and torn down in reverse order on shutdown.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+
+import httpx
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from proxy.chat.gating import Gatekeeper, OpenGatekeeper
+from proxy.chat.router import router as chat_router
+from proxy.chat.service import ChatService
+from proxy.config import EMBEDDED_MODEL_NAME, Settings, UpstreamModel
+from proxy.embedded import EmbeddedModel
+from proxy.errors import install_error_handlers
+from proxy.middleware import BodyLimitMiddleware, RequestIdMiddleware
+from proxy.registry import UpstreamRegistry
+from proxy.upstream import build_upstream
+
+log = logging.getLogger("hallgate")
+
+
+def embedded_upstream_config(embedded: EmbeddedModel) -> UpstreamModel:
+    """llama.cpp ignores ``n`` and only knows ``max_tokens``; answers are slow on 2 cores."""
+    return UpstreamModel(name=EMBEDDED_MODEL_NAME, provider="openai", model=embedded.model_name,
+                         api_base=embedded.api_base, supports_n=False,
+                         max_tokens_field="max_tokens", timeout_s=300.0)
+
+
+def http_client() -> httpx.AsyncClient:
+    limits = httpx.Limits(max_connections=1024, max_keepalive_connections=256)
+    return httpx.AsyncClient(limits=limits, timeout=httpx.Timeout(60.0))
+
+
+def create_app(settings: Settings | None = None,
+               gatekeeper: Gatekeeper | None = None) -> FastAPI:
+    settings = settings or Settings()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with contextlib.AsyncExitStack() as stack:
+            client = await stack.enter_async_context(http_client())
+            configs = list(settings.models)
+            embedded = None
+            if settings.use_embedded():
+                embedded = EmbeddedModel(settings.embedded)
+                await embedded.start()
+                stack.push_async_callback(embedded.stop)
+                configs.append(embedded_upstream_config(embedded))
+            upstreams = [build_upstream(c, settings.retry, client) for c in configs]
+            app.state.embedded = embedded
+            app.state.registry = UpstreamRegistry(upstreams)
+            app.state.chat = ChatService(app.state.registry, gatekeeper or OpenGatekeeper(),
+                                         settings.max_n)
+            app.state.ready = True
+            log.info("hallgate ready: models %s", app.state.registry.names())
+            yield
+            app.state.ready = False
+
+    app = FastAPI(title="hallgate", version="0.1.0", lifespan=lifespan,
+                  docs_url=None, redoc_url=None)
+    app.state.settings = settings
+    app.state.ready = False
+    install_error_handlers(app)
+    app.include_router(chat_router)
+    _add_service_routes(app)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestIdMiddleware)
+    return app
+
+
+def _add_service_routes(app: FastAPI) -> None:
+    @app.get("/v1/models")
+    @app.get("/{route_prefix:path}/v1/models")
+    async def list_models(request: Request) -> dict:
+        created = int(time.time())
+        return {"object": "list", "data": [
+            {"id": name, "object": "model", "created": created, "owned_by": "hallgate"}
+            for name in request.app.state.registry.names()]}
+
+    @app.get("/healthz")
+    async def healthz() -> dict:
+        """Liveness: the process serves HTTP. Never calls the upstream."""
+        return {"status": "ok"}
+
+    @app.get("/readyz")
+    async def readyz(request: Request) -> JSONResponse:
+        """Readiness: started, detectors loaded, embedded model (if any) alive."""
+        state = request.app.state
+        embedded = getattr(state, "embedded", None)
+        ready = state.ready and (embedded is None or embedded.alive())
+        return JSONResponse({"status": "ready" if ready else "starting"},
+                            status_code=200 if ready else 503)

@@ -1,0 +1,222 @@
+"""Chat completions: forward upstream with logprobs on, fan out ``n`` where the upstream
+ignores it, let the gates judge the answer, shape what the client gets back.
+
+    router -> ChatService.complete(request)     -> (body, headers)
+           -> ChatService.open_stream(request)  -> StreamPlan(headers, SSE byte chunks)
+
+``open_stream`` pulls the first upstream chunk before it returns, so a failing upstream is
+still an HTTP error status; after that, a failure ends the stream with an error chunk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Awaitable
+from dataclasses import dataclass
+from typing import TypeVar
+
+from proxy.chat import shaping
+from proxy.chat.gating import Answer, Gatekeeper, GateOutcome, GateSession, RequestContext
+from proxy.chat.schemas import ChatCompletionRequest
+from proxy.errors import HallgateError, InvalidRequest, UpstreamError
+from proxy.registry import UpstreamRegistry
+from proxy.upstream import Upstream
+
+log = logging.getLogger("hallgate.chat")
+T = TypeVar("T")
+
+
+@dataclass
+class StreamPlan:
+    headers: dict[str, str]
+    body: AsyncIterator[bytes]
+
+
+@dataclass
+class ChatResult:
+    body: dict
+    headers: dict[str, str]
+    outcome: GateOutcome
+
+
+async def gather_or_cancel(aws: list[Awaitable[T]]) -> list[T]:
+    """Like ``asyncio.gather`` but the first failure cancels the rest and is re-raised."""
+    tasks = [asyncio.ensure_future(aw) for aw in aws]
+    try:
+        return list(await asyncio.gather(*tasks))
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
+
+
+class ChatService:
+    def __init__(self, registry: UpstreamRegistry, gatekeeper: Gatekeeper, max_n: int):
+        self.registry = registry
+        self.gatekeeper = gatekeeper
+        self.max_n = max_n
+
+    def _check(self, req: ChatCompletionRequest) -> Upstream:
+        if req.n > self.max_n:
+            raise InvalidRequest(f"'n' must be at most {self.max_n} on this gateway", param="n")
+        return self.registry.get(req.model)
+
+    # --- non-streaming ---------------------------------------------------------------
+
+    async def complete(self, req: ChatCompletionRequest, ctx: RequestContext) -> ChatResult:
+        upstream = self._check(req)
+        session = self.gatekeeper.begin(req, ctx, req.model)
+        try:
+            body = req.upstream_body(upstream.config.max_tokens_field)
+            resp = await complete_n(upstream, body)
+            outcome = await session.judge(shaping.answers_from_response(resp))
+        finally:
+            await session.aclose()
+        body = shaping.shape_response(resp, req.model, req.client_top_logprobs(), outcome)
+        return ChatResult(body, {**session.headers, **outcome.headers}, outcome)
+
+    # --- streaming -------------------------------------------------------------------
+
+    async def open_stream(self, req: ChatCompletionRequest, ctx: RequestContext) -> StreamPlan:
+        upstream = self._check(req)
+        session = self.gatekeeper.begin(req, ctx, req.model)
+        chunks = self._upstream_chunks(upstream, req)
+        try:
+            first = await anext(chunks)
+        except StopAsyncIteration:
+            await session.aclose()
+            raise UpstreamError("Upstream closed the stream without sending anything",
+                                code="upstream_empty_stream") from None
+        except BaseException:
+            await session.aclose()
+            raise
+        if session.streaming_mode == "buffer":
+            return await self._buffered(req, session, first, chunks)
+        return StreamPlan(dict(session.headers), self._passthrough(req, session, first, chunks))
+
+    async def _upstream_chunks(self, upstream: Upstream,
+                               req: ChatCompletionRequest) -> AsyncIterator[dict]:
+        body = req.upstream_body(upstream.config.max_tokens_field)
+        if req.n == 1 or upstream.config.supports_n:
+            async for chunk in upstream.stream(body):
+                yield chunk
+            return
+        async for chunk in merge_streams(upstream, body, req.n):
+            yield chunk
+
+    async def _buffered(self, req: ChatCompletionRequest, session: GateSession, first: dict,
+                        chunks: AsyncIterator[dict]) -> StreamPlan:
+        """Hold the whole answer, decide, then replay it (or its replacement)."""
+        acc = shaping.StreamAccumulator()
+        held = [first]
+        try:
+            acc.add(first)
+            async for chunk in chunks:
+                acc.add(chunk)
+                held.append(chunk)
+            answers = acc.answers()
+            outcome = await session.judge(answers)
+        finally:
+            await session.aclose()
+        headers = {**session.headers, **outcome.headers}
+        return StreamPlan(headers, self._replay(req, held, answers, outcome))
+
+    async def _replay(self, req: ChatCompletionRequest, held: list[dict], answers: list[Answer],
+                      outcome: GateOutcome) -> AsyncIterator[bytes]:
+        top_k = req.client_top_logprobs()
+        usage = [c for c in held if c.get("usage") and not c.get("choices")]
+        if outcome.replacement is None:
+            for chunk in held:
+                if chunk.get("usage") and not chunk.get("choices"):
+                    continue
+                yield shaping.sse(shaping.shape_chunk(chunk, req.model, top_k))
+        else:
+            template = {**held[0], "model": req.model}
+            for chunk in shaping.replacement_chunks(template, [a.index for a in answers],
+                                                    outcome):
+                yield shaping.sse(chunk)
+        async for tail in self._tail(req, held[0], outcome, usage):
+            yield tail
+
+    async def _passthrough(self, req: ChatCompletionRequest, session: GateSession,
+                           first: dict, chunks: AsyncIterator[dict]) -> AsyncIterator[bytes]:
+        """Forward chunks as they come; judge at the end and report in a final chunk."""
+        top_k = req.client_top_logprobs()
+        acc = shaping.StreamAccumulator()
+        usage: list[dict] = []
+        try:
+            chunk: dict | None = first
+            while chunk is not None:
+                acc.add(chunk)
+                if chunk.get("usage") and not chunk.get("choices"):
+                    usage.append(chunk)
+                else:
+                    yield shaping.sse(shaping.shape_chunk(chunk, req.model, top_k))
+                chunk = await anext(chunks, None)
+            outcome = await session.judge(acc.answers())
+            async for tail in self._tail(req, first, outcome, usage):
+                yield tail
+        except HallgateError as exc:
+            log.warning("stream ended by upstream error: %s", exc.message)
+            yield shaping.sse(exc.to_body())
+        except Exception:
+            log.exception("stream failed")
+            yield shaping.sse(HallgateError("The gateway hit an internal error mid-stream; "
+                                            "see its logs.").to_body())
+        finally:
+            await session.aclose()
+
+    async def _tail(self, req: ChatCompletionRequest, template: dict, outcome: GateOutcome,
+                    usage: list[dict]) -> AsyncIterator[bytes]:
+        if outcome.metadata is not None:
+            yield shaping.sse(shaping.verdict_chunk({**template, "model": req.model},
+                                                    outcome.metadata))
+        wants_usage = bool(req.stream_options and req.stream_options.include_usage)
+        if wants_usage and usage:
+            merged = {**usage[-1], "model": req.model,
+                      "usage": shaping.sum_usage([u["usage"] for u in usage])}
+            yield shaping.sse(merged)
+        yield shaping.sse("[DONE]")
+
+
+async def complete_n(upstream: Upstream, body: dict) -> dict:
+    """One answer with ``body["n"]`` choices, fanning out where the upstream ignores ``n``."""
+    n = body.get("n", 1)
+    if n == 1 or upstream.config.supports_n:
+        return await upstream.complete(body)
+    calls = [upstream.complete(shaping.fanout_body(body, i)) for i in range(n)]
+    return shaping.merge_responses(await gather_or_cancel(calls))
+
+
+async def merge_streams(upstream: Upstream, body: dict, n: int) -> AsyncIterator[dict]:
+    """n single-choice upstream streams as one, choice i renumbered to index i."""
+    queue: asyncio.Queue = asyncio.Queue()
+    done = object()
+
+    async def pump(i: int) -> None:
+        try:
+            async for chunk in upstream.stream(shaping.fanout_body(body, i)):
+                for choice in chunk.get("choices") or ():
+                    choice["index"] = i
+                await queue.put(chunk)
+            await queue.put(done)
+        except BaseException as exc:  # handed to the consumer, which re-raises it
+            await queue.put(exc)
+
+    tasks = [asyncio.create_task(pump(i)) for i in range(n)]
+    try:
+        finished = 0
+        while finished < n:
+            item = await queue.get()
+            if item is done:
+                finished += 1
+            elif isinstance(item, BaseException):
+                raise item
+            else:
+                yield item
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)

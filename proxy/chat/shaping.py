@@ -1,0 +1,138 @@
+"""Pure transformations of OpenAI response dicts: fan-out merging, client shaping,
+abstention chunks. No I/O here, so each piece is easy to test on its own."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+
+from proxy.chat.gating import Answer, GateOutcome
+from proxy.logprobs import tokens_from_openai, trim_choice_logprobs
+
+
+def fanout_body(body: dict, i: int) -> dict:
+    """The i-th of n single-choice calls; a client seed becomes seed+i so the samples differ."""
+    single = {**body, "n": 1}
+    if "seed" in body:
+        single["seed"] = body["seed"] + i
+    return single
+
+
+def sum_usage(usages: list[dict | None]) -> dict | None:
+    present = [u for u in usages if u]
+    if not present:
+        return None
+    keys = ("prompt_tokens", "completion_tokens", "total_tokens")
+    return {k: sum(int(u.get(k) or 0) for u in present) for k in keys}
+
+
+def merge_responses(responses: list[dict]) -> dict:
+    """n single-choice responses -> one response with choices 0..n-1 and summed usage
+    (the usage is what the upstream really spent, prompt tokens included n times)."""
+    merged = dict(responses[0])
+    choices = []
+    for i, resp in enumerate(responses):
+        for choice in resp.get("choices") or ():
+            choices.append({**choice, "index": i})
+    merged["choices"] = choices
+    usage = sum_usage([r.get("usage") for r in responses])
+    if usage:
+        merged["usage"] = usage
+    return merged
+
+
+def answers_from_response(resp: dict) -> list[Answer]:
+    out = []
+    for choice in resp.get("choices") or ():
+        message = choice.get("message") or {}
+        logprobs = choice.get("logprobs")
+        tokens = tokens_from_openai(logprobs.get("content")) if logprobs else None
+        out.append(Answer(index=choice.get("index", len(out)),
+                          text=message.get("content") or "", tokens=tokens,
+                          finish_reason=choice.get("finish_reason")))
+    return out
+
+
+def shape_response(resp: dict, model: str, top_k: int | None, outcome: GateOutcome) -> dict:
+    """Apply the gate's outcome and the client's logprobs request to a JSON response."""
+    resp["model"] = model
+    for choice in resp.get("choices") or ():
+        message = choice.setdefault("message", {"role": "assistant"})
+        if outcome.replacement is not None:
+            message["content"] = outcome.replacement
+            choice["logprobs"] = None
+            if outcome.abstain:
+                message["refusal"] = outcome.replacement
+                message.pop("tool_calls", None)
+                choice["finish_reason"] = "stop"
+        trim_choice_logprobs(choice, top_k)
+    if outcome.metadata is not None:
+        resp["hallgate"] = outcome.metadata
+    return resp
+
+
+def shape_chunk(chunk: dict, model: str, top_k: int | None) -> dict:
+    chunk["model"] = model
+    for choice in chunk.get("choices") or ():
+        if "logprobs" in choice or top_k is None:
+            trim_choice_logprobs(choice, top_k)
+    return chunk
+
+
+def replacement_chunks(template: dict, indices: list[int], outcome: GateOutcome) -> list[dict]:
+    """The chunks that stand in for a buffered stream whose content was replaced."""
+    base = {k: template.get(k) for k in ("id", "object", "created", "model")}
+    base["object"] = "chat.completion.chunk"
+    delta = {"role": "assistant", "content": outcome.replacement}
+    if outcome.abstain:
+        delta["refusal"] = outcome.replacement
+    chunks = [{**base, "choices": [{"index": i, "delta": delta, "logprobs": None,
+                                    "finish_reason": None}]} for i in indices]
+    chunks.append({**base, "choices": [{"index": i, "delta": {}, "logprobs": None,
+                                        "finish_reason": "stop"} for i in indices]})
+    return chunks
+
+
+def verdict_chunk(template: dict, metadata: dict) -> dict:
+    """The final chunk of a gated stream: no choices, the ``hallgate`` decision."""
+    return {"id": template.get("id") or f"chatcmpl-{uuid.uuid4().hex}",
+            "object": "chat.completion.chunk", "created": template.get("created") or
+            int(time.time()), "model": template.get("model"), "choices": [],
+            "hallgate": metadata}
+
+
+def sse(data: dict | str) -> bytes:
+    payload = data if isinstance(data, str) else json.dumps(data, separators=(",", ":"))
+    return f"data: {payload}\n\n".encode()
+
+
+class StreamAccumulator:
+    """Rebuilds each choice's answer (text, token logprobs, finish reason) from chunks."""
+
+    def __init__(self) -> None:
+        self.text: dict[int, list[str]] = {}
+        self.logprobs: dict[int, list[dict]] = {}
+        self.saw_logprobs: dict[int, bool] = {}
+        self.finish: dict[int, str | None] = {}
+
+    def add(self, chunk: dict) -> None:
+        for choice in chunk.get("choices") or ():
+            i = choice.get("index", 0)
+            self.text.setdefault(i, [])
+            delta = choice.get("delta") or {}
+            if delta.get("content"):
+                self.text[i].append(delta["content"])
+            logprobs = choice.get("logprobs")
+            if logprobs and logprobs.get("content") is not None:
+                self.saw_logprobs[i] = True
+                self.logprobs.setdefault(i, []).extend(logprobs["content"])
+            if choice.get("finish_reason"):
+                self.finish[i] = choice["finish_reason"]
+
+    def answers(self) -> list[Answer]:
+        return [Answer(index=i, text="".join(parts),
+                       tokens=tokens_from_openai(self.logprobs.get(i))
+                       if self.saw_logprobs.get(i) else None,
+                       finish_reason=self.finish.get(i))
+                for i, parts in sorted(self.text.items())]

@@ -1,0 +1,41 @@
+"""The ``hallgate`` command line: ``serve`` plus the detector and policy sub-commands."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import typer
+
+from policies.cli import app as policy_app
+from proxy.commands.halt import app as halt_app
+
+app = typer.Typer(help="hallgate: an OpenAI-compatible gateway that abstains "
+                       "instead of hallucinating.", no_args_is_help=True)
+app.add_typer(halt_app, name="halt")
+app.add_typer(policy_app, name="policy")
+
+
+@app.command()
+def serve(
+    config: Path | None = typer.Option(None, "--config", "-c", exists=True, dir_okay=False,
+                                       help="hallgate.yaml; HALLGATE_* env vars override it."),
+    host: str | None = typer.Option(None, help="Bind address (default from config)."),
+    port: int | None = typer.Option(None, help="Port (default from config, 8080)."),
+) -> None:
+    """Run the gateway (uvicorn). With no upstream configured, the embedded model is used."""
+    import uvicorn
+
+    from proxy.app import create_app
+    from proxy.config import Settings
+
+    overrides = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
+    settings = Settings.load(config, **overrides)
+    logging.basicConfig(level=settings.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port,
+                log_level=settings.log_level, access_log=False, timeout_graceful_shutdown=30)
+
+
+if __name__ == "__main__":
+    app()

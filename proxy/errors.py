@@ -1,0 +1,131 @@
+"""Every error the gateway can return, and the one mapping to OpenAI's error shape.
+
+    HallgateError                      500 server_error
+    ├── InvalidRequest                 400 invalid_request_error (names the field in `param`)
+    ├── AuthenticationFailed           401 authentication_error
+    ├── ModelNotFound                  404 invalid_request_error, code model_not_found
+    ├── PayloadTooLarge                413 invalid_request_error
+    ├── UpstreamError                  502 upstream_error (retries exhausted, bad reply)
+    │   └── UpstreamRejected           the upstream's own 4xx status (not retryable)
+    └── UpstreamTimeout                504 upstream_timeout (total deadline passed)
+
+Code raises these; ``install_error_handlers`` registers the single conversion to
+``{"error": {"message", "type", "param", "code"}}``. Foreign errors (FastAPI validation,
+Starlette HTTP errors, anything unexpected) are mapped here too, so nothing reaches a
+client as a bare 500 or a stack trace.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+log = logging.getLogger("hallgate.errors")
+
+
+class HallgateError(Exception):
+    status = 500
+    type = "server_error"
+    code: str | None = None
+
+    def __init__(self, message: str, *, param: str | None = None, code: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        if code is not None:
+            self.code = code
+
+    def to_body(self) -> dict:
+        return error_body(self.message, self.type, self.param, self.code)
+
+
+class InvalidRequest(HallgateError):
+    status = 400
+    type = "invalid_request_error"
+
+
+class AuthenticationFailed(HallgateError):
+    status = 401
+    type = "authentication_error"
+    code = "invalid_api_key"
+
+
+class ModelNotFound(HallgateError):
+    status = 404
+    type = "invalid_request_error"
+    code = "model_not_found"
+
+
+class PayloadTooLarge(HallgateError):
+    status = 413
+    type = "invalid_request_error"
+    code = "payload_too_large"
+
+
+class UpstreamError(HallgateError):
+    status = 502
+    type = "upstream_error"
+
+
+class UpstreamRejected(UpstreamError):
+    """The upstream answered a non-retryable 4xx; we pass its status and message on."""
+
+    def __init__(self, message: str, *, status: int, param: str | None = None,
+                 code: str | None = None):
+        super().__init__(message, param=param, code=code)
+        self.status = status
+
+
+class UpstreamTimeout(HallgateError):
+    status = 504
+    type = "upstream_timeout"
+
+
+def error_body(message: str, type_: str, param: str | None = None,
+               code: str | None = None) -> dict:
+    return {"error": {"message": message, "type": type_, "param": param, "code": code}}
+
+
+def _validation_param(loc: tuple) -> str | None:
+    """('body', 'messages', 0, 'role') -> 'messages[0].role'."""
+    parts = [p for p in loc if p != "body"]
+    out = ""
+    for p in parts:
+        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
+    return out or None
+
+
+def validation_error(errors: list[dict]) -> InvalidRequest:
+    """Turn pydantic/FastAPI validation errors into one 400 naming the first bad field."""
+    first = errors[0]
+    param = _validation_param(tuple(first.get("loc", ())))
+    msg = first.get("msg", "invalid value")
+    where = f"'{param}'" if param else "request body"
+    return InvalidRequest(f"Invalid value for {where}: {msg}", param=param)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(HallgateError)
+    async def _hallgate(_: Request, exc: HallgateError) -> JSONResponse:
+        return JSONResponse(exc.to_body(), status_code=exc.status)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        err = validation_error(list(exc.errors()))
+        return JSONResponse(err.to_body(), status_code=err.status)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        type_ = "invalid_request_error" if exc.status_code < 500 else "server_error"
+        body = error_body(str(exc.detail), type_, None, None)
+        return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error")
+        body = error_body("The gateway hit an internal error; see its logs.", "server_error")
+        return JSONResponse(body, status_code=500)

@@ -1,0 +1,70 @@
+"""Pure ASGI middleware (no BaseHTTPMiddleware: it costs a task per request).
+
+- request ids: ``x-request-id`` taken from the client or made up, echoed on the response;
+- body limit: a body over ``max_body_bytes`` is a 413 in the OpenAI error shape.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+from proxy.errors import PayloadTooLarge
+
+Scope = dict
+
+
+class RequestIdMiddleware:
+    def __init__(self, app, header: bytes = b"x-request-id"):
+        self.app = app
+        self.header = header
+
+    async def __call__(self, scope: Scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        request_id = next((v.decode() for k, v in scope["headers"] if k == self.header),
+                          None) or uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = request_id[:128]
+
+        async def send_with_id(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                message.setdefault("headers", []).append(
+                    (self.header, request_id[:128].encode()))
+            await send(message)
+
+        await self.app(scope, receive, send_with_id)
+
+
+class BodyLimitMiddleware:
+    def __init__(self, app, max_bytes: int):
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        length = next((v for k, v in scope["headers"] if k == b"content-length"), None)
+        if length is not None and length.isdigit() and int(length) > self.max_bytes:
+            return await self._reject(send)
+        seen = 0
+
+        async def counting_receive() -> dict:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:
+                    raise PayloadTooLarge(self._message())
+            return message
+
+        await self.app(scope, counting_receive, send)
+
+    def _message(self) -> str:
+        return f"The request body is larger than this gateway's limit of {self.max_bytes} bytes."
+
+    async def _reject(self, send) -> None:
+        body = json.dumps(PayloadTooLarge(self._message()).to_body()).encode()
+        await send({"type": "http.response.start", "status": 413,
+                    "headers": [(b"content-type", b"application/json"),
+                                (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})

@@ -1,0 +1,125 @@
+"""The Upstream protocol, the shared retry loop (tenacity) and the factory."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Protocol, TypeVar
+
+import httpx
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception_type,
+    stop_after_attempt,
+    stop_before_delay,
+    wait_exponential_jitter,
+)
+
+from proxy.config import RetrySettings, UpstreamModel
+from proxy.errors import UpstreamError, UpstreamTimeout
+
+T = TypeVar("T")
+RETRYABLE_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
+
+
+class Upstream(Protocol):
+    config: UpstreamModel
+    logprobs_supported: bool
+
+    async def complete(self, body: dict) -> dict:
+        """One non-streaming chat completion; ``body`` is an OpenAI request dict."""
+
+    def stream(self, body: dict) -> AsyncIterator[dict]:
+        """Chat completion chunks as dicts; retries happen only before the first chunk."""
+
+    async def aclose(self) -> None: ...
+
+
+class RetryableUpstreamError(Exception):
+    """A failure worth another attempt: 408/429/5xx, a timeout, a dropped connection."""
+
+    def __init__(self, message: str, *, status: int | None = None,
+                 retry_after: float | None = None, timed_out: bool = False):
+        super().__init__(message)
+        self.status = status
+        self.retry_after = retry_after
+        self.timed_out = timed_out
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Seconds from a ``Retry-After`` header (delta-seconds form; dates are ignored)."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None
+
+
+class _WaitRetryAfter:
+    """Exponential backoff with jitter, replaced by the server's Retry-After when given."""
+
+    def __init__(self, settings: RetrySettings):
+        self.cap = settings.backoff_max_s
+        self.backoff = wait_exponential_jitter(
+            initial=settings.backoff_initial_s, max=settings.backoff_max_s
+        )
+
+    def __call__(self, state: RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome else None
+        if isinstance(exc, RetryableUpstreamError) and exc.retry_after is not None:
+            return min(exc.retry_after, self.cap)
+        return self.backoff(state)
+
+
+async def call_with_retries(attempt: Callable[[float], Awaitable[T]],
+                            settings: RetrySettings, per_attempt_timeout: float) -> T:
+    """Run ``attempt(timeout)`` until it succeeds, attempts run out or the deadline passes.
+
+    Gives up with :class:`UpstreamTimeout` (504) when the deadline is what ran out or the
+    last failure was a timeout, else with :class:`UpstreamError` (502).
+    """
+    start = time.monotonic()
+    retrying = AsyncRetrying(
+        stop=stop_after_attempt(settings.max_attempts) | stop_before_delay(settings.deadline_s),
+        wait=_WaitRetryAfter(settings),
+        retry=retry_if_exception_type(RetryableUpstreamError),
+        reraise=True,
+    )
+    try:
+        async for try_ in retrying:
+            with try_:
+                remaining = settings.deadline_s - (time.monotonic() - start)
+                if remaining <= 0:
+                    raise RetryableUpstreamError("deadline passed", timed_out=True)
+                timeout = min(per_attempt_timeout, remaining)
+                try:
+                    return await asyncio.wait_for(attempt(timeout), timeout + 1.0)
+                except asyncio.TimeoutError as exc:
+                    raise RetryableUpstreamError("upstream timed out", timed_out=True) from exc
+    except RetryableUpstreamError as exc:
+        attempts = retrying.statistics.get("attempt_number", 1)
+        elapsed = time.monotonic() - start
+        detail = f"{exc} (after {attempts} attempt(s), {elapsed:.1f}s)"
+        if exc.timed_out or elapsed >= settings.deadline_s:
+            raise UpstreamTimeout(f"Upstream did not answer in time: {detail}") from exc
+        raise UpstreamError(f"Upstream failed: {detail}", code=_code(exc)) from exc
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _code(exc: RetryableUpstreamError) -> str | None:
+    return f"upstream_{exc.status}" if exc.status else "upstream_unreachable"
+
+
+def build_upstream(config: UpstreamModel, retry: RetrySettings,
+                   client: httpx.AsyncClient) -> Upstream:
+    """The transport this model's config names."""
+    if config.provider == "openai":
+        from proxy.upstream.openai_http import OpenAIHttpUpstream
+
+        return OpenAIHttpUpstream(config, retry, client)
+    from proxy.upstream.litellm_path import LiteLLMUpstream
+
+    return LiteLLMUpstream(config, retry)

@@ -1,0 +1,196 @@
+"""A small OpenAI-compatible upstream for exact assertions and fault injection.
+
+In tests it runs in-process (``FakeUpstream.serve()`` in a thread) and each test scripts
+it; ``python -m tests.fake_upstream --port 9001 --latency-ms 20`` runs it alone for the
+benchmarks. It answers with a given text and deterministic top-20 logprobs, streams,
+optionally ignores ``n``, and injects faults: slowness, 429 with Retry-After, 500,
+malformed JSON, a connection dropped mid-stream.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+
+@dataclass
+class Fault:
+    kind: str  # "429" | "500" | "malformed" | "drop" | "slow" | "400"
+    retry_after: float | None = None
+    delay_s: float = 0.0
+
+
+@dataclass
+class Script:
+    text: str = "Paris is the capital of France."
+    latency_s: float = 0.0  # before the reply (and before the first chunk)
+    honours_n: bool = True  # False: like llama.cpp, always one choice
+    logprob: float = -0.05  # chosen token's logprob
+    top_k: int = 20  # alternatives per token in the reply
+    texts: deque = field(default_factory=deque)  # per-call texts, consumed first
+
+
+def token_logprobs(words: list[str], logprob: float, top_k: int) -> list[dict]:
+    """Deterministic logprobs: the chosen word first, then alternatives 1 nat apart."""
+    out = []
+    for w in words:
+        top = [{"token": w, "logprob": logprob, "bytes": None}]
+        top += [{"token": f"{w}~{j}", "logprob": logprob - 1.0 - j, "bytes": None}
+                for j in range(top_k - 1)]
+        out.append({"token": w, "logprob": logprob, "bytes": None, "top_logprobs": top})
+    return out
+
+
+class FakeUpstream:
+    def __init__(self, script: Script | None = None):
+        self.script = script or Script()
+        self.faults: deque[Fault] = deque()
+        self.requests: list[dict] = []
+        self.port: int | None = None
+        self._server: uvicorn.Server | None = None
+        self.app = Starlette(routes=[
+            Route("/v1/chat/completions", self.chat, methods=["POST"]),
+            Route("/v1/models", self.models, methods=["GET"]),
+        ])
+
+    # --- scripting -------------------------------------------------------------------
+
+    def reset(self) -> None:
+        self.script = Script()
+        self.faults.clear()
+        self.requests.clear()
+
+    def fail_next(self, kind: str, times: int = 1, **kw) -> None:
+        self.faults.extend(Fault(kind, **kw) for _ in range(times))
+
+    @property
+    def api_base(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    # --- HTTP ------------------------------------------------------------------------
+
+    async def models(self, request: Request) -> Response:
+        return JSONResponse({"object": "list", "data": [{"id": "fake", "object": "model"}]})
+
+    async def chat(self, request: Request) -> Response:
+        body = json.loads(await request.body())
+        self.requests.append(body)
+        fault = self.faults.popleft() if self.faults else None
+        if fault and fault.kind == "slow":
+            await asyncio.sleep(fault.delay_s)
+        if self.script.latency_s:
+            await asyncio.sleep(self.script.latency_s)
+        if fault and fault.kind in ("429", "500", "400"):
+            headers = {"retry-after": str(fault.retry_after)} if fault.retry_after else {}
+            err = {"error": {"message": f"injected {fault.kind}", "type": "fake"}}
+            return JSONResponse(err, status_code=int(fault.kind), headers=headers)
+        if fault and fault.kind == "malformed":
+            return Response(b'{"id": "broken", "choices": [', media_type="application/json")
+        n = body.get("n", 1) if self.script.honours_n else 1
+        texts = [self._next_text() for _ in range(n)]
+        if body.get("stream"):
+            return StreamingResponse(self._stream(body, texts, drop=fault is not None and
+                                                  fault.kind == "drop"),
+                                     media_type="text/event-stream")
+        return JSONResponse(self._completion(body, texts))
+
+    def _next_text(self) -> str:
+        return self.script.texts.popleft() if self.script.texts else self.script.text
+
+    def _top_k(self, body: dict) -> int:
+        return min(self.script.top_k, body.get("top_logprobs") or 0) if body.get(
+            "logprobs") else 0
+
+    def _completion(self, body: dict, texts: list[str]) -> dict:
+        top_k = self._top_k(body)
+        choices = []
+        for i, text in enumerate(texts):
+            words = _words(text)
+            logprobs = ({"content": token_logprobs(words, self.script.logprob, top_k)}
+                        if body.get("logprobs") else None)
+            choices.append({"index": i, "message": {"role": "assistant", "content": text},
+                            "logprobs": logprobs, "finish_reason": "stop"})
+        completion_tokens = sum(len(_words(t)) for t in texts)
+        return {"id": "chatcmpl-fake", "object": "chat.completion", "created": int(time.time()),
+                "model": body.get("model"), "choices": choices,
+                "usage": {"prompt_tokens": 10, "completion_tokens": completion_tokens,
+                          "total_tokens": 10 + completion_tokens}}
+
+    async def _stream(self, body: dict, texts: list[str], drop: bool):
+        top_k = self._top_k(body)
+        base = {"id": "chatcmpl-fake", "object": "chat.completion.chunk",
+                "created": int(time.time()), "model": body.get("model")}
+        for i, text in enumerate(texts):
+            words = _words(text)
+            first = {**base, "choices": [{"index": i, "delta": {"role": "assistant",
+                                                               "content": ""},
+                                          "logprobs": None, "finish_reason": None}]}
+            yield _sse(first)
+            for j, w in enumerate(words):
+                if drop and j == max(1, len(words) // 2):
+                    raise ConnectionError("injected drop")  # uvicorn cuts the connection
+                lp = ({"content": token_logprobs([w], self.script.logprob, top_k)}
+                      if body.get("logprobs") else None)
+                yield _sse({**base, "choices": [{"index": i, "delta": {"content": w},
+                                                 "logprobs": lp, "finish_reason": None}]})
+            yield _sse({**base, "choices": [{"index": i, "delta": {}, "logprobs": None,
+                                             "finish_reason": "stop"}]})
+        if (body.get("stream_options") or {}).get("include_usage"):
+            n_tokens = sum(len(_words(t)) for t in texts)
+            yield _sse({**base, "choices": [], "usage": {
+                "prompt_tokens": 10, "completion_tokens": n_tokens,
+                "total_tokens": 10 + n_tokens}})
+        yield b"data: [DONE]\n\n"
+
+    # --- serving ---------------------------------------------------------------------
+
+    def serve_in_thread(self, port: int = 0) -> FakeUpstream:
+        config = uvicorn.Config(self.app, host="127.0.0.1", port=port, log_level="error",
+                                lifespan="off")
+        self._server = server = uvicorn.Server(config)
+        thread = threading.Thread(target=server.run, daemon=True, name="fake-upstream")
+        thread.start()
+        while not server.started:
+            time.sleep(0.01)
+        self.port = server.servers[0].sockets[0].getsockname()[1]
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.should_exit = True
+
+
+def _words(text: str) -> list[str]:
+    """Split into word tokens that join back to ``text`` (a leading space per word)."""
+    parts = text.split(" ")
+    return [p if i == 0 else " " + p for i, p in enumerate(parts)] if text else []
+
+
+def _sse(obj: dict) -> bytes:
+    return f"data: {json.dumps(obj)}\n\n".encode()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--port", type=int, default=9001)
+    parser.add_argument("--latency-ms", type=float, default=20.0)
+    args = parser.parse_args()
+    fake = FakeUpstream(Script(latency_s=args.latency_ms / 1000.0))
+    uvicorn.run(fake.app, host="127.0.0.1", port=args.port, log_level="error",
+                lifespan="off", access_log=False)
+
+
+if __name__ == "__main__":
+    main()
+

@@ -1,0 +1,49 @@
+"""The gateway on the real embedded llama.cpp model (SmolLM2-135M-Instruct)."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from proxy.config import EMBEDDED_MODEL_NAME
+
+pytestmark = pytest.mark.model
+QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
+
+
+def test_models_lists_the_embedded_model(embedded_client):
+    assert [m.id for m in embedded_client.models.list()] == [EMBEDDED_MODEL_NAME]
+
+
+def test_completion_with_twenty_logprobs(embedded_client):
+    resp = embedded_client.chat.completions.create(
+        model=EMBEDDED_MODEL_NAME, messages=QUESTION, max_tokens=16, temperature=0,
+        logprobs=True, top_logprobs=20)
+    choice = resp.choices[0]
+    assert choice.message.content.strip()
+    tokens = choice.logprobs.content
+    assert len(tokens) >= 1
+    assert max(len(t.top_logprobs) for t in tokens) == 20
+    assert all(t.logprob <= 0.0 for t in tokens)
+
+
+def test_streaming_completion(embedded_client):
+    chunks = list(embedded_client.chat.completions.create(
+        model=EMBEDDED_MODEL_NAME, messages=QUESTION, max_tokens=16, temperature=0,
+        stream=True, logprobs=True, top_logprobs=5))
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text.strip()
+    tokens = [t for c in chunks if c.choices and c.choices[0].logprobs
+              for t in c.choices[0].logprobs.content or ()]
+    assert tokens and all(len(t.top_logprobs) <= 5 for t in tokens)
+
+
+def test_n_three_returns_three_choices(embedded_client):
+    resp = embedded_client.chat.completions.create(
+        model=EMBEDDED_MODEL_NAME, messages=QUESTION, max_tokens=8, temperature=1.0, n=3)
+    assert [c.index for c in resp.choices] == [0, 1, 2]
+    assert all(c.message.content is not None for c in resp.choices)
+
+
+def test_ready_once_the_model_answers(embedded_gateway):
+    assert httpx.get(f"{embedded_gateway}/readyz").status_code == 200
