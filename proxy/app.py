@@ -9,22 +9,27 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import time
 from collections.abc import AsyncIterator
 
 import httpx
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
+from proxy.audit import AuditLog
+from proxy.auth import ApiKeyMiddleware, load_keys
 from proxy.chat.gating import Gatekeeper, OpenGatekeeper
 from proxy.chat.router import router as chat_router
 from proxy.chat.service import ChatService
 from proxy.config import EMBEDDED_MODEL_NAME, Settings, UpstreamModel
 from proxy.embedded import EmbeddedModel
 from proxy.errors import install_error_handlers
+from proxy.metrics import Metrics, MetricsMiddleware
 from proxy.middleware import BodyLimitMiddleware, RequestIdMiddleware
 from proxy.registry import UpstreamRegistry
 from proxy.upstream import build_upstream
+from proxy.upstream.instrumented import InstrumentedUpstream
 
 log = logging.getLogger("hallgate")
 
@@ -56,7 +61,8 @@ def create_app(settings: Settings | None = None,
                 await embedded.start()
                 stack.push_async_callback(embedded.stop)
                 configs.append(embedded_upstream_config(embedded))
-            upstreams = [build_upstream(c, settings.retry, client) for c in configs]
+            upstreams = [InstrumentedUpstream(build_upstream(c, settings.retry, client),
+                                              app.state.metrics) for c in configs]
             app.state.embedded = embedded
             app.state.registry = UpstreamRegistry(upstreams)
             app.state.chat = ChatService(app.state.registry, gatekeeper or OpenGatekeeper(),
@@ -70,10 +76,16 @@ def create_app(settings: Settings | None = None,
                   docs_url=None, redoc_url=None)
     app.state.settings = settings
     app.state.ready = False
+    app.state.metrics = Metrics()
+    app.state.audit = AuditLog(settings.audit.path, settings.audit.include_prompt) \
+        if settings.audit.path else None
     install_error_handlers(app)
     app.include_router(chat_router)
     _add_service_routes(app)
+    # Outermost last: request id -> metrics -> auth -> body limit -> routes.
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(ApiKeyMiddleware, keys=load_keys(settings.api_keys, dict(os.environ)))
+    app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
     app.add_middleware(RequestIdMiddleware)
     return app
 
@@ -86,6 +98,11 @@ def _add_service_routes(app: FastAPI) -> None:
         return {"object": "list", "data": [
             {"id": name, "object": "model", "created": created, "owned_by": "hallgate"}
             for name in request.app.state.registry.names()]}
+
+    @app.get("/metrics")
+    async def metrics(request: Request) -> Response:
+        body, content_type = request.app.state.metrics.render()
+        return Response(body, media_type=content_type)
 
     @app.get("/healthz")
     async def healthz() -> dict:

@@ -27,6 +27,7 @@ RETRYABLE_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
 class Upstream(Protocol):
     config: UpstreamModel
     logprobs_supported: bool
+    on_retry: Callable[[], None] | None  # called before each retry (metrics)
 
     async def complete(self, body: dict) -> dict:
         """One non-streaming chat completion; ``body`` is an OpenAI request dict."""
@@ -75,7 +76,8 @@ class _WaitRetryAfter:
 
 
 async def call_with_retries(attempt: Callable[[float], Awaitable[T]],
-                            settings: RetrySettings, per_attempt_timeout: float) -> T:
+                            settings: RetrySettings, per_attempt_timeout: float,
+                            on_retry: Callable[[], None] | None = None) -> T:
     """Run ``attempt(timeout)`` until it succeeds, attempts run out or the deadline passes.
 
     Gives up with :class:`UpstreamTimeout` (504) when the deadline is what ran out or the
@@ -86,6 +88,7 @@ async def call_with_retries(attempt: Callable[[float], Awaitable[T]],
         stop=stop_after_attempt(settings.max_attempts) | stop_before_delay(settings.deadline_s),
         wait=_WaitRetryAfter(settings),
         retry=retry_if_exception_type(RetryableUpstreamError),
+        before_sleep=(lambda _: on_retry()) if on_retry else None,
         reraise=True,
     )
     try:

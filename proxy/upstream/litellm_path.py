@@ -10,7 +10,7 @@ the call failing or the parameter vanishing silently.
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 from proxy.config import RetrySettings, UpstreamModel
 from proxy.errors import UpstreamError, UpstreamRejected
@@ -31,6 +31,7 @@ class LiteLLMUpstream:
     def __init__(self, config: UpstreamModel, retry: RetrySettings):
         self.config = config
         self.retry = retry
+        self.on_retry: Callable[[], None] | None = None
         try:
             supported = litellm.get_supported_openai_params(model=config.model) or []
         except Exception:  # unknown provider/model: assume OpenAI-like
@@ -57,7 +58,8 @@ class LiteLLMUpstream:
                 raise _map_exception(exc) from exc
             return resp.model_dump(exclude_none=True)
 
-        return await call_with_retries(attempt, self.retry, self.config.timeout_s)
+        return await call_with_retries(attempt, self.retry, self.config.timeout_s,
+                                      self.on_retry)
 
     async def stream(self, body: dict) -> AsyncIterator[dict]:
         async def attempt(timeout: float):
@@ -66,7 +68,8 @@ class LiteLLMUpstream:
             except Exception as exc:
                 raise _map_exception(exc) from exc
 
-        chunks = await call_with_retries(attempt, self.retry, self.config.timeout_s)
+        chunks = await call_with_retries(attempt, self.retry, self.config.timeout_s,
+                                      self.on_retry)
         try:
             async for chunk in chunks:
                 yield chunk.model_dump(exclude_none=True)

@@ -7,7 +7,7 @@ protocol, so no provider translation is needed and the per-call overhead stays s
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import httpx
 
@@ -29,6 +29,7 @@ class OpenAIHttpUpstream:
             raise ValueError(f"model {config.name!r}: provider 'openai' needs api_base")
         self.config = config
         self.retry = retry
+        self.on_retry: Callable[[], None] | None = None
         self.client = client
         self.url = config.api_base.rstrip("/") + "/chat/completions"
         key = config.api_key()
@@ -48,7 +49,8 @@ class OpenAIHttpUpstream:
             _raise_for_status(resp.status_code, resp.headers, resp.content)
             return _parse_json(resp.content)
 
-        return await call_with_retries(attempt, self.retry, self.config.timeout_s)
+        return await call_with_retries(attempt, self.retry, self.config.timeout_s,
+                                      self.on_retry)
 
     async def stream(self, body: dict) -> AsyncIterator[dict]:
         body = {**body, "model": self.config.model, "stream": True}
@@ -68,7 +70,8 @@ class OpenAIHttpUpstream:
                 _raise_for_status(resp.status_code, resp.headers, content)
             return resp
 
-        resp = await call_with_retries(attempt, self.retry, self.config.timeout_s)
+        resp = await call_with_retries(attempt, self.retry, self.config.timeout_s,
+                                      self.on_retry)
         try:
             async for line in resp.aiter_lines():
                 if not line.startswith("data:"):

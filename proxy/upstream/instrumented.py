@@ -1,0 +1,54 @@
+"""An Upstream wrapper that records latency, retries, failures and tokens in Metrics."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+
+from proxy.errors import HallgateError
+from proxy.metrics import Metrics
+from proxy.upstream.base import Upstream
+
+
+class InstrumentedUpstream:
+    def __init__(self, inner: Upstream, metrics: Metrics):
+        self.inner = inner
+        self.config = inner.config
+        self.logprobs_supported = inner.logprobs_supported
+        self.metrics = metrics
+        self.model = inner.config.name
+        inner.on_retry = metrics.upstream_retries.labels(self.model).inc
+        self.on_retry = inner.on_retry
+
+    def _count_tokens(self, usage: dict | None) -> None:
+        if usage:
+            for kind in ("prompt_tokens", "completion_tokens"):
+                self.metrics.tokens.labels(self.model, kind[:-7]).inc(int(usage.get(kind) or 0))
+
+    async def complete(self, body: dict) -> dict:
+        start = time.perf_counter()
+        try:
+            resp = await self.inner.complete(body)
+        except HallgateError:
+            self.metrics.upstream_errors.labels(self.model).inc()
+            raise
+        finally:
+            self.metrics.upstream_seconds.labels(self.model).observe(time.perf_counter() - start)
+        self._count_tokens(resp.get("usage"))
+        return resp
+
+    async def stream(self, body: dict) -> AsyncIterator[dict]:
+        start = time.perf_counter()
+        try:
+            async for chunk in self.inner.stream(body):
+                if chunk.get("usage"):
+                    self._count_tokens(chunk["usage"])
+                yield chunk
+        except HallgateError:
+            self.metrics.upstream_errors.labels(self.model).inc()
+            raise
+        finally:
+            self.metrics.upstream_seconds.labels(self.model).observe(time.perf_counter() - start)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
