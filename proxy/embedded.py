@@ -53,7 +53,7 @@ class EmbeddedModel:
         self.port = free_port()
         self.api_base = f"http://127.0.0.1:{self.port}/v1"
         self.model_name = EMBEDDED_MODEL_NAME
-        self.restarts = 0
+        self.restarts = 0  # successful restarts after an unexpected exit
         self._proc: asyncio.subprocess.Process | None = None
         self._monitor: asyncio.Task | None = None
         self._stopping = False
@@ -103,11 +103,10 @@ class EmbeddedModel:
             code = await self._proc.wait()
             if self._stopping:
                 return
-            self.restarts += 1
-            log.warning("embedded model exited with code %s; restarting (#%d)",
-                        code, self.restarts)
+            log.warning("embedded model exited with code %s; restarting", code)
             try:
                 await self._spawn()
+                self.restarts += 1
             except Exception:
                 log.exception("embedded model restart failed; retrying in 2s")
                 await asyncio.sleep(2.0)

@@ -47,3 +47,25 @@ def test_n_three_returns_three_choices(embedded_client):
 
 def test_ready_once_the_model_answers(embedded_gateway):
     assert httpx.get(f"{embedded_gateway}/readyz").status_code == 200
+
+
+async def test_the_embedded_model_is_restarted_when_it_dies():
+    import asyncio
+
+    from proxy.embedded import EmbeddedModel
+
+    model = EmbeddedModel()
+    await model.start()
+    try:
+        first_pid = model._proc.pid
+        model._proc.kill()
+        for _ in range(600):
+            await asyncio.sleep(0.1)
+            if model.restarts == 1 and model.alive():
+                break
+        assert model.restarts == 1 and model.alive() and model._proc.pid != first_pid
+        async with httpx.AsyncClient() as client:
+            assert (await client.get(f"{model.api_base}/models")).status_code == 200
+    finally:
+        await model.stop()
+    assert not model.alive()
