@@ -1,0 +1,268 @@
+"""The one place where detector results become ANSWER or ABSTAIN.
+
+    decision = decide(profile, {"halt": halt_result, "edfl": TimeoutError(...)},
+                      route="strict")
+    decision.verdict     # what the profile's judgement is (ABSTAIN)
+    decision.returned    # what the gateway returns after the action (annotate: ANSWER)
+    decision.reasons     # ("halt: risk 0.83 >= 0.61", "edfl: error (TimeoutError) ...")
+    decision.to_dict()   # the response's JSON-safe `hallgate` object
+
+A result is whatever a detector returned (``verdict``, ``risk`` in [0, 1], ``to_dict()``;
+see detectors/verdict.py), an exception it raised, or :class:`MissingLogprobs` when it
+could not run because the upstream gave no logprobs. The profile's fail mode decides what
+the last two mean: ``open`` leaves the detector out, ``closed`` counts it as an
+abstention (risk 1 in the weighted score). Results of detectors the profile does not
+enable are reported but never counted; an enabled detector without a result counts as
+an error.
+
+Combination (``profile.combine.mode``):
+    any       ABSTAIN iff a counted detector abstains.
+    weighted  r = Σ_d w_d·risk_d / Σ_d w_d over the counted detectors; ABSTAIN iff r >= thr.
+With nothing counted (all failed open, or none enabled) the verdict is ANSWER.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, Literal
+
+from detectors.verdict import Verdict
+from policies.schema import Profile
+
+
+@dataclass(frozen=True)
+class MissingLogprobs:
+    """A detector's slot in ``results`` when the upstream gave no (or too few) logprobs."""
+
+    detail: str = "the upstream returned no token logprobs"
+
+
+@dataclass(frozen=True)
+class Escalation:
+    """The hard rule moved this request from its route's profile to a stricter one."""
+
+    from_profile: str  # the route's own profile, e.g. "code-creative"
+    reason: str  # e.g. "prompt names 'Carlos Santana' together with '1985'"
+
+
+Status = Literal["ok", "error", "missing_logprobs"]
+
+
+@dataclass(frozen=True)
+class DetectorScore:
+    """One detector's part in a decision."""
+
+    name: str
+    status: Status
+    counted: bool  # took part in the combination (enabled, and ok or failed closed)
+    verdict: Verdict | None  # None unless status is ok
+    risk: float | None  # in [0, 1]; None unless status is ok
+    detail: dict = field(default_factory=dict)  # the result's to_dict(), or the error
+
+    def to_dict(self, detail: bool = True) -> dict:
+        """JSON-safe; ``detail=False`` keeps only status, verdict, risk and reasons."""
+        extra = self.detail if detail else {
+            k: v for k, v in self.detail.items() if k in ("reason", "reasons", "error")}
+        return _json_safe({
+            **extra,
+            "status": self.status,
+            "counted": self.counted,
+            "verdict": self.verdict.value if self.verdict else None,
+            "risk": self.risk,
+        })
+
+
+@dataclass(frozen=True)
+class Decision:
+    verdict: Verdict  # the profile's judgement
+    returned: Verdict  # what the client gets: the judgement under `abstain`, else ANSWER
+    action: str  # abstain | annotate | shadow
+    risk: float | None  # weighted risk (weighted) or highest counted risk (any)
+    reasons: tuple[str, ...]
+    detectors: Mapping[str, DetectorScore]
+    profile: str  # the profile that judged (strict-factual after an escalation)
+    route: str | None
+    combine: str  # any | weighted
+    fail_mode: str  # open | closed
+    escalation: Escalation | None = None
+
+    @property
+    def abstained(self) -> bool:
+        """The client gets the abstention text instead of the answer."""
+        return self.returned is Verdict.ABSTAIN
+
+    @property
+    def escalated_by_hard_rule(self) -> bool:
+        return self.escalation is not None
+
+    @property
+    def shown_to_client(self) -> bool:
+        """Whether the response carries the decision (`shadow` only logs it)."""
+        return self.action != "shadow"
+
+    def response_headers(self) -> dict[str, str]:
+        """``x-hallgate-*`` response headers summarising the decision."""
+        headers = {
+            "x-hallgate-decision": self.verdict.value,
+            "x-hallgate-returned": self.returned.value,
+            "x-hallgate-route": self.route or "",
+            "x-hallgate-profile": self.profile,
+            "x-hallgate-escalated": "true" if self.escalation else "false",
+        }
+        if self.risk is not None and math.isfinite(self.risk):
+            headers["x-hallgate-risk"] = f"{self.risk:.4f}"
+        return headers
+
+    @property
+    def scores(self) -> dict[str, dict]:
+        return {name: score.to_dict() for name, score in self.detectors.items()}
+
+    def to_dict(self, detail: bool = True) -> dict:
+        """The `hallgate` object of the response body: JSON-safe, no NaN or infinity.
+
+        ``detail=False`` leaves out each detector's own metadata (EDFL's skeleton texts,
+        the semantic gate's sampled answers, ...) but keeps its status, verdict and risk.
+        """
+        return _json_safe({
+            "decision": self.verdict.value,
+            "returned": self.returned.value,
+            "action": self.action,
+            "route": self.route,
+            "profile": self.profile,
+            "combine": self.combine,
+            "fail_mode": self.fail_mode,
+            "risk": self.risk,
+            "reasons": list(self.reasons),
+            "escalated_by_hard_rule": self.escalated_by_hard_rule,
+            "escalated_from": self.escalation.from_profile if self.escalation else None,
+            "escalation_reason": self.escalation.reason if self.escalation else None,
+            "detectors": {n: s.to_dict(detail) for n, s in self.detectors.items()},
+        })
+
+
+def decide(profile: Profile, results: Mapping[str, Any], *, route: str | None = None,
+           escalation: Escalation | None = None) -> Decision:
+    """Combine ``results`` (detector name -> result, exception or MissingLogprobs)."""
+    enabled = profile.detectors.enabled()
+    names = [*enabled, *(n for n in results if n not in enabled)]
+    scores = {n: _score(n, results.get(n, _NO_RESULT), n in enabled, profile) for n in names}
+    counted = [s for s in scores.values() if s.counted]
+    reasons = [_score_reason(s, profile) for s in scores.values()]
+    if profile.combine.mode == "weighted":
+        verdict, risk, why = _weighted(counted, profile)
+    else:
+        verdict, risk, why = _any(counted)
+    reasons.append(why)
+    returned = verdict if profile.action == "abstain" else Verdict.ANSWER
+    return Decision(verdict=verdict, returned=returned, action=profile.action, risk=risk,
+                    reasons=tuple(reasons), detectors=scores, profile=profile.name, route=route,
+                    combine=profile.combine.mode, fail_mode=profile.fail_mode,
+                    escalation=escalation)
+
+
+_NO_RESULT = RuntimeError("no result: the detector was enabled but did not run")
+
+
+def _score(name: str, result: Any, enabled: bool, profile: Profile) -> DetectorScore:
+    counts_if_failed = enabled and profile.fail_mode == "closed"
+    if isinstance(result, MissingLogprobs):
+        return DetectorScore(name, "missing_logprobs", counts_if_failed, None, None,
+                             {"error": result.detail})
+    if isinstance(result, BaseException):
+        detail = {"error": f"{type(result).__name__}: {result}"}
+        return DetectorScore(name, "error", counts_if_failed, None, None, detail)
+    try:
+        verdict, risk = Verdict(result.verdict), float(result.risk)
+        detail = dict(result.to_dict()) if hasattr(result, "to_dict") else {}
+    except (AttributeError, TypeError, ValueError) as exc:
+        detail = {"error": f"malformed result {type(result).__name__}: {exc}"}
+        return DetectorScore(name, "error", counts_if_failed, None, None, detail)
+    if not 0.0 <= risk <= 1.0:  # NaN included: a broken score is an error, not a number
+        detail = {"error": f"risk {risk!r} outside [0, 1]"}
+        return DetectorScore(name, "error", counts_if_failed, None, None, detail)
+    return DetectorScore(name, "ok", enabled, verdict, risk, detail)
+
+
+def _effective(score: DetectorScore) -> tuple[Verdict, float]:
+    """A counted detector's vote: its own, or ABSTAIN at risk 1 when it failed closed."""
+    if score.status == "ok":
+        return score.verdict, score.risk  # type: ignore[return-value]
+    return Verdict.ABSTAIN, 1.0
+
+
+def _any(counted: list[DetectorScore]) -> tuple[Verdict, float | None, str]:
+    if not counted:
+        return Verdict.ANSWER, None, "answer: no detector could be counted"
+    votes = [(s.name, *_effective(s)) for s in counted]
+    abstainers = [name for name, verdict, _ in votes if verdict is Verdict.ABSTAIN]
+    risk = max(r for _, _, r in votes)
+    if abstainers:
+        return Verdict.ABSTAIN, risk, f"abstain: {', '.join(abstainers)} abstained (any)"
+    return Verdict.ANSWER, risk, "answer: no detector abstained (any)"
+
+
+def _weighted(counted: list[DetectorScore], profile: Profile,
+              ) -> tuple[Verdict, float | None, str]:
+    """r = Σ w_d·risk_d / Σ w_d, abstain iff r >= threshold."""
+    combine = profile.combine
+    terms = [(s.name, combine.weight(s.name), _effective(s)[1]) for s in counted]
+    total = sum(w for _, w, _ in terms)
+    if total <= 0:
+        return Verdict.ANSWER, None, "answer: no detector could be counted (weighted)"
+    risk = sum(w * r for _, w, r in terms) / total
+    parts = ", ".join(f"{name} {r:.2f}×{w:g}" for name, w, r in terms)
+    if risk >= combine.threshold:
+        return Verdict.ABSTAIN, risk, f"abstain: weighted risk {risk:.2f} >= " \
+                                      f"{combine.threshold:.2f} ({parts})"
+    return Verdict.ANSWER, risk, f"answer: weighted risk {risk:.2f} < " \
+                                 f"{combine.threshold:.2f} ({parts})"
+
+
+def _score_reason(score: DetectorScore, profile: Profile) -> str:
+    """``halt: risk 0.83 >= 0.61``, ``edfl: error (TimeoutError: ...), counted as ...``."""
+    enabled = score.name in profile.detectors.enabled()
+    label = score.name if enabled else f"{score.name} (not enabled, not counted)"
+    if score.status != "ok":
+        what = "missing logprobs" if score.status == "missing_logprobs" else "error"
+        effect = ("counted as abstain (fail closed)" if score.counted
+                  else "ignored (fail open)") if enabled else "ignored"
+        return f"{label}: {what} ({score.detail.get('error')}), {effect}"
+    threshold = _threshold(score, profile)
+    if threshold is not None:
+        sign = ">=" if score.verdict is Verdict.ABSTAIN else "<"
+        return f"{label}: risk {score.risk:.2f} {sign} {threshold:.2f}"
+    own = score.detail.get("reason") or "; ".join(score.detail.get("reasons") or ())
+    own = f"; {own}" if own else ""
+    return f"{label}: {score.verdict.value} (risk {score.risk:.2f}{own})"
+
+
+def _threshold(score: DetectorScore, profile: Profile) -> float | None:
+    """The risk threshold behind a thresholded detector's verdict (HALT), if known."""
+    value = score.detail.get("threshold")
+    if value is None and score.name == "halt":
+        value = profile.detectors.halt.threshold
+    return float(value) if isinstance(value, int | float) else None
+
+
+def _json_safe(value: Any) -> Any:
+    """Plain JSON types only: enums by value, tuples as lists, NaN/inf as None."""
+    if isinstance(value, Enum):
+        return _json_safe(value.value)
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return value
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, Mapping):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [_json_safe(v) for v in value]
+    if hasattr(value, "tolist"):  # numpy arrays and scalars
+        return _json_safe(value.tolist())
+    if hasattr(value, "__float__"):  # Decimal, fractions, ...
+        return _json_safe(float(value))
+    return str(value)

@@ -1,0 +1,367 @@
+"""The policy file, as pydantic models: routes choose a profile, a profile says how to judge.
+
+    Policy
+    ├── routes: [Route]            first match wins; exactly one `default: true`, last
+    │   └── match: RouteMatch      path_prefix | header (x-hallgate-route) | model | key
+    └── profiles: {name: Profile}  the file's own plus the built-ins it reaches
+        ├── detectors: halt | edfl | semantic     on/off and their knobs
+        ├── combine: any | weighted               how detector results become one verdict
+        └── action, streaming, fail_mode, abstention_text, allow_overrides, ...
+
+Every model forbids unknown keys (``extra="forbid"``) and is frozen: a loaded policy is
+shared by concurrent requests and never mutated; overrides build a new Profile.
+
+Checks that span several fields raise :class:`LocatedError`, which carries the location
+of each problem relative to the model, so the loader can point at the right YAML line.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Iterable
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+# The registry of detectors a profile may name. A gateway may offer fewer (it passes
+# ``available_detectors`` in the validation context); naming one it lacks is a load error.
+KNOWN_DETECTORS: tuple[str, ...] = ("halt", "edfl", "semantic")
+
+# The six closed-book masking levels of DESIGN.md, cycled over the m skeletons.
+DEFAULT_MASKING_LEVELS: tuple[float, ...] = (0.25, 0.35, 0.5, 0.65, 0.8, 0.9)
+
+ROUTE_HEADER = "x-hallgate-route"
+
+
+class LocatedError(ValueError):
+    """Problems found by a cross-field check, each with its location below the model.
+
+    ``problems`` is a list of ``(loc, reason)``; ``loc`` is a tuple of keys/indices like
+    pydantic's own error locations, relative to the model whose validator raised.
+    """
+
+    def __init__(self, problems: list[tuple[tuple[str | int, ...], str]]):
+        self.problems = problems
+        super().__init__("; ".join(f"{'.'.join(map(str, loc))}: {why}" for loc, why in problems))
+
+
+def _as_tuple(value: Any) -> Any:
+    """Let a YAML scalar stand for a one-item list (``path_prefix: /strict``)."""
+    if isinstance(value, str | int | float):
+        return (value,)
+    return value
+
+
+StrTuple = Annotated[tuple[str, ...], BeforeValidator(_as_tuple)]
+Probability = Annotated[float, Field(gt=0.0, lt=1.0)]
+UnitInterval = Annotated[float, Field(ge=0.0, le=1.0)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --------------------------------------------------------------------------- detectors
+
+
+class HaltKnobs(_Strict):
+    """HALT on the answer's token logprobs (cheap: no extra upstream call)."""
+
+    enabled: bool = True  # on by default: it only reads logprobs the answer already has
+    threshold: UnitInterval | None = None  # risk >= threshold -> abstain; None = the
+    # threshold tuned for macro-F1 on validation and stored with the checkpoint
+
+
+class EdflKnobs(_Strict):
+    """The EDFL / ISR / B2T skeleton gate (1 + m short upstream calls, or (1 + m)·n)."""
+
+    enabled: bool = False  # off unless a profile asks: it costs extra upstream calls
+    isr_threshold: float = Field(1.0, gt=0.0)  # answer needs ISR = Δ̄ / B2T >= this
+    margin: float = Field(0.0, ge=0.0)  # extra nats: answer needs Δ̄ >= B2T + margin
+    m: int = Field(6, ge=1, le=32)  # skeleton prompts per request (the toolkit's default)
+    n: int = Field(7, ge=1, le=64)  # sampled decisions per prompt when logprobs can't be used
+    clip: float = Field(12.0, gt=0.0)  # B: Δ̄ = mean_k clip(log P − log S_k, −B, B), nats
+
+
+class SemanticKnobs(_Strict):
+    """The semantic-entropy gate: M sampled answers clustered by bidirectional entailment."""
+
+    enabled: bool = False  # off unless a profile asks: it samples M + m·3 extra answers
+    M: int = Field(10, ge=2, le=64)  # answers sampled for the full prompt (Farquhar et al.)
+    m: int = Field(4, ge=1, le=32)  # skeleton prompts whose answers form the prior
+    temperature: float = Field(1.0, gt=0.0, le=2.0)  # sampling temperature of those answers
+    isr_threshold: float = Field(1.0, gt=0.0)  # answer needs ISR >= this
+    margin: float = Field(0.0, ge=0.0)  # extra nats: answer needs Δ̄ >= B2T + margin
+    entailment: Literal["nli", "llm", "embedding", "lexical"] = "embedding"  # clusterer;
+    # embedding = all-MiniLM-L6-v2 from a local package, no weights download
+    nli_model_path: str | None = None  # local directory of an NLI cross-encoder (nli only)
+    delta_mode: Literal["kl", "llr"] = "llr"  # Δ̄ as multi-class KL or 1-D log-ratio of the
+    # top meaning (stable when cluster supports differ)
+
+    @model_validator(mode="after")
+    def _nli_needs_a_model(self) -> SemanticKnobs:
+        if self.entailment == "nli" and not self.nli_model_path:
+            raise LocatedError([(("nli_model_path",), "entailment 'nli' needs nli_model_path "
+                                 "(a local directory; weights are never downloaded)")])
+        return self
+
+
+class SkeletonKnobs(_Strict):
+    """The masker both gates use to build skeleton prompts (detectors/edfl/skeletons.py)."""
+
+    masking: Literal["auto", "evidence", "closed_book"] = "auto"  # auto = erase evidence
+    # fields when the prompt has them, otherwise closed-book masking
+    levels: tuple[UnitInterval, ...] = Field(DEFAULT_MASKING_LEVELS, min_length=1)
+    # masking probability of skeleton k, cycled over the skeletons
+    skip_words: StrTuple | None = None  # task words never masked (case-insensitive);
+    # None = the detectors' default list (python, regex, sql, ...); a list replaces it
+
+
+class DetectorsConfig(_Strict):
+    """One field per name in KNOWN_DETECTORS; an unknown name is an unknown key."""
+
+    halt: HaltKnobs = HaltKnobs()
+    edfl: EdflKnobs = EdflKnobs()
+    semantic: SemanticKnobs = SemanticKnobs()
+
+    def enabled(self) -> tuple[str, ...]:
+        """Names of the detectors this profile runs, in registry order."""
+        return tuple(name for name in KNOWN_DETECTORS if getattr(self, name).enabled)
+
+
+class CombineConfig(_Strict):
+    """How detector results become one verdict.
+
+    any:      ABSTAIN iff any counted detector says ABSTAIN.
+    weighted: ABSTAIN iff Σ w_d·risk_d / Σ w_d >= threshold over the counted detectors.
+    """
+
+    mode: Literal["any", "weighted"] = "any"
+    weights: dict[str, float] = {}  # weighted mode; detectors not listed weigh 1.0
+    threshold: UnitInterval = 0.5  # weighted mode: abstain when the weighted risk >= this
+
+    @field_validator("weights")
+    @classmethod
+    def _weights_name_detectors(cls, weights: dict[str, float]) -> dict[str, float]:
+        problems = [((name,), f"unknown detector '{name}' (known detectors: "
+                     f"{', '.join(KNOWN_DETECTORS)})") for name in weights
+                    if name not in KNOWN_DETECTORS]
+        problems += [((name,), f"weight must be >= 0, got {w}")
+                     for name, w in weights.items() if w < 0]
+        if problems:
+            raise LocatedError(problems)
+        return weights
+
+    def weight(self, detector: str) -> float:
+        return self.weights.get(detector, 1.0)
+
+
+# --------------------------------------------------------------------------- profile
+
+# Knobs a request may override with an ``x-hallgate-*`` header, when the profile lists
+# them in ``allow_overrides``. Only scalars: a header carries one value.
+OVERRIDABLE_KNOBS: tuple[str, ...] = (
+    "h_star", "action", "streaming", "fail_mode", "combine.mode", "combine.threshold",
+    "skeletons.masking",
+    "halt.enabled", "halt.threshold",
+    "edfl.enabled", "edfl.isr_threshold", "edfl.margin", "edfl.m", "edfl.n", "edfl.clip",
+    "semantic.enabled", "semantic.M", "semantic.temperature", "semantic.isr_threshold",
+    "semantic.margin", "semantic.entailment", "semantic.delta_mode",
+)  # (semantic.m is left out: headers ignore case, so it would collide with semantic.M)
+
+DEFAULT_ABSTENTION_TEXT = (
+    "I can't answer that reliably, so I won't guess. Please check a trusted source."
+)
+
+
+class Profile(_Strict):
+    """How one route judges answers, and what it does with the judgement."""
+
+    name: str  # the key under `profiles:` (filled in by the loader)
+    description: str = ""
+    extends: str | None = None  # the profile this one was built on (already merged in)
+    h_star: Probability = 0.05  # target hallucination rate h*: gates aim at 1 − h* reliability
+    skeletons: SkeletonKnobs = SkeletonKnobs()
+    detectors: DetectorsConfig = DetectorsConfig()
+    combine: CombineConfig = CombineConfig()
+    action: Literal["abstain", "annotate", "shadow"] = "abstain"  # abstain = return the
+    # abstention text; annotate = return the answer, the `hallgate` object says what the
+    # decision would have been; shadow = return the answer, log the decision only
+    streaming: Literal["buffer", "passthrough"] = "buffer"  # buffer = hold the stream until
+    # the decision; passthrough = stream at once, report the verdict in a final chunk
+    fail_mode: Literal["open", "closed"] = "closed"  # a detector error or missing logprobs:
+    # open = ignore that detector, closed = count it as an abstention
+    abstention_text: str = Field(DEFAULT_ABSTENTION_TEXT, min_length=1)
+    allow_overrides: StrTuple = ()  # knobs a request may set with x-hallgate-* headers
+    escalate_factual_to: str | None = None  # hard rule: prompts naming real entities with
+    # dates or numbers are judged under this profile (code-creative -> strict-factual)
+    output_constraint: Literal["none", "code_or_paragraph"] = "none"  # code_or_paragraph =
+    # the gates' own samples are asked for one code block or one paragraph (fewer splits)
+
+    @field_validator("allow_overrides")
+    @classmethod
+    def _overridable_only(cls, knobs: tuple[str, ...]) -> tuple[str, ...]:
+        problems = [((i,), f"'{knob}' cannot be overridden per request (overridable: "
+                     f"{', '.join(OVERRIDABLE_KNOBS)})")
+                    for i, knob in enumerate(knobs) if knob not in OVERRIDABLE_KNOBS]
+        if problems:
+            raise LocatedError(problems)
+        return knobs
+
+    @model_validator(mode="after")
+    def _runs_what_it_weighs(self) -> Profile:
+        if self.combine.mode != "weighted":
+            return self
+        enabled = self.detectors.enabled()
+        if enabled and sum(self.combine.weight(d) for d in enabled) <= 0:
+            raise LocatedError([(("combine", "weights"),
+                                 "the enabled detectors' weights sum to 0")])
+        return self
+
+
+# --------------------------------------------------------------------------- routes
+
+
+class RouteMatch(_Strict):
+    """Conditions of a route; the route matches when ANY of them holds."""
+
+    path_prefix: StrTuple = ()  # request path starts with one of these, on a "/" boundary
+    header: StrTuple = ()  # the x-hallgate-route header equals one of these (any case)
+    model: StrTuple = ()  # the request's `model` matches one of these globs (gpt-4o*)
+    key: StrTuple = ()  # the name of the gateway API key the request used
+
+    @field_validator("path_prefix")
+    @classmethod
+    def _absolute(cls, prefixes: tuple[str, ...]) -> tuple[str, ...]:
+        bad = [((i,), f"path prefix must start with '/', got '{p}'")
+               for i, p in enumerate(prefixes) if not p.startswith("/")]
+        if bad:
+            raise LocatedError(bad)
+        return tuple(p.rstrip("/") or "/" for p in prefixes)
+
+    def is_empty(self) -> bool:
+        return not (self.path_prefix or self.header or self.model or self.key)
+
+    def matches(self, *, path: str | None, route_header: str | None, model: str | None,
+                key_name: str | None) -> bool:
+        if path is not None and any(_under(path, p) for p in self.path_prefix):
+            return True
+        if route_header is not None and route_header.strip().lower() in (
+                h.lower() for h in self.header):
+            return True
+        if model is not None and any(fnmatch.fnmatchcase(model, g) for g in self.model):
+            return True
+        return key_name is not None and key_name in self.key
+
+
+def _under(path: str, prefix: str) -> bool:
+    """``/strict`` covers ``/strict`` and ``/strict/v1/...`` but not ``/strictly``."""
+    return prefix == "/" or path == prefix or path.startswith(prefix + "/")
+
+
+class Route(_Strict):
+    name: str = Field(min_length=1)
+    match: RouteMatch = RouteMatch()
+    default: bool = False  # the fallback route: matches everything; exactly one, last
+    profile: str  # a profile of this file or a built-in one
+
+    @model_validator(mode="after")
+    def _default_xor_conditions(self) -> Route:
+        if self.default and not self.match.is_empty():
+            raise LocatedError([(("match",), "the default route matches every request; "
+                                 "remove its match conditions")])
+        if not self.default and self.match.is_empty():
+            raise LocatedError([(("match",), "a route needs at least one condition "
+                                 "(path_prefix, header, model, key) or default: true")])
+        return self
+
+
+# --------------------------------------------------------------------------- policy
+
+
+class Policy(_Strict):
+    """A whole policy file after ``extends`` has been resolved."""
+
+    version: Literal[1] = 1
+    routes: tuple[Route, ...]  # first match wins; the last one is the default
+    profiles: dict[str, Profile] = {}  # the file's profiles plus the built-ins they reach
+    source: str | None = None  # the file it came from (set by the loader)
+
+    @model_validator(mode="after")
+    def _consistent(self, info: ValidationInfo) -> Policy:
+        context = info.context or {}
+        available = context.get("available_detectors")
+        known = sorted({*self.profiles, *context.get("profile_names", ())})
+        problems = _route_problems(self.routes, self.profiles, known)
+        problems += _profile_problems(self.profiles, available)
+        if problems:
+            raise LocatedError(problems)
+        return self
+
+    def match(self, *, path: str | None = None, route_header: str | None = None,
+              model: str | None = None, key_name: str | None = None) -> tuple[Route, Profile]:
+        """The first route whose conditions hold (the default route otherwise)."""
+        for route in self.routes:
+            if route.default or route.match.matches(
+                    path=path, route_header=route_header, model=model, key_name=key_name):
+                return route, self.profiles[route.profile]
+        raise AssertionError("validated policies end with a default route")
+
+    def route(self, name: str) -> Route:
+        return next(r for r in self.routes if r.name == name)
+
+
+def _route_problems(routes: Iterable[Route], profiles: dict[str, Profile], known: list[str],
+                    ) -> list[tuple[tuple[str | int, ...], str]]:
+    routes = list(routes)
+    problems: list[tuple[tuple[str | int, ...], str]] = []
+    seen: set[str] = set()
+    for i, route in enumerate(routes):
+        if route.name in seen:
+            problems.append((("routes", i, "name"), f"duplicate route name '{route.name}'"))
+        seen.add(route.name)
+        if route.profile not in profiles:
+            problems.append((("routes", i, "profile"), f"unknown profile '{route.profile}' "
+                             f"(known: {', '.join(known)})"))
+    defaults = [i for i, r in enumerate(routes) if r.default]
+    if not defaults:
+        problems.append((("routes",), "a default route is required "
+                         "(a last route with `default: true`)"))
+    elif len(defaults) > 1:
+        problems.append((("routes", defaults[1], "default"), "only one route may be default"))
+    elif defaults[0] != len(routes) - 1:
+        problems.append((("routes", defaults[0], "default"), "the default route must be last: "
+                         "routes after it could never match"))
+    return problems
+
+
+def _profile_problems(profiles: dict[str, Profile], available: Iterable[str] | None,
+                      ) -> list[tuple[tuple[str | int, ...], str]]:
+    problems: list[tuple[tuple[str | int, ...], str]] = []
+    for key, profile in profiles.items():
+        if profile.name != key:
+            problems.append((("profiles", key, "name"),
+                             f"a profile's name is its key '{key}', got '{profile.name}'"))
+        target = profile.escalate_factual_to
+        if target is not None and target not in profiles:
+            problems.append((("profiles", key, "escalate_factual_to"),
+                             f"unknown profile '{target}'"))
+        elif target is not None and profiles[target].escalate_factual_to is not None:
+            problems.append((("profiles", key, "escalate_factual_to"),
+                             f"'{target}' escalates further; the target must judge itself"))
+        if available is not None:
+            for det in profile.detectors.enabled():
+                if det not in available:
+                    problems.append((("profiles", key, "detectors", det, "enabled"),
+                                     f"detector '{det}' is enabled but this gateway does not "
+                                     f"offer it (available: "
+                                     f"{', '.join(sorted(available)) or 'none'})"))
+    return problems
