@@ -7,9 +7,11 @@ gates), and torn down in reverse order on shutdown.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
+import signal
 import time
 from collections.abc import AsyncIterator
 
@@ -17,14 +19,16 @@ import httpx
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
+from policies import PolicyStore
 from proxy.audit import AuditLog
 from proxy.auth import ApiKeyMiddleware, load_keys
-from proxy.chat.gating import Gatekeeper, OpenGatekeeper
+from proxy.chat.gating import Gatekeeper
 from proxy.chat.router import router as chat_router
 from proxy.chat.service import ChatService
 from proxy.config import EMBEDDED_MODEL_NAME, Settings, UpstreamModel
 from proxy.embedded import EmbeddedModel
 from proxy.errors import install_error_handlers
+from proxy.gates import DetectorSuite, HaltScoring, PolicyGatekeeper, load_halt_scorer
 from proxy.metrics import Metrics, MetricsMiddleware
 from proxy.middleware import BodyLimitMiddleware, RequestIdMiddleware
 from proxy.registry import UpstreamRegistry
@@ -46,8 +50,35 @@ def http_client() -> httpx.AsyncClient:
     return httpx.AsyncClient(limits=limits, timeout=httpx.Timeout(60.0))
 
 
-def create_app(settings: Settings | None = None,
-               gatekeeper: Gatekeeper | None = None) -> FastAPI:
+@contextlib.asynccontextmanager
+async def policy_gatekeeper(settings: Settings, registry: UpstreamRegistry, metrics: Metrics,
+                            audit: AuditLog | None, halt: HaltScoring | None = None,
+                            ) -> AsyncIterator[PolicyGatekeeper]:
+    """Load detectors and the policy file (a bad file stops the start with file, line and
+    key); reload it on change and on SIGHUP, keeping the old policy when a reload fails."""
+    suite = DetectorSuite(halt=halt or load_halt_scorer())
+    store = PolicyStore(settings.resolved_policy_file(), available_detectors=suite.available())
+    log.info("policy %s loaded; detectors available: %s", store.path, suite.available())
+    watcher = asyncio.create_task(store.watch(), name="policy-watch")
+    loop = asyncio.get_running_loop()
+    try:
+        loop.add_signal_handler(signal.SIGHUP, store.reload)
+    except (RuntimeError, ValueError, NotImplementedError):  # not the main thread (tests)
+        log.debug("SIGHUP reload unavailable in this thread; file watching still runs")
+    try:
+        yield PolicyGatekeeper(store, suite, registry, metrics, audit)
+    finally:
+        watcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watcher
+        with contextlib.suppress(RuntimeError, ValueError, NotImplementedError):
+            loop.remove_signal_handler(signal.SIGHUP)
+
+
+def create_app(settings: Settings | None = None, gatekeeper: Gatekeeper | None = None,
+               halt: HaltScoring | None = None) -> FastAPI:
+    """The gateway. ``gatekeeper`` replaces policy gating; ``halt`` reuses an already
+    loaded HALT scorer (its weights are read-only, so apps may share one)."""
     settings = settings or Settings()
 
     @contextlib.asynccontextmanager
@@ -64,9 +95,10 @@ def create_app(settings: Settings | None = None,
             upstreams = [InstrumentedUpstream(build_upstream(c, settings.retry, client),
                                               app.state.metrics) for c in configs]
             app.state.embedded = embedded
-            app.state.registry = UpstreamRegistry(upstreams)
-            app.state.chat = ChatService(app.state.registry, gatekeeper or OpenGatekeeper(),
-                                         settings.max_n)
+            app.state.registry = registry = UpstreamRegistry(upstreams)
+            keeper = gatekeeper or await stack.enter_async_context(
+                policy_gatekeeper(settings, registry, app.state.metrics, app.state.audit, halt))
+            app.state.chat = ChatService(registry, keeper, settings.max_n)
             app.state.ready = True
             log.info("hallgate ready: models %s", app.state.registry.names())
             yield

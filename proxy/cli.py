@@ -8,12 +8,15 @@ from pathlib import Path
 import typer
 
 from policies.cli import app as policy_app
+from proxy.commands.evaluate import calibrate_command, eval_command
 from proxy.commands.halt import app as halt_app
 
 app = typer.Typer(help="hallgate: an OpenAI-compatible gateway that abstains "
                        "instead of hallucinating.", no_args_is_help=True)
 app.add_typer(halt_app, name="halt")
 app.add_typer(policy_app, name="policy")
+app.command("eval")(eval_command)
+app.command("calibrate")(calibrate_command)
 
 
 @app.command()

@@ -16,6 +16,7 @@ import openai
 import pytest
 import uvicorn
 
+from detectors.halt import HaltScorer
 from proxy.app import create_app
 from proxy.config import RetrySettings, Settings, UpstreamModel
 from tests.fake_upstream import FakeUpstream
@@ -70,11 +71,18 @@ def fake_settings(fake: FakeUpstream, **overrides) -> Settings:
     return Settings(models=[model], retry=retry, **overrides)
 
 
+@pytest.fixture(scope="session")
+def halt_scorer() -> HaltScorer:
+    """Loaded once and shared by the test gateways (the weights are read-only)."""
+    return HaltScorer.load_default()
+
+
 @pytest.fixture
-def start_gateway():
+def start_gateway(halt_scorer):
     servers: list[RunningServer] = []
 
     def start(settings: Settings, **app_kwargs) -> str:
+        app_kwargs.setdefault("halt", halt_scorer)
         server = RunningServer(create_app(settings, **app_kwargs)).start()
         servers.append(server)
         return server.url
@@ -95,8 +103,8 @@ def client(gateway: str) -> openai.OpenAI:
 
 
 @pytest.fixture(scope="session")
-def embedded_gateway() -> Iterator[str]:
-    server = RunningServer(create_app(Settings())).start()
+def embedded_gateway(halt_scorer) -> Iterator[str]:
+    server = RunningServer(create_app(Settings(), halt=halt_scorer)).start()
     yield server.url
     server.stop()
 

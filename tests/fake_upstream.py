@@ -38,6 +38,7 @@ class Script:
     honours_n: bool = True  # False: like llama.cpp, always one choice
     logprob: float = -0.05  # chosen token's logprob
     top_k: int = 20  # alternatives per token in the reply
+    no_logprobs: bool = False  # like a provider without logprobs: never sends them
     texts: deque = field(default_factory=deque)  # per-call texts, consumed first
 
 
@@ -112,13 +113,16 @@ class FakeUpstream:
         return min(self.script.top_k, body.get("top_logprobs") or 0) if body.get(
             "logprobs") else 0
 
+    def _wants_logprobs(self, body: dict) -> bool:
+        return bool(body.get("logprobs")) and not self.script.no_logprobs
+
     def _completion(self, body: dict, texts: list[str]) -> dict:
         top_k = self._top_k(body)
         choices = []
         for i, text in enumerate(texts):
             words = _words(text)
             logprobs = ({"content": token_logprobs(words, self.script.logprob, top_k)}
-                        if body.get("logprobs") else None)
+                        if self._wants_logprobs(body) else None)
             choices.append({"index": i, "message": {"role": "assistant", "content": text},
                             "logprobs": logprobs, "finish_reason": "stop"})
         completion_tokens = sum(len(_words(t)) for t in texts)
@@ -141,7 +145,7 @@ class FakeUpstream:
                 if drop and j == max(1, len(words) // 2):
                     raise ConnectionError("injected drop")  # uvicorn cuts the connection
                 lp = ({"content": token_logprobs([w], self.script.logprob, top_k)}
-                      if body.get("logprobs") else None)
+                      if self._wants_logprobs(body) else None)
                 yield _sse({**base, "choices": [{"index": i, "delta": {"content": w},
                                                  "logprobs": lp, "finish_reason": None}]})
             yield _sse({**base, "choices": [{"index": i, "delta": {}, "logprobs": None,

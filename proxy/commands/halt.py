@@ -1,5 +1,118 @@
-"""``hallgate halt ...``: collect, train and evaluate the HALT detector."""
+"""``hallgate halt ...``: collect, train and evaluate the HALT detector.
+
+The logic lives in ``detectors.halt`` (collect, pipeline); these commands parse arguments,
+obtain a sampler from ``proxy.sampler`` and print results.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+from pathlib import Path
 
 import typer
 
 app = typer.Typer(help="HALT detector: collect answers with logprobs, train, evaluate.")
+
+
+def _command_line() -> str:
+    return "hallgate halt " + " ".join(shlex.quote(a) for a in sys.argv[2:])
+
+
+@app.command()
+def train(
+    data: list[Path] = typer.Option([], "--data", help="JSONL(.gz) answers with logprobs; "
+                                    "repeat for several files."),
+    out: Path = typer.Option(..., "--out", help="Directory for NAME.pt / NAME.json."),
+    name: str = typer.Option("halt", help="Checkpoint file stem."),
+    arch: str = typer.Option("small", help="full (BiGRU 5x256) or small (BiGRU 2x128)."),
+    epochs: int = typer.Option(60, help="Maximum epochs (early stopping may end sooner)."),
+    seed: int = typer.Option(42, help="Seed of the split, the weights and the batch order."),
+    batch_size: int = typer.Option(32, help="Training batch size."),
+    upstream_model: str = typer.Option("SmolLM2-135M-Instruct (Q4_1, llama.cpp)",
+                                       help="The generator the data came from."),
+    threads: int = typer.Option(1, help="torch threads (the dev machine has 2 cores)."),
+    synthetic: int = typer.Option(0, help="Smoke test: N synthetic answers, no --data."),
+) -> None:
+    """Train HALT with the reference recipe; report validation and held-out test metrics."""
+    import torch
+
+    from detectors.halt.pipeline import run_training
+    from detectors.halt.train import TrainConfig
+
+    if not data and not synthetic:
+        raise typer.BadParameter("give --data FILE (or --synthetic N for a smoke test)")
+    torch.set_num_threads(threads)
+    cfg = TrainConfig(max_epochs=epochs, seed=seed, batch_size=batch_size)
+
+    def show(row: dict) -> None:
+        typer.echo(f"epoch {row['epoch']:3d} loss {row['train_loss']:.4f} "
+                   f"val macro-F1 {row['val_macro_f1']:.4f} AUROC {row['val_auroc']:.4f} "
+                   f"lr {row['lr']:.2e} {row['seconds']:.0f}s")
+
+    summary = run_training(data, out, name, arch, cfg, upstream_model, _command_line(),
+                           synthetic=synthetic, on_epoch=show)
+    typer.echo(json.dumps({k: v for k, v in summary.items() if k not in ("val", "test")},
+                          indent=1))
+
+
+@app.command("eval")
+def evaluate(
+    checkpoint: Path = typer.Option(..., "--checkpoint", help="NAME.pt (NAME.json beside it)."),
+    data: list[Path] = typer.Option(..., "--data", help="JSONL(.gz) answers with logprobs."),
+    out: Path = typer.Option(..., "--out", help="Directory for halt_eval.json, halt_roc.png."),
+) -> None:
+    """Macro-F1, AUROC, accuracy per source and overall, with the mean-logprob baseline."""
+    from detectors.halt.pipeline import run_evaluation
+
+    typer.echo(json.dumps(run_evaluation(checkpoint, data, out), indent=1))
+
+
+@app.command()
+def collect(
+    dataset: str = typer.Option(..., "--dataset",
+                                help="nq_open | halueval | svamp | arithmetic"),
+    out: Path = typer.Option(..., "--out", help="JSONL output; ids already in it are skipped."),
+    upstream: str = typer.Option("local", "--upstream",
+                                 help="OpenAI-compatible base URL, or 'local' for the embedded "
+                                      "llama.cpp model."),
+    model: str | None = typer.Option(None, "--model", help="Upstream model name."),
+    limit: int | None = typer.Option(None, "--limit", help="First N items of the dataset."),
+    data_dir: Path = typer.Option(Path("/work/shared/data"), "--data-dir",
+                                  help="Directory with the QA files (shared/data)."),
+    api_key_env: str | None = typer.Option(None, "--api-key-env",
+                                           help="Env var holding the upstream's API key."),
+) -> None:
+    """Answer a QA set through an upstream with top-20 logprobs and label every answer."""
+    import asyncio
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    from detectors.halt.collect import collect as run_collect
+    from detectors.halt.collect import load_items, pending
+    from proxy.sampler import open_sampler
+
+    items = load_items(dataset, data_dir, limit)
+    todo = pending(items, out)
+    counts = {"correct": 0, "hallucinated": 0, "no_logprobs": 0}
+
+    async def go() -> int:
+        api_base = None if upstream == "local" else upstream
+        columns = ("[progress.description]{task.description}", BarColumn(),
+                   MofNCompleteColumn(), TimeRemainingColumn())
+        with Progress(*columns) as progress:
+            task = progress.add_task(f"{dataset} -> {out.name}", total=todo)
+
+            def tick(record: dict) -> None:
+                counts["correct" if record["correct"] else "hallucinated"] += 1
+                counts["no_logprobs"] += 0 if record["tokens"] else 1
+                progress.advance(task)
+
+            async with open_sampler(api_base=api_base, model=model,
+                                    api_key_env=api_key_env) as sampler:
+                return await run_collect(items, sampler, out, on_record=tick)
+
+    written = asyncio.run(go()) if todo else 0
+    typer.echo(json.dumps({"items": len(items), "skipped": len(items) - todo,
+                           "written": written, **counts}))

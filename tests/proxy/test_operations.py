@@ -50,7 +50,8 @@ def test_metrics_count_requests_upstream_and_retries(client, gateway, fake_upstr
     fake_upstream.fail_next("500")
     client.chat.completions.create(model="fake", messages=MESSAGES)
     text = httpx.get(f"{gateway}/metrics").text
-    assert 'hallgate_requests_total{profile="none",route="none",status="2xx"} 1.0' in text
+    assert ('hallgate_requests_total{profile="annotate-halt",route="default",status="2xx"} 1.0'
+            in text)  # the default route of policies/examples/default.yaml
     assert 'hallgate_upstream_retries_total{model="fake"} 1.0' in text
     assert 'hallgate_tokens_total{kind="completion",model="fake"} 6.0' in text
     assert "hallgate_in_flight_requests 0.0" in text

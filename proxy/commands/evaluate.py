@@ -1,0 +1,579 @@
+"""``hallgate eval`` and ``hallgate calibrate``: measure the detectors through a running
+gateway, then choose a threshold with a finite-sample guarantee.
+
+    hallgate eval --dataset all --limit 40 --policy policies/examples/evaluate.yaml \\
+        --route evaluate --out runs/eval            # starts a gateway when no --base-url
+    hallgate calibrate --results runs/eval --policy policies/examples/evaluate.yaml \\
+        --profile evaluate --target-risk 0.05 --delta 0.1 --out calibrated.yaml
+
+``eval`` sends every question with the official async openai client (real HTTP,
+``logprobs=True, top_logprobs=20``) on an ``annotate`` route, so each answer comes back
+with the decision it would get; it labels the answer, appends one line per item to
+results.jsonl (a rerun skips the ids already there), and writes results.json, report.md
+and the plots (see eval_report.py). ``calibrate`` runs policies/calibration.py on a seeded
+calibration split of those results and reports on the held-out rest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import shlex
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import typer
+import yaml
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+from detectors.metrics import clopper_pearson_upper, wilson_upper
+from policies import load_policy
+from policies.calibration import (
+    CalibrationConfig,
+    KnobEditError,
+    answered_mask,
+    knob_path,
+    ltt_threshold,
+    set_profile_knob,
+    split_indices,
+)
+from policies.schema import Policy, Profile
+from proxy.commands.eval_data import QAItem, is_correct, load_items, messages_for
+from proxy.commands.eval_report import summarise, write_plots, write_report
+
+DEFAULT_DATA_DIR = Path(os.environ.get("HALLGATE_DATA_DIR", "/work/shared/data"))
+console = Console(stderr=True)
+
+
+class EvalError(RuntimeError):
+    """A setup problem the user must fix (shown without a traceback)."""
+
+
+# --------------------------------------------------------------------------- routing
+
+
+def route_access(policy: Policy, route_name: str) -> tuple[dict[str, str], str]:
+    """Headers and path prefix that reach ``route_name`` with an annotate action.
+
+    The route is chosen by its header (x-hallgate-route), else its path prefix, else it must
+    be the default route. Its profile must annotate, or allow ``action`` overrides (then
+    ``x-hallgate-action: annotate`` is sent)."""
+    names = [r.name for r in policy.routes]
+    if route_name not in names:
+        raise EvalError(f"route '{route_name}' is not in the policy (routes: {', '.join(names)})")
+    route = policy.route(route_name)
+    profile: Profile = policy.profiles[route.profile]
+    headers: dict[str, str] = {}
+    prefix = ""
+    if route.match.header:
+        headers["x-hallgate-route"] = route.match.header[0]
+    elif route.match.path_prefix:
+        prefix = route.match.path_prefix[0].rstrip("/")
+    elif not route.default:
+        raise EvalError(f"route '{route_name}' matches only by model or API key; give it a "
+                        f"`header:` condition to evaluate it")
+    if profile.action != "annotate":
+        if "action" not in profile.allow_overrides:
+            raise EvalError(
+                f"route '{route_name}' uses profile '{profile.name}' with action "
+                f"'{profile.action}': evaluation needs every answer back with its decision. "
+                f"Set `action: annotate` in that profile, or add `action` to its "
+                f"allow_overrides so the x-hallgate-action header can ask for it.")
+        headers["x-hallgate-action"] = "annotate"
+    return headers, prefix
+
+
+# --------------------------------------------------------------------------- gateway
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextlib.contextmanager
+def local_gateway(policy_path: Path, audit_path: Path,
+                  startup_timeout_s: float = 600.0) -> Iterator[str]:
+    """``hallgate serve --config TMP`` as a child process on a free port, with the given
+    policy (the embedded model when no models are configured) and an audit log at
+    ``audit_path`` (it holds each detector's full metadata); its log goes to a file."""
+    port = _free_port()
+    workdir = Path(tempfile.mkdtemp(prefix="hallgate-eval-"))
+    config = workdir / "hallgate.yaml"
+    config.write_text(json.dumps({"port": port, "policy_file": str(policy_path.resolve()),
+                                  "log_level": "warning",
+                                  "audit": {"path": str(audit_path.resolve())}}))
+    exe = Path(sys.executable).with_name("hallgate")
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "proxy.cli"]
+    log_path = workdir / "gateway.log"
+    with log_path.open("w") as log:
+        proc = subprocess.Popen([*cmd, "serve", "--config", str(config)], stdout=log,
+                                stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_ready(url, proc, log_path, startup_timeout_s)
+        console.print(f"gateway started at {url} (log {log_path})")
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _wait_ready(url: str, proc: subprocess.Popen, log_path: Path, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise EvalError(f"the gateway exited ({proc.returncode}):\n"
+                            f"{log_path.read_text()[-3000:]}")
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                return
+        time.sleep(0.5)
+    raise EvalError(f"the gateway was not ready after {timeout_s:.0f} s (log {log_path})")
+
+
+def gateway_counters(base_url: str) -> dict[str, float]:
+    """Upstream calls and tokens so far, summed over models, from /metrics."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    out = {"upstream_calls": 0.0, "prompt_tokens": 0.0, "completion_tokens": 0.0}
+    with contextlib.suppress(httpx.HTTPError):
+        text = httpx.get(f"{base_url}/metrics", timeout=10).text
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name == "hallgate_upstream_seconds_count":
+                    out["upstream_calls"] += sample.value
+                elif sample.name == "hallgate_tokens_total":
+                    kind = sample.labels.get("kind", "")
+                    key = f"{kind}_tokens" if not kind.endswith("tokens") else kind
+                    if key in out:
+                        out[key] += sample.value
+    return out
+
+
+# --------------------------------------------------------------------------- one item
+
+
+def _token_logprobs(choice) -> list[float]:
+    content = getattr(choice.logprobs, "content", None) if choice.logprobs else None
+    return [t.logprob for t in content or [] if t.logprob is not None]
+
+
+def _detector_cost(detectors: dict) -> tuple[int, int]:
+    """(completions requested, completion tokens) the detectors spent on one request."""
+    edfl = detectors.get("edfl") or {}
+    semantic_cost = (detectors.get("semantic") or {}).get("cost") or {}
+    completions = int(edfl.get("samples") or 0) + int(semantic_cost.get("samples") or 0)
+    tokens = int(edfl.get("completion_tokens") or 0) + \
+        int(semantic_cost.get("completion_tokens") or 0)
+    return completions, tokens
+
+
+class AuditTail:
+    """Reads the gateway's audit log as it grows; full detector metadata by request id
+    (the response's `hallgate` object carries only status, verdict, risk and reasons)."""
+
+    def __init__(self, path: Path | None):
+        self.path, self.offset, self.entries = path, 0, {}
+
+    def scores(self, request_id: str) -> dict | None:
+        if self.path is None or not self.path.exists():
+            return None
+        if request_id not in self.entries:
+            with self.path.open() as fh:
+                fh.seek(self.offset)
+                for line in fh:
+                    if line.endswith("\n"):
+                        entry = json.loads(line)
+                        self.entries[entry.get("request_id")] = entry.get("scores") or {}
+                        self.offset += len(line.encode())
+        return self.entries.get(request_id)
+
+
+def make_record(item: QAItem, response, latency_s: float, request_id: str,
+                full_scores: dict | None = None) -> dict:
+    """One results.jsonl line: the answer, its label, every score and verdict, the costs.
+    ``full_scores``: the audit log's per-detector metadata for this request, if known."""
+    choice = response.choices[0]
+    answer = choice.message.content or ""
+    meta = (response.model_extra or {}).get("hallgate")
+    if meta is None:
+        raise EvalError("the response has no `hallgate` object: is the route annotating?")
+    detectors = {name: {**(full_scores or {}).get(name, {}), **d}
+                 for name, d in (meta.get("detectors") or {}).items()}
+
+    def ok(name: str) -> dict:
+        d = detectors.get(name) or {}
+        return d if d.get("status") == "ok" else {}
+
+    logprobs = _token_logprobs(choice)
+    correct = is_correct(item, answer)
+    completions, detector_tokens = _detector_cost(detectors)
+    usage = response.usage
+    return {
+        "id": item.id, "source": item.source, "kind": item.kind,
+        "gold": list(item.gold), "answer": answer, "finish_reason": choice.finish_reason,
+        "correct": correct, "hallucinated": not correct,
+        "scores": {
+            "halt": ok("halt").get("risk"), "edfl": ok("edfl").get("risk"),
+            "semantic": ok("semantic").get("risk"),
+            "semantic_entropy": ok("semantic").get("entropy_count"),
+            "neg_mean_logprob": -sum(logprobs) / len(logprobs) if logprobs else None,
+            "neg_min_logprob": -min(logprobs) if logprobs else None,
+            "combined": meta.get("risk"),
+        },
+        "verdicts": {**{name: d.get("verdict") for name, d in detectors.items()},
+                     "combined": meta.get("decision")},
+        "request_id": request_id, "audit_detail": full_scores is not None,
+        "latency_s": latency_s,
+        "answer_tokens": usage.completion_tokens if usage else len(logprobs),
+        "prompt_tokens": usage.prompt_tokens if usage else None,
+        "detector_tokens": detector_tokens,
+        "upstream_completions": 1 + completions,
+        "hallgate": {**meta, "detectors": detectors},
+    }
+
+
+# --------------------------------------------------------------------------- the run
+
+
+def read_results(path: Path) -> dict[str, dict]:
+    if not path.exists():
+        return {}
+    records = {}
+    for line in path.read_text().splitlines():
+        if line.strip():
+            record = json.loads(line)
+            records[record["id"]] = record
+    return records
+
+
+async def run_items(items: list[QAItem], base_url: str, headers: dict[str, str], model: str,
+                    results_path: Path, concurrency: int, max_tokens: int,
+                    temperature: float, audit: AuditTail) -> int:
+    """Ask every item through the gateway, appending records as they come; the failures
+    are reported and left for a rerun. Returns the number of failures."""
+    import openai
+
+    client = openai.AsyncOpenAI(base_url=f"{base_url}/v1", max_retries=1, timeout=900,
+                                api_key=os.environ.get("HALLGATE_API_KEY", "unused"),
+                                default_headers=headers)
+    semaphore = asyncio.Semaphore(concurrency)
+    lock = asyncio.Lock()
+    failures: list[str] = []
+    run_tag = f"{int(time.time()):x}"
+    columns = (*Progress.get_default_columns()[:1], BarColumn(), MofNCompleteColumn(),
+               TimeElapsedColumn())
+    with results_path.open("a") as sink, Progress(*columns, console=console) as progress:
+        task = progress.add_task("eval", total=len(items))
+
+        async def one(item: QAItem) -> None:
+            async with semaphore:
+                start = time.perf_counter()
+                request_id = f"eval-{item.id}-{run_tag}"
+                try:
+                    response = await client.chat.completions.create(
+                        model=model, messages=messages_for(item), max_tokens=max_tokens,
+                        temperature=temperature, seed=zlib.crc32(item.id.encode()) % 2**31,
+                        logprobs=True, top_logprobs=20,
+                        extra_headers={"x-request-id": request_id})
+                    latency = time.perf_counter() - start
+                    record = make_record(item, response, latency, request_id,
+                                         audit.scores(request_id))
+                except (openai.OpenAIError, EvalError) as exc:
+                    failures.append(f"{item.id}: {exc}")
+                    progress.advance(task)
+                    return
+            async with lock:
+                sink.write(json.dumps(record) + "\n")
+                sink.flush()
+            progress.advance(task)
+
+        await asyncio.gather(*(one(item) for item in items))
+    await client.close()
+    for failure in failures[:10]:
+        console.print(f"[red]failed[/red] {failure}")
+    return len(failures)
+
+
+def _first_model(base_url: str) -> str:
+    data = httpx.get(f"{base_url}/v1/models", timeout=30).json()["data"]
+    if not data:
+        raise EvalError("the gateway serves no models")
+    return data[0]["id"]
+
+
+def evaluate(dataset: str, policy_path: Path, route: str, out: Path, *, limit: int | None,
+             concurrency: int, base_url: str | None, model: str | None, max_tokens: int,
+             temperature: float, seed: int, data_dir: Path, command: str,
+             exclude_halt_training: bool = True, audit_log: Path | None = None,
+             plots: bool = True) -> dict:
+    """The whole ``eval`` run; returns the summary it writes to results.json."""
+    headers, prefix = route_access(load_policy(policy_path), route)
+    items = load_items(dataset, data_dir, per_source=limit, seed=seed,
+                       exclude_halt_training=exclude_halt_training)
+    if not items:
+        raise EvalError(f"no items to evaluate in '{dataset}'")
+    out.mkdir(parents=True, exist_ok=True)
+    results_path = out / "results.jsonl"
+    done = read_results(results_path)
+    todo = [item for item in items if item.id not in done]
+    console.print(f"{len(items)} items, {len(items) - len(todo)} already in {results_path}")
+    with contextlib.ExitStack() as stack:
+        if base_url:
+            url = base_url.rstrip("/")
+        else:
+            audit_log = out / "gateway_audit.jsonl"
+            url = stack.enter_context(local_gateway(policy_path, audit_log))
+        model = model or _first_model(url)
+        before = gateway_counters(url)
+        started = time.perf_counter()
+        failures = asyncio.run(run_items(todo, url + prefix, headers, model, results_path,
+                                         concurrency, max_tokens, temperature,
+                                         AuditTail(audit_log))) if todo else 0
+        wall_s = time.perf_counter() - started
+        after = gateway_counters(url)
+    ids = {item.id for item in items}
+    records = [r for r in read_results(results_path).values() if r["id"] in ids]
+    asked = len(todo) - failures
+    gateway = {k: round((after[k] - before[k]) / asked, 2) for k in after} if asked else {}
+    extra = {"dataset": dataset, "command": command, "policy": str(policy_path),
+             "route": route, "model": model, "max_tokens": max_tokens,
+             "temperature": temperature, "seed": seed, "limit_per_source": limit,
+             "items": sorted(ids), "exclude_halt_training": exclude_halt_training,
+             "failures": failures, "wall_s_this_run": round(wall_s, 1),
+             "gateway_metrics": {f"{k}_per_request": v for k, v in gateway.items()}}
+    summary = summarise(records, seed=seed, extra=extra)
+    (out / "results.json").write_text(json.dumps(summary, indent=2))
+    write_report(summary, out)
+    if records and plots:
+        write_plots(records, out)
+    return summary
+
+
+# --------------------------------------------------------------------------- calibrate
+
+
+def _failed_vote(profile: Profile) -> tuple[float, bool]:
+    """A detector without a score: (risk, lets the answer through) under the fail mode."""
+    return (1.0, False) if profile.fail_mode == "closed" else (float("-inf"), True)
+
+
+def calibration_inputs(records: list[dict], profile: Profile, knob: str,
+                       ) -> tuple[np.ndarray, np.ndarray]:
+    """Per item: the score the knob thresholds, and whether every other detector of the
+    profile lets the answer through (from the recorded verdicts; fail mode for failures).
+
+    halt.threshold (combine ``any``): score = HALT risk; the others must answer.
+    combine.threshold (``weighted``): score = Σ w_d·risk_d / Σ w_d over the counted
+    detectors with the profile's weights (a failed detector: risk 1 if closed, left out
+    if open)."""
+    enabled = profile.detectors.enabled()
+    missing = sorted({d for r in records for d in enabled if d not in r["verdicts"]})
+    if missing:
+        raise EvalError(f"the results have no {', '.join(missing)} scores; rerun eval with "
+                        f"a route that enables every detector of profile '{profile.name}'")
+    fail_risk, fail_answers = _failed_vote(profile)
+    scores, others = [], []
+    for r in records:
+        if knob == "halt.threshold":
+            halt = r["scores"].get("halt")
+            scores.append(halt if halt is not None else
+                          (float("inf") if not fail_answers else float("-inf")))
+            others.append(all(r["verdicts"][d] == "answer" if r["verdicts"][d] else
+                              fail_answers for d in enabled if d != "halt"))
+            continue
+        terms = []
+        for d in enabled:
+            risk = r["scores"].get(d)
+            if risk is None and not fail_answers:
+                risk = fail_risk
+            if risk is not None:
+                terms.append((profile.combine.weight(d), risk))
+        total = sum(w for w, _ in terms)
+        scores.append(sum(w * x for w, x in terms) / total if total > 0 else float("-inf"))
+        others.append(True)
+    return np.array(scores, dtype=np.float64), np.array(others, dtype=bool)
+
+
+def _held_out_report(scores, others, y, threshold: float | None, delta: float) -> dict:
+    if threshold is None:
+        return {"items": len(y)}
+    answered = answered_mask(scores, threshold, others)
+    n, errors = int(answered.sum()), int(y[answered].sum())
+    return {"items": len(y), "coverage": n / len(y) if len(y) else None, "answered": n,
+            "hallucinated": errors, "hallucination_rate": errors / n if n else None,
+            "wilson95_upper": wilson_upper(errors, n), "clopper_pearson_upper":
+            clopper_pearson_upper(errors, n, delta)}
+
+
+def write_calibrated_policy(policy: Path, out: Path, profile: str, knob: str,
+                            value: float, note: str) -> str:
+    """Edit the knob's line in a copy of the policy text (comments kept); fall back to
+    re-dumped YAML when the text cannot be edited in place. Returns how it was written."""
+    text = policy.read_text()
+    try:
+        out.write_text(set_profile_knob(text, profile, knob, value, note))
+        how = "edited in place (comments kept)"
+    except KnobEditError as exc:
+        data = yaml.safe_load(text)
+        node = data
+        for key in knob_path(profile, knob)[:-1]:
+            node = node.setdefault(key, {})
+        node[knob.rsplit(".", 1)[1]] = value
+        out.write_text(yaml.safe_dump(data, sort_keys=False))
+        how = f"re-dumped YAML, comments lost ({exc})"
+    written = load_policy(out).profiles[profile]
+    actual = written.detectors.halt.threshold if knob == "halt.threshold" \
+        else written.combine.threshold
+    if actual is None or abs(actual - value) > 1e-9:
+        raise EvalError(f"{out}: the knob reads {actual} after writing {value}")
+    return how
+
+
+def run_calibration(results: Path, policy_path: Path, profile_name: str, out: Path, *,
+                    target_risk: float, delta: float, knob: str | None,
+                    calibration_fraction: float, seed: int) -> bool:
+    """The ``calibrate`` command; False when no threshold meets the target."""
+    if out.resolve() == policy_path.resolve():
+        raise EvalError("--out must differ from --policy: calibrate writes a copy")
+    policy = load_policy(policy_path)
+    if profile_name not in policy.profiles:
+        raise EvalError(f"profile '{profile_name}' is not in {policy_path} "
+                        f"(profiles: {', '.join(policy.profiles)})")
+    profile = policy.profiles[profile_name]
+    knob = knob or ("combine.threshold" if profile.combine.mode == "weighted"
+                    else "halt.threshold")
+    if (knob == "combine.threshold") != (profile.combine.mode == "weighted"):
+        raise EvalError(f"knob {knob} does not decide under combine mode "
+                        f"'{profile.combine.mode}' of profile '{profile_name}'")
+    records = sorted(read_results(results / "results.jsonl").values(), key=lambda r: r["id"])
+    if not records:
+        raise EvalError(f"{results}/results.jsonl has no results")
+    scores, others = calibration_inputs(records, profile, knob)
+    y = np.array([r["hallucinated"] for r in records], dtype=bool)
+    cal, held = split_indices(len(records), calibration_fraction, seed)
+    config = CalibrationConfig(target_risk=target_risk, delta=delta)
+    result = ltt_threshold(scores[cal], y[cal], config, others[cal])
+    report = {"profile": profile_name, "knob": knob, "target_risk": target_risk,
+              "delta": delta, "seed": seed, "calibration_items": len(cal),
+              "threshold": result.threshold, "reason": result.reason,
+              "calibration": {"coverage": result.coverage, "answered": result.answered,
+                              "hallucinated": result.errors,
+                              "clopper_pearson_upper": result.upper_bound},
+              "held_out": _held_out_report(scores[held], others[held], y[held],
+                                           result.threshold, delta),
+              "tests": [vars(t) for t in result.tests]}
+    if result.threshold is not None:
+        note = (f"hallgate calibrate: alpha {target_risk:g}, delta {delta:g}, coverage "
+                f"{result.coverage:.3f} on {len(cal)} calibration items")
+        report["written"] = write_calibrated_policy(policy_path, out, profile_name, knob,
+                                                    result.threshold, note)
+        report["out"] = str(out)
+    (results / "calibration.json").write_text(json.dumps(report, indent=2))
+    _print_calibration(report)
+    return result.threshold is not None
+
+
+def _print_calibration(report: dict) -> None:
+    held = report["held_out"]
+    if report["threshold"] is None:
+        console.print(f"[red]no threshold meets the target[/red]: {report['reason']}")
+        return
+    console.print(f"{report['knob']} = {report['threshold']:g} for profile "
+                  f"{report['profile']}: {report['reason']}")
+    console.print(f"calibration coverage {report['calibration']['coverage']:.3f}; held-out "
+                  f"({held['items']} items): coverage {held['coverage']:.3f}, "
+                  f"{held['hallucinated']} hallucinated of {held['answered']} answered, "
+                  f"Wilson 95% upper {held['wilson95_upper']:.3f}")
+    console.print(f"wrote {report['out']} ({report['written']})")
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def eval_command(
+    dataset: str = typer.Option(..., "--dataset", help="nq_open | svamp | halueval | "
+                                "arithmetic | all, or a JSONL file of items."),
+    policy: Path = typer.Option(..., "--policy", exists=True, dir_okay=False,
+                                help="Policy file the gateway runs."),
+    route: str = typer.Option(..., "--route", help="Route to evaluate (must annotate)."),
+    out: Path = typer.Option(..., "--out", file_okay=False, help="Output directory."),
+    limit: int | None = typer.Option(None, "--limit", help="At most N items per source "
+                                     "(a seeded random subset)."),
+    concurrency: int = typer.Option(4, "--concurrency", min=1),
+    base_url: str | None = typer.Option(None, "--base-url", help="A running gateway; "
+                                        "default: start one with --policy."),
+    model: str | None = typer.Option(None, "--model", help="Default: the first model."),
+    max_tokens: int = typer.Option(32, "--max-tokens", min=1),
+    temperature: float = typer.Option(0.7, "--temperature", min=0.0),
+    seed: int = typer.Option(0, "--seed"),
+    data_dir: Path = typer.Option(DEFAULT_DATA_DIR, "--data-dir", file_okay=False),
+    exclude_halt_training: bool = typer.Option(
+        True, "--exclude-halt-training/--include-halt-training",
+        help="Skip items HALT's checkpoint was trained or validated on."),
+    audit_log: Path | None = typer.Option(
+        None, "--audit-log", dir_okay=False, help="With --base-url: the gateway's audit "
+        "log, for each detector's full metadata (semantic entropy, detector costs)."),
+) -> None:
+    """Score a labelled QA set through the gateway: AUROC, AURAC, PRR, macro-F1, abstention,
+    hallucination among answered, cost; results.jsonl/json, report.md, PNG plots."""
+    command = "hallgate eval " + shlex.join(sys.argv[2:])
+    try:
+        summary = evaluate(dataset, policy, route, out, limit=limit, concurrency=concurrency,
+                           base_url=base_url, model=model, max_tokens=max_tokens,
+                           temperature=temperature, seed=seed, data_dir=data_dir,
+                           command=command, exclude_halt_training=exclude_halt_training,
+                           audit_log=audit_log)
+    except EvalError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    console.print((out / "report.md").read_text())
+    if summary["failures"]:
+        console.print(f"[yellow]{summary['failures']} items failed; rerun to retry them")
+        raise typer.Exit(1)
+
+
+def calibrate_command(
+    results: Path = typer.Option(..., "--results", exists=True, file_okay=False,
+                                 help="An eval output directory (results.jsonl)."),
+    policy: Path = typer.Option(..., "--policy", exists=True, dir_okay=False),
+    profile: str = typer.Option(..., "--profile", help="Profile whose threshold to set."),
+    out: Path = typer.Option(..., "--out", dir_okay=False, help="Where the calibrated copy "
+                             "of the policy goes (never the policy itself)."),
+    target_risk: float = typer.Option(0.05, "--target-risk", help="α: answered-"
+                                      "hallucination rate to stay under."),
+    delta: float = typer.Option(0.1, "--delta", help="The bound holds with prob. >= 1−δ."),
+    knob: str | None = typer.Option(None, "--knob", help="halt.threshold or "
+                                    "combine.threshold; default: by the combine mode."),
+    calibration_fraction: float = typer.Option(0.5, "--calibration-fraction", min=0.05,
+                                               max=0.95),
+    seed: int = typer.Option(0, "--seed"),
+) -> None:
+    """Choose the profile's threshold with a Learn-then-Test guarantee on a seeded
+    calibration split; report on the held-out rest; write a calibrated policy copy."""
+    try:
+        ok = run_calibration(results, policy, profile, out, target_risk=target_risk,
+                             delta=delta, knob=knob, calibration_fraction=calibration_fraction,
+                             seed=seed)
+    except (EvalError, ValueError) as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    if not ok:
+        raise typer.Exit(1)

@@ -1,0 +1,240 @@
+"""Policy-driven gating: the route's profile decides which detectors judge an answer.
+
+    begin(request)  match route -> profile, apply header overrides and the hard rule,
+                    start the prompt-only work at once (EDFL decisions, semantic samples)
+                    so it runs concurrently with the answer call
+    judge(answers)  HALT on the answer's logprobs, finish EDFL and the semantic analysis,
+                    policies.decide() -> ANSWER / ABSTAIN, metrics, audit record
+
+Detectors see plain data and an :class:`UpstreamSampler` over the request's own upstream;
+their long-lived state (HALT weights, gate caches, the embedding model) lives in
+:class:`DetectorSuite`, created once per app.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import time
+from collections.abc import Awaitable
+from typing import Any, Protocol
+
+from detectors.sampling import TokenLogprob
+from detectors.verdict import Verdict
+from policies import (
+    Decision,
+    MissingLogprobs,
+    OverrideError,
+    PolicyStore,
+    Profile,
+    apply_hard_rule,
+    apply_overrides,
+    decide,
+    prompt_text,
+)
+from policies.detector_configs import (
+    edfl_config,
+    halt_threshold,
+    sample_instruction,
+    semantic_config,
+)
+from proxy.audit import AuditLog
+from proxy.chat.gating import Answer, GateOutcome, RequestContext
+from proxy.chat.schemas import ChatCompletionRequest
+from proxy.errors import InvalidRequest
+from proxy.metrics import Metrics
+from proxy.registry import UpstreamRegistry
+from proxy.sampler import UpstreamSampler
+
+log = logging.getLogger("hallgate.gates")
+
+
+class HaltScoring(Protocol):
+    async def score(self, tokens: tuple[TokenLogprob, ...]) -> Any: ...
+
+
+def load_halt_scorer() -> HaltScoring | None:
+    """The committed HALT checkpoint for the embedded model, or None if HALT is absent."""
+    try:
+        from detectors.halt import HaltScorer
+    except ImportError:
+        log.warning("HALT is not installed; profiles that enable it will be rejected")
+        return None
+    return HaltScorer.load_default()
+
+
+class DetectorSuite:
+    """The detectors this gateway offers, loaded once; gates cached per config."""
+
+    def __init__(self, halt: HaltScoring | None):
+        self.halt = halt
+        self._edfl: dict[Any, Any] = {}
+        self._semantic: dict[Any, Any] = {}
+
+    def available(self) -> tuple[str, ...]:
+        return ("halt", "edfl", "semantic") if self.halt else ("edfl", "semantic")
+
+    def edfl_gate(self, profile: Profile):
+        from detectors.edfl.gate import EdflGate
+
+        config = edfl_config(profile)
+        if config not in self._edfl:
+            self._edfl[config] = EdflGate(config)
+        return self._edfl[config]
+
+    def semantic_gate(self, profile: Profile):
+        from detectors.semantic import SemanticGate
+
+        config = semantic_config(profile)
+        if config not in self._semantic:
+            self._semantic[config] = SemanticGate(config)
+        return self._semantic[config]
+
+
+def decision_headers(decision: Decision) -> dict[str, str]:
+    """``x-hallgate-decision`` is what the client got (answer or abstain); the judgement
+    and risk are added as ``x-hallgate-verdict``/``-risk`` unless the action is shadow."""
+    headers = decision.response_headers()
+    verdict = headers.pop("x-hallgate-decision")
+    headers["x-hallgate-decision"] = headers.pop("x-hallgate-returned")
+    if decision.shown_to_client:
+        headers["x-hallgate-verdict"] = verdict
+    else:
+        headers.pop("x-hallgate-risk", None)
+    return headers
+
+
+class PolicyGatekeeper:
+    def __init__(self, store: PolicyStore, suite: DetectorSuite, registry: UpstreamRegistry,
+                 metrics: Metrics, audit: AuditLog | None = None):
+        self.store = store
+        self.suite = suite
+        self.registry = registry
+        self.metrics = metrics
+        self.audit = audit
+
+    def begin(self, request: ChatCompletionRequest, ctx: RequestContext,
+              model: str) -> PolicySession:
+        policy = self.store.policy  # read once: a reload mid-request does not affect it
+        route, profile = policy.match(path=ctx.path, route_header=ctx.route_header,
+                                      model=model, key_name=ctx.key_name)
+        try:
+            profile = apply_overrides(profile, ctx.override_headers,
+                                      available_detectors=self.suite.available())
+        except OverrideError as exc:
+            raise InvalidRequest(str(exc), param=exc.header, code="override_refused") from None
+        messages = [m.model_dump(exclude_none=True) for m in request.messages]
+        profile, escalation = apply_hard_rule(policy, profile, prompt_text(messages))
+        sampler = UpstreamSampler(self.registry.get(model))
+        return PolicySession(self, route.name, profile, escalation, messages, sampler, ctx,
+                             model)
+
+
+class PolicySession:
+    def __init__(self, keeper: PolicyGatekeeper, route: str, profile: Profile, escalation,
+                 messages: list[dict], sampler: UpstreamSampler, ctx: RequestContext,
+                 model: str):
+        self.keeper, self.route, self.profile = keeper, route, profile
+        self.escalation, self.messages, self.sampler = escalation, messages, sampler
+        self.ctx, self.model = ctx, model
+        self.streaming_mode = profile.streaming
+        self.headers = {"x-hallgate-route": route, "x-hallgate-profile": profile.name}
+        if profile.streaming == "passthrough":
+            self.headers["x-hallgate-decision"] = "deferred"  # see the stream's last chunk
+        self.enabled = profile.detectors.enabled()
+        self._tasks: dict[str, asyncio.Task] = {}
+        self._start_prompt_only_work()
+
+    def _start_prompt_only_work(self) -> None:
+        suite = self.keeper.suite
+        if "edfl" in self.enabled:
+            gate = suite.edfl_gate(self.profile)
+            self._tasks["edfl"] = asyncio.ensure_future(
+                self._timed("edfl", gate.run(self.messages, self.sampler, model=self.model)))
+        if "semantic" in self.enabled:
+            gate = suite.semantic_gate(self.profile)
+            instruction = sample_instruction(self.profile, prompt_text(self.messages))
+            sample_messages = ([{"role": "system", "content": instruction}, *self.messages]
+                               if instruction else self.messages)
+            self._tasks["semantic"] = asyncio.ensure_future(
+                gate.sample(sample_messages, self.sampler))
+
+    async def _timed(self, name: str, work: Awaitable[Any]) -> Any:
+        """Run one detector; its exception becomes its result (the fail mode decides)."""
+        start = time.perf_counter()
+        try:
+            return await work
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.warning("detector %s failed: %r", name, exc)
+            self.keeper.metrics.detector_errors.labels(name).inc()
+            return exc
+        finally:
+            self.keeper.metrics.detector_seconds.labels(name).observe(
+                time.perf_counter() - start)
+
+    async def judge(self, answers: list[Answer]) -> GateOutcome:
+        """Judge the first choice (the answer a client reads) under the profile."""
+        if not self.enabled:
+            return self._outcome(None, answers)
+        primary = answers[0] if answers else Answer(0, "", None)
+        results: dict[str, Any] = {}
+        if "halt" in self.enabled:
+            results["halt"] = await self._halt(primary)
+        if "edfl" in self.enabled:
+            results["edfl"] = await self._tasks.pop("edfl")
+        if "semantic" in self.enabled:
+            results["semantic"] = await self._semantic(primary)
+        decision = decide(self.profile, results, route=self.route, escalation=self.escalation)
+        self.keeper.metrics.decisions.labels(decision.profile, decision.verdict.value).inc()
+        if self.keeper.audit is not None:
+            self.keeper.audit.record(request_id=self.ctx.request_id, model=self.model,
+                                     messages=self.messages, decision=decision.to_dict(),
+                                     usage=None, key_name=self.ctx.key_name)
+        return self._outcome(decision, answers, results.get("semantic"))
+
+    async def _halt(self, answer: Answer) -> Any:
+        if not answer.tokens:
+            return MissingLogprobs()
+        result = await self._timed("halt", self.keeper.suite.halt.score(answer.tokens))
+        threshold = halt_threshold(self.profile)  # None: the checkpoint's own threshold
+        if threshold is None or isinstance(result, Exception):
+            return result
+        verdict = Verdict.ABSTAIN if result.risk >= threshold else Verdict.ANSWER
+        return dataclasses.replace(result, verdict=verdict, threshold=threshold)
+
+    async def _semantic(self, answer: Answer) -> Any:
+        draws = await self._tasks.pop("semantic")
+        gate = self.keeper.suite.semantic_gate(self.profile)
+
+        async def analyse():
+            if isinstance(draws, Exception):
+                raise draws
+            return await gate.analyse(draws, gate.backend_for(self.sampler), answer.text)
+
+        return await self._timed("semantic", analyse())
+
+    def _outcome(self, decision: Decision | None, answers: list[Answer],
+                 semantic: Any = None) -> GateOutcome:
+        if decision is None:
+            return GateOutcome(headers={"x-hallgate-decision": Verdict.ANSWER.value})
+        headers = decision_headers(decision)
+        metadata = decision.to_dict(detail=False) if decision.shown_to_client else None
+        if decision.abstained:
+            return GateOutcome(abstain=True, replacement=self.profile.abstention_text,
+                               metadata=metadata, headers=headers)
+        chosen = getattr(semantic, "chosen_answer", None)
+        if decision.action == "abstain" and chosen and answers and chosen != answers[0].text:
+            return GateOutcome(replacement=chosen, metadata=metadata, headers=headers)
+        return GateOutcome(metadata=metadata, headers=headers)
+
+    async def aclose(self) -> None:
+        for task in self._tasks.values():
+            task.cancel()
+        for task in self._tasks.values():
+            with contextlib.suppress(BaseException):
+                await task
+        self._tasks.clear()

@@ -1,0 +1,71 @@
+"""The default policy (policies/examples/default.yaml) on the real embedded model."""
+
+from __future__ import annotations
+
+import openai
+import pytest
+
+from proxy.config import EMBEDDED_MODEL_NAME
+
+pytestmark = pytest.mark.model
+
+FABRICATED = [{"role": "user", "content": "What did Professor Zorblax Quentin discover at "
+                                          "the 1987 Geneva Conference on Tidal Clocks?"}]
+CODE = [{"role": "user", "content": "Write a Python function that returns the sum of two "
+                                    "numbers."}]
+CREATIVE_FACTUAL = [{"role": "user", "content": "Write a short poem about what Barack "
+                                                "Obama did in 2009."}]
+
+
+def route_client(url: str, route: str, **headers: str) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0, timeout=600,
+                         default_headers={"x-hallgate-route": route, **headers})
+
+
+def ask(client: openai.OpenAI, messages: list[dict], **kw):
+    return client.chat.completions.with_raw_response.create(
+        model=EMBEDDED_MODEL_NAME, messages=messages, max_tokens=48, temperature=0, seed=7,
+        **kw)
+
+
+def test_strict_route_abstains_on_a_fabricated_person_and_event(embedded_gateway):
+    raw = ask(route_client(embedded_gateway, "strict"), FABRICATED)
+    resp = raw.parse()
+    meta = resp.model_extra["hallgate"]
+    assert raw.http_response.headers["x-hallgate-decision"] == "abstain", meta["reasons"]
+    assert resp.choices[0].message.refusal == resp.choices[0].message.content
+    assert meta["profile"] == "strict-factual"
+    assert {"halt", "edfl"} <= set(meta["detectors"])
+
+
+def test_code_route_answers_a_small_code_request(embedded_gateway):
+    raw = ask(route_client(embedded_gateway, "code"), CODE)
+    resp = raw.parse()
+    meta = resp.model_extra["hallgate"]
+    assert raw.http_response.headers["x-hallgate-decision"] == "answer", meta["reasons"]
+    assert meta["profile"] == "code-creative" and not meta["escalated_by_hard_rule"]
+    assert "def " in resp.choices[0].message.content
+
+
+def test_shadow_route_never_blocks(embedded_gateway):
+    for messages in (FABRICATED, CODE):
+        raw = ask(route_client(embedded_gateway, "shadow"), messages)
+        assert raw.http_response.headers["x-hallgate-decision"] == "answer"
+        assert raw.parse().choices[0].message.refusal is None
+
+
+def test_hard_rule_fires_on_a_creative_prompt_naming_a_person_and_a_year(embedded_gateway):
+    resp = ask(route_client(embedded_gateway, "code"), CREATIVE_FACTUAL).parse()
+    meta = resp.model_extra["hallgate"]
+    assert meta["escalated_by_hard_rule"] is True
+    assert meta["profile"] == "strict-factual" and "Barack Obama" in meta["escalation_reason"]
+
+
+def test_header_overrides_are_refused_unless_allowed(embedded_gateway):
+    with pytest.raises(openai.BadRequestError) as exc:
+        ask(route_client(embedded_gateway, "strict", **{"x-hallgate-action": "shadow"}),
+            FABRICATED)
+    assert exc.value.body["code"] == "override_refused"
+    resp = ask(route_client(embedded_gateway, "default", **{"x-hallgate-action": "abstain"}),
+               FABRICATED).parse()
+    assert resp.model_extra["hallgate"]["action"] == "abstain"
