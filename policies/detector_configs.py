@@ -40,7 +40,9 @@ def semantic_config(profile: Profile, **extra: Any):
     from detectors.semantic.config import SemanticConfig
 
     k = profile.detectors.semantic
-    return SemanticConfig(M=k.M, m=k.m, temperature=k.temperature, h_star=profile.h_star,
+    return SemanticConfig(M=k.M, m=k.m, skeleton_samples=k.skeleton_samples,
+                          max_tokens=k.max_tokens, temperature=k.temperature,
+                          h_star=profile.h_star,
                           isr_threshold=k.isr_threshold, margin=k.margin,
                           backend=k.entailment, nli_model_path=k.nli_model_path,
                           delta_mode=k.delta_mode, skeleton_mode=profile.skeletons.masking,

@@ -97,6 +97,8 @@ class SemanticKnobs(_Strict):
     enabled: bool = False  # off unless a profile asks: it samples M + m·3 extra answers
     M: int = Field(10, ge=2, le=64)  # answers sampled for the full prompt (Farquhar et al.)
     m: int = Field(4, ge=1, le=32)  # skeleton prompts whose answers form the prior
+    skeleton_samples: int = Field(3, ge=1, le=16)  # answers sampled per skeleton prompt
+    max_tokens: int = Field(64, ge=1, le=4096)  # per sampled answer (short QA needs fewer)
     temperature: float = Field(1.0, gt=0.0, le=2.0)  # sampling temperature of those answers
     isr_threshold: float = Field(1.0, gt=0.0)  # answer needs ISR >= this
     margin: float = Field(0.0, ge=0.0)  # extra nats: answer needs Δ̄ >= B2T + margin

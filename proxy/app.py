@@ -39,10 +39,11 @@ log = logging.getLogger("hallgate")
 
 
 def embedded_upstream_config(embedded: EmbeddedModel) -> UpstreamModel:
-    """llama.cpp ignores ``n`` and only knows ``max_tokens``; answers are slow on 2 cores."""
+    """llama.cpp ignores ``n`` and only knows ``max_tokens``. It serves one request at a
+    time, so a gate's samples queue behind each other: allow long waits."""
     return UpstreamModel(name=EMBEDDED_MODEL_NAME, provider="openai", model=embedded.model_name,
                          api_base=embedded.api_base, supports_n=False,
-                         max_tokens_field="max_tokens", timeout_s=300.0)
+                         max_tokens_field="max_tokens", timeout_s=600.0, deadline_s=900.0)
 
 
 def http_client() -> httpx.AsyncClient:

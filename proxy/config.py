@@ -40,6 +40,7 @@ class UpstreamModel(BaseModel):
     api_base: str | None = None  # required for provider openai
     api_key_env: str | None = None  # name of the env var holding the key, never the key
     timeout_s: float = 60.0  # per-attempt timeout
+    deadline_s: float | None = None  # total retry budget; None = retry.deadline_s
     supports_n: bool = True  # False: fan out n concurrent single calls (llama.cpp ignores n)
     max_tokens_field: Literal["max_tokens", "max_completion_tokens"] = "max_completion_tokens"
 

@@ -19,6 +19,7 @@ as a dataset too (every item eligible).
 from __future__ import annotations
 
 import gzip
+import itertools
 import json
 import random
 from pathlib import Path
@@ -75,7 +76,7 @@ def eligible_ids_filter(data_dir: Path, checkpoint_json: Path | None = None):
 def load_items(dataset: str, data_dir: Path, per_source: int | None = None, seed: int = 0,
                exclude_halt_training: bool = True) -> list[QAItem]:
     """A dataset name (one of SOURCES or ``all``) or a JSONL file; at most ``per_source``
-    eligible items of each source, a seeded random subset, in dataset order."""
+    eligible items of each source, a seeded random subset, the sources interleaved."""
     path = Path(dataset)
     if path.suffix in (".jsonl", ".json") and path.exists():
         items = _items_from_file(path)
@@ -88,13 +89,14 @@ def load_items(dataset: str, data_dir: Path, per_source: int | None = None, seed
     for item in items:
         if eligible is None or eligible(item.id):
             by_source.setdefault(item.source, []).append(item)
-    chosen: list[QAItem] = []
+    chosen: list[list[QAItem]] = []
     for name, rows in by_source.items():
         if per_source is not None and per_source < len(rows):
             rng = random.Random(f"{seed}:{name}")
             rows = [rows[i] for i in sorted(rng.sample(range(len(rows)), per_source))]
-        chosen += rows
-    return chosen
+        chosen.append(rows)
+    # round-robin over the sources, so a run cut short by its time budget covers them all
+    return [row for group in itertools.zip_longest(*chosen) for row in group if row]
 
 
 def messages_for(item: QAItem) -> list[dict]:

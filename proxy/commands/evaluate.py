@@ -114,6 +114,9 @@ def local_gateway(policy_path: Path, audit_path: Path,
     config = workdir / "hallgate.yaml"
     config.write_text(json.dumps({"port": port, "policy_file": str(policy_path.resolve()),
                                   "log_level": "warning",
+                                  # a CPU model serves one request at a time: the gates'
+                                  # samples queue behind each other, so allow long waits
+                                  "retry": {"deadline_s": 1800.0},
                                   "audit": {"path": str(audit_path.resolve())}}))
     exe = Path(sys.executable).with_name("hallgate")
     cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "proxy.cli"]
@@ -266,9 +269,11 @@ def read_results(path: Path) -> dict[str, dict]:
 
 async def run_items(items: list[QAItem], base_url: str, headers: dict[str, str], model: str,
                     results_path: Path, concurrency: int, max_tokens: int,
-                    temperature: float, audit: AuditTail) -> int:
+                    temperature: float, audit: AuditTail,
+                    deadline: float = float("inf")) -> tuple[int, int]:
     """Ask every item through the gateway, appending records as they come; the failures
-    are reported and left for a rerun. Returns the number of failures."""
+    and the items not started before ``deadline`` (time.monotonic()) are left for a rerun.
+    Returns (failures, skipped)."""
     import openai
 
     client = openai.AsyncOpenAI(base_url=f"{base_url}/v1", max_retries=1, timeout=900,
@@ -277,6 +282,7 @@ async def run_items(items: list[QAItem], base_url: str, headers: dict[str, str],
     semaphore = asyncio.Semaphore(concurrency)
     lock = asyncio.Lock()
     failures: list[str] = []
+    skipped: list[str] = []
     run_tag = f"{int(time.time()):x}"
     columns = (*Progress.get_default_columns()[:1], BarColumn(), MofNCompleteColumn(),
                TimeElapsedColumn())
@@ -285,6 +291,10 @@ async def run_items(items: list[QAItem], base_url: str, headers: dict[str, str],
 
         async def one(item: QAItem) -> None:
             async with semaphore:
+                if time.monotonic() > deadline:
+                    skipped.append(item.id)
+                    progress.advance(task)
+                    return
                 start = time.perf_counter()
                 request_id = f"eval-{item.id}-{run_tag}"
                 try:
@@ -309,7 +319,9 @@ async def run_items(items: list[QAItem], base_url: str, headers: dict[str, str],
     await client.close()
     for failure in failures[:10]:
         console.print(f"[red]failed[/red] {failure}")
-    return len(failures)
+    if skipped:
+        console.print(f"[yellow]time budget spent: {len(skipped)} items not asked")
+    return len(failures), len(skipped)
 
 
 def _first_model(base_url: str) -> str:
@@ -323,7 +335,7 @@ def evaluate(dataset: str, policy_path: Path, route: str, out: Path, *, limit: i
              concurrency: int, base_url: str | None, model: str | None, max_tokens: int,
              temperature: float, seed: int, data_dir: Path, command: str,
              exclude_halt_training: bool = True, audit_log: Path | None = None,
-             plots: bool = True) -> dict:
+             plots: bool = True, time_budget_s: float | None = None) -> dict:
     """The whole ``eval`` run; returns the summary it writes to results.json."""
     headers, prefix = route_access(load_policy(policy_path), route)
     items = load_items(dataset, data_dir, per_source=limit, seed=seed,
@@ -344,20 +356,22 @@ def evaluate(dataset: str, policy_path: Path, route: str, out: Path, *, limit: i
         model = model or _first_model(url)
         before = gateway_counters(url)
         started = time.perf_counter()
-        failures = asyncio.run(run_items(todo, url + prefix, headers, model, results_path,
-                                         concurrency, max_tokens, temperature,
-                                         AuditTail(audit_log))) if todo else 0
+        deadline = time.monotonic() + (time_budget_s or float("inf"))
+        failures, skipped = asyncio.run(run_items(
+            todo, url + prefix, headers, model, results_path, concurrency, max_tokens,
+            temperature, AuditTail(audit_log), deadline)) if todo else (0, 0)
         wall_s = time.perf_counter() - started
         after = gateway_counters(url)
     ids = {item.id for item in items}
     records = [r for r in read_results(results_path).values() if r["id"] in ids]
-    asked = len(todo) - failures
+    asked = len(todo) - failures - skipped
     gateway = {k: round((after[k] - before[k]) / asked, 2) for k in after} if asked else {}
     extra = {"dataset": dataset, "command": command, "policy": str(policy_path),
              "route": route, "model": model, "max_tokens": max_tokens,
              "temperature": temperature, "seed": seed, "limit_per_source": limit,
              "items": sorted(ids), "exclude_halt_training": exclude_halt_training,
-             "failures": failures, "wall_s_this_run": round(wall_s, 1),
+             "failures": failures, "not_asked_time_budget": skipped,
+             "wall_s_this_run": round(wall_s, 1),
              "gateway_metrics": {f"{k}_per_request": v for k, v in gateway.items()}}
     summary = summarise(records, seed=seed, extra=extra)
     (out / "results.json").write_text(json.dumps(summary, indent=2))
@@ -528,6 +542,9 @@ def eval_command(
     exclude_halt_training: bool = typer.Option(
         True, "--exclude-halt-training/--include-halt-training",
         help="Skip items HALT's checkpoint was trained or validated on."),
+    time_budget_min: float | None = typer.Option(
+        None, "--time-budget-min", help="Stop starting new items after this many "
+        "minutes; the report covers the items done (a rerun continues)."),
     audit_log: Path | None = typer.Option(
         None, "--audit-log", dir_okay=False, help="With --base-url: the gateway's audit "
         "log, for each detector's full metadata (semantic entropy, detector costs)."),
@@ -540,13 +557,16 @@ def eval_command(
                            base_url=base_url, model=model, max_tokens=max_tokens,
                            temperature=temperature, seed=seed, data_dir=data_dir,
                            command=command, exclude_halt_training=exclude_halt_training,
-                           audit_log=audit_log)
+                           audit_log=audit_log,
+                           time_budget_s=time_budget_min * 60 if time_budget_min else None)
     except EvalError as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from None
     console.print((out / "report.md").read_text())
-    if summary["failures"]:
-        console.print(f"[yellow]{summary['failures']} items failed; rerun to retry them")
+    if summary["failures"] or summary["not_asked_time_budget"]:
+        console.print(f"[yellow]{summary['failures']} items failed and "
+                      f"{summary['not_asked_time_budget']} were not asked; rerun to "
+                      f"continue")
         raise typer.Exit(1)
 
 

@@ -83,6 +83,9 @@ def collect(
                                   help="Directory with the QA files (shared/data)."),
     api_key_env: str | None = typer.Option(None, "--api-key-env",
                                            help="Env var holding the upstream's API key."),
+    deadline_s: float = typer.Option(300.0, "--deadline-s",
+                                     help="Time budget per answer, retries included (a "
+                                          "loaded 2-core machine needs minutes)."),
 ) -> None:
     """Answer a QA set through an upstream with top-20 logprobs and label every answer."""
     import asyncio
@@ -91,6 +94,7 @@ def collect(
 
     from detectors.halt.collect import collect as run_collect
     from detectors.halt.collect import load_items, pending
+    from proxy.config import RetrySettings
     from proxy.sampler import open_sampler
 
     items = load_items(dataset, data_dir, limit)
@@ -109,8 +113,8 @@ def collect(
                 counts["no_logprobs"] += 0 if record["tokens"] else 1
                 progress.advance(task)
 
-            async with open_sampler(api_base=api_base, model=model,
-                                    api_key_env=api_key_env) as sampler:
+            async with open_sampler(api_base=api_base, model=model, api_key_env=api_key_env,
+                                    retry=RetrySettings(deadline_s=deadline_s)) as sampler:
                 return await run_collect(items, sampler, out, on_record=tick)
 
     written = asyncio.run(go()) if todo else 0

@@ -30,7 +30,8 @@ litellm.suppress_debug_info = True
 class LiteLLMUpstream:
     def __init__(self, config: UpstreamModel, retry: RetrySettings):
         self.config = config
-        self.retry = retry
+        self.retry = (retry if config.deadline_s is None
+                      else retry.model_copy(update={"deadline_s": config.deadline_s}))
         self.on_retry: Callable[[], None] | None = None
         try:
             supported = litellm.get_supported_openai_params(model=config.model) or []

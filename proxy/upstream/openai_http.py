@@ -28,7 +28,8 @@ class OpenAIHttpUpstream:
         if not config.api_base:
             raise ValueError(f"model {config.name!r}: provider 'openai' needs api_base")
         self.config = config
-        self.retry = retry
+        self.retry = (retry if config.deadline_s is None
+                      else retry.model_copy(update={"deadline_s": config.deadline_s}))
         self.on_retry: Callable[[], None] | None = None
         self.client = client
         self.url = config.api_base.rstrip("/") + "/chat/completions"

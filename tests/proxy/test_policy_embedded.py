@@ -43,7 +43,7 @@ def test_code_route_answers_a_small_code_request(embedded_gateway):
     resp = raw.parse()
     meta = resp.model_extra["hallgate"]
     assert raw.http_response.headers["x-hallgate-decision"] == "answer", meta["reasons"]
-    assert meta["profile"] == "code-creative" and not meta["escalated_by_hard_rule"]
+    assert meta["profile"] == "code-creative-local" and not meta["escalated_by_hard_rule"]
     assert "def " in resp.choices[0].message.content
 
 
@@ -58,6 +58,7 @@ def test_hard_rule_fires_on_a_creative_prompt_naming_a_person_and_a_year(embedde
     resp = ask(route_client(embedded_gateway, "code"), CREATIVE_FACTUAL).parse()
     meta = resp.model_extra["hallgate"]
     assert meta["escalated_by_hard_rule"] is True
+    assert meta["escalated_from"] == "code-creative-local"
     assert meta["profile"] == "strict-factual" and "Barack Obama" in meta["escalation_reason"]
 
 

@@ -1,0 +1,84 @@
+"""What ``hallgate halt train`` and ``hallgate halt eval`` do, minus argument parsing:
+load data, split, train, evaluate on the held-out split, write checkpoint and reports."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import torch
+
+from detectors.halt.checkpoint import load_checkpoint, save_checkpoint
+from detectors.halt.data import Example, load_examples, stratified_split, synthetic_examples
+from detectors.halt.evaluate import evaluate_model, plot_roc
+from detectors.halt.model import HaltConfig, count_parameters
+from detectors.halt.train import TrainConfig, train_halt
+
+
+def _headline(report: dict) -> dict:
+    halt, base = report["halt"]["overall"], report["mean_logprob_baseline"]["overall"]
+    return {"test_auroc": halt["auroc"], "test_macro_f1": halt["macro_f1"],
+            "test_accuracy": halt["accuracy"], "baseline_test_auroc": base["auroc"],
+            "baseline_test_macro_f1": base["macro_f1"]}
+
+
+def run_training(data: Sequence[str | Path], out: str | Path, name: str, arch: str,
+                 train_config: TrainConfig, upstream_model: str, command: str,
+                 synthetic: int = 0, on_epoch: Callable[[dict], None] | None = None) -> dict:
+    """Train on ``data`` (or ``synthetic`` generated answers), evaluate, save; the report."""
+    if synthetic:
+        examples: list[Example] = synthetic_examples(synthetic, seed=train_config.seed)
+        upstream_model = "synthetic (smoke test only)"
+    else:
+        examples = load_examples(data)
+    split = stratified_split(examples, seed=train_config.seed)
+    model_config = HaltConfig.for_arch(arch)
+    result = train_halt(split.train, split.val, model_config, train_config, on_epoch)
+    report = evaluate_model(result.model, result.threshold, split.test, split.val)
+    meta = {
+        "upstream_model": upstream_model, "arch": arch,
+        "parameters": count_parameters(result.model),
+        "metrics": {**_headline(report), "best_epoch": result.best_epoch,
+                    "epochs_run": len(result.history), "train_seconds": result.seconds,
+                    "torch_threads": torch.get_num_threads(),
+                    "val": result.val, "test": {k: report[k] for k in
+                                                ("halt", "mean_logprob_baseline")}},
+        "train_config": train_config.to_dict(),
+        "data": [str(p) for p in data] if not synthetic else [f"synthetic:{synthetic}"],
+        "split": {"seed": train_config.seed, "fractions": [0.70, 0.15, 0.15],
+                  "stratified_by": ["source", "label"], "sizes": [len(split.train),
+                  len(split.val), len(split.test)],
+                  "val_ids": [e.id for e in split.val], "test_ids": [e.id for e in split.test]},
+        "command": command,
+        "history": result.history,
+    }
+    weights = save_checkpoint(out, name, result.model, result.threshold, meta)
+    plot_roc(report, Path(out) / f"{name}_roc.png", title=f"HALT ({arch}) on {upstream_model}")
+    return {"checkpoint": str(weights), **meta["metrics"]}
+
+
+def run_evaluation(checkpoint: str | Path, data: Sequence[str | Path], out: str | Path) -> dict:
+    """Evaluate on the checkpoint's own test ids when ``data`` holds them (thresholds from
+    its validation ids), otherwise on every answer in ``data`` (baseline threshold then
+    tuned on those answers, flagged as optimistic in the report)."""
+    ckpt = load_checkpoint(checkpoint)
+    examples = load_examples(data)
+    split = ckpt.meta.get("split", {})
+    by_id = {e.id: e for e in examples}
+    test = [by_id[i] for i in split.get("test_ids", []) if i in by_id]
+    val = [by_id[i] for i in split.get("val_ids", []) if i in by_id]
+    items = "checkpoint test split" if test else "all answers in the data"
+    if not test:
+        test, val = examples, []
+    report = evaluate_model(ckpt.model, ckpt.threshold, test, val)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    report["items"] = items
+    report["checkpoint"] = str(checkpoint)
+    (out / "halt_eval.json").write_text(json.dumps(report, indent=1) + "\n")
+    plot_roc(report, out / "halt_roc.png", title=f"HALT on {ckpt.upstream_model}")
+    return {"items": items, **_headline(report),
+            "per_source": {k: v for k, v in report["halt"].items() if isinstance(v, dict)},
+            "baseline_per_source": {k: v for k, v in report["mean_logprob_baseline"].items()
+                                    if isinstance(v, dict)}}

@@ -1,0 +1,175 @@
+"""HALT in the gateway: load once, score answers in batches, never block the event loop.
+
+    scorer = HaltScorer.load_default()               # the embedded model's checkpoint
+    scorer.score_batch([tokens_a, tokens_b])         # synchronous, one forward pass
+    result = await scorer.score(tokens)              # concurrent callers share a forward,
+                                                     # which runs in a worker thread
+    stream = scorer.stream(); stream.add(chunk_tokens); result = await stream.finish()
+
+``tokens`` is a sequence of :class:`detectors.sampling.TokenLogprob` or OpenAI
+``logprobs.content[]`` dicts. An answer without logprobs (``None`` or no tokens) cannot be
+scored: :class:`MissingLogprobs` is raised so that the route's fail mode decides.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from detectors.halt.adapter import LogprobMatrix, logprob_matrix
+from detectors.halt.checkpoint import default_checkpoint_path, load_checkpoint
+from detectors.halt.data import collate
+from detectors.halt.features import halt_input
+from detectors.halt.model import HaltModel
+from detectors.verdict import Verdict
+
+
+class MissingLogprobs(ValueError):
+    """The answer came without token logprobs, so HALT has nothing to read."""
+
+    def __init__(self, message: str = "answer has no token logprobs", indices=()):
+        super().__init__(message)
+        self.indices = tuple(indices)  # positions in a batch that had none
+
+
+@dataclass(frozen=True)
+class HaltResult:
+    verdict: Verdict  # ABSTAIN when risk >= threshold
+    risk: float  # P(hallucinated) from the model, [0, 1]
+    threshold: float  # the checkpoint's validation-tuned threshold
+    n_tokens: int
+    top_k_min: int  # fewest alternatives the upstream reported for a token
+    top_k_mean: float  # mean alternatives per token (20 = full information)
+    model: str  # the upstream model the checkpoint was trained for
+
+    def to_dict(self) -> dict:
+        return {"detector": "halt", "verdict": self.verdict.value, "risk": self.risk,
+                "score": self.risk, "threshold": self.threshold, "n_tokens": self.n_tokens,
+                "top_k_available": {"min": self.top_k_min, "mean": round(self.top_k_mean, 3)},
+                "model": self.model}
+
+
+class HaltScorer:
+    def __init__(self, model: HaltModel, threshold: float, model_name: str,
+                 max_batch: int = 64, max_wait_s: float = 0.002):
+        self.model = model.eval()
+        self.threshold = float(threshold)
+        self.model_name = model_name
+        self.max_batch = max_batch  # the most answers one forward pass takes
+        self.max_wait_s = max_wait_s  # how long the first request waits for companions
+        self._batcher = MicroBatcher(self.score_batch, max_batch, max_wait_s)
+
+    @classmethod
+    def load(cls, path: str | Path, **kwargs) -> HaltScorer:
+        ckpt = load_checkpoint(path)
+        return cls(ckpt.model, ckpt.threshold, ckpt.upstream_model, **kwargs)
+
+    @classmethod
+    def load_default(cls, **kwargs) -> HaltScorer:
+        """The checkpoint trained on the embedded model's answers (shipped in the package)."""
+        return cls.load(default_checkpoint_path(), **kwargs)
+
+    def _result(self, risk: float, matrix: LogprobMatrix) -> HaltResult:
+        seen = matrix.alternatives_seen
+        return HaltResult(
+            verdict=Verdict.ABSTAIN if risk >= self.threshold else Verdict.ANSWER,
+            risk=risk, threshold=self.threshold, n_tokens=matrix.n_tokens,
+            top_k_min=int(seen.min()), top_k_mean=float(seen.mean()), model=self.model_name)
+
+    def score_batch(self, answers: Sequence[Sequence | None]) -> list[HaltResult]:
+        """One forward pass over all answers. Raises MissingLogprobs (with the offending
+        ``indices``) when any answer has no tokens; validate single answers with
+        :meth:`score` to keep one bad answer from failing the others."""
+        matrices = [logprob_matrix(a) if a else None for a in answers]
+        missing = [i for i, m in enumerate(matrices) if m is None or m.n_tokens == 0]
+        if missing:
+            raise MissingLogprobs(f"answers {missing} have no token logprobs", missing)
+        if not matrices:
+            return []
+        risks = self.risks([m.values for m in matrices])
+        return [self._result(float(r), m) for r, m in zip(risks, matrices, strict=True)]
+
+    @torch.inference_mode()
+    def risks(self, logprob_matrices: Sequence[np.ndarray]) -> np.ndarray:
+        """P(hallucinated) of (T_i, 20) log-prob matrices in one forward pass. (N,)."""
+        x, lengths = collate([halt_input(m) for m in logprob_matrices])  # (N, T, 25), (N,)
+        return torch.sigmoid(self.model(x, lengths)).double().numpy()
+
+    async def score(self, tokens: Sequence | None) -> HaltResult:
+        """Score one answer; concurrent calls are grouped into one forward pass."""
+        if not tokens:
+            raise MissingLogprobs()
+        return await self._batcher.submit(tokens)
+
+    def stream(self) -> HaltStream:
+        return HaltStream(self)
+
+
+class MicroBatcher:
+    """Groups concurrent ``submit`` calls into batches for ``run_batch`` (a blocking
+    function of a list), which runs in a worker thread, one batch at a time. The first
+    request of a batch waits ``max_wait_s`` for companions; requests that arrive while a
+    batch runs form the next one."""
+
+    def __init__(self, run_batch, max_batch: int, max_wait_s: float):
+        self.run_batch = run_batch
+        self.max_batch = max_batch
+        self.max_wait_s = max_wait_s
+        self._pending: list[tuple[object, asyncio.Future]] = []
+        self._drainer: asyncio.Task | None = None
+        self.batch_sizes: list[int] = []  # sizes of the batches run so far (for tests/metrics)
+
+    async def submit(self, item):
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        self._pending.append((item, future))
+        if self._drainer is None or self._drainer.done() or self._drainer.get_loop() is not loop:
+            self._drainer = loop.create_task(self._drain())
+        return await future
+
+    async def _drain(self) -> None:
+        while self._pending:
+            if len(self._pending) < self.max_batch:
+                await asyncio.sleep(self.max_wait_s)
+            batch = self._pending[: self.max_batch]
+            del self._pending[: self.max_batch]
+            batch = [(item, fut) for item, fut in batch if not fut.cancelled()]
+            if not batch:
+                continue
+            self.batch_sizes.append(len(batch))
+            try:
+                results = await asyncio.to_thread(self.run_batch, [item for item, _ in batch])
+            except Exception as exc:  # noqa: BLE001 - handed to every waiting caller
+                for _, fut in batch:
+                    if not fut.done():
+                        fut.set_exception(exc)
+                continue
+            for (_, fut), result in zip(batch, results, strict=True):
+                if not fut.done():
+                    fut.set_result(result)
+
+
+class HaltStream:
+    """Collects an answer's tokens chunk by chunk (SSE) and scores the whole answer."""
+
+    def __init__(self, scorer: HaltScorer):
+        self.scorer = scorer
+        self.tokens: list = []
+        self.chunks_without_logprobs = 0  # content chunks that carried no logprobs
+
+    def add(self, tokens: Iterable | None) -> None:
+        """Append one chunk's ``logprobs.content`` (``None``: a chunk without logprobs)."""
+        if tokens is None:
+            self.chunks_without_logprobs += 1
+            return
+        self.tokens.extend(tokens)
+
+    async def finish(self) -> HaltResult:
+        if not self.tokens:
+            raise MissingLogprobs("stream carried no token logprobs")
+        return await self.scorer.score(self.tokens)
