@@ -59,10 +59,11 @@ def load_halt_scorer() -> HaltScoring | None:
     """The committed HALT checkpoint for the embedded model, or None if HALT is absent."""
     try:
         from detectors.halt import HaltScorer
-    except ImportError:
-        log.warning("HALT is not installed; profiles that enable it will be rejected")
+
+        return HaltScorer.load_default()
+    except (ImportError, FileNotFoundError) as exc:
+        log.warning("HALT unavailable (%s); profiles that enable it will be rejected", exc)
         return None
-    return HaltScorer.load_default()
 
 
 class DetectorSuite:
@@ -182,7 +183,9 @@ class PolicySession:
             return self._outcome(None, answers)
         primary = answers[0] if answers else Answer(0, "", None)
         results: dict[str, Any] = {}
-        if "halt" in self.enabled:
+        if "halt" in self.enabled or (primary.tokens and self.keeper.suite.halt):
+            # HALT is cheap: it always scores an answer with logprobs; decide() counts it
+            # only where the profile enables it, and reports it otherwise.
             results["halt"] = await self._halt(primary)
         if "edfl" in self.enabled:
             results["edfl"] = await self._tasks.pop("edfl")

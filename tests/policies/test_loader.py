@@ -64,7 +64,7 @@ def test_default_example_routes():
     assert [r.name for r in policy.routes] == ["strict", "code", "shadow", "default"]
     assert policy.match(route_header="strict")[1].name == "strict-factual"
     assert policy.match(path="/strict/v1/chat/completions")[0].name == "strict"
-    assert policy.match(route_header="code")[1].name == "code-creative"
+    assert policy.match(route_header="code")[1].name == "code-creative-local"
     assert policy.match(path="/shadow/v1/chat/completions")[1].name == "shadow"
     route, profile = policy.match(path="/v1/chat/completions")
     assert route.name == "default" and profile.action == "annotate"

@@ -1,0 +1,484 @@
+"""Gateway overhead: direct calls vs hallgate (no detectors) vs the LiteLLM proxy.
+
+    .venv/bin/python bench/overhead.py          (after scripts/bench_tools.sh)
+
+Every server is its own process, started and stopped by this script one at a time next
+to one fake upstream (``tests.fake_upstream``, fixed latency, 20 ms by default):
+
+    direct           wrk -> fake upstream
+    hallgate-httpx   wrk -> hallgate serve (model provider `openai`: the lean httpx path) -> fake
+    hallgate-litellm wrk -> hallgate serve (provider `litellm`: litellm.acompletion)    -> fake
+    litellm-proxy    wrk -> litellm --num_workers 1 (litellm[proxy] in .bench-venv/)   -> fake
+
+The load generator is wrk (C, event-driven; bench/wrk_chat.lua posts one small chat
+request and prints a JSON summary). For each target: a warm-up, then concurrency 1 and
+64 (latency p50/p99, requests/s), then 500 connections (errors). Added latency is a
+target's percentile minus the same percentile of the direct calls in this run. For both
+hallgate paths the process's VmRSS is read from /proc before and after N requests at
+concurrency 64 (after warm-up and the timed phases). The gateway runs with a policy whose
+one profile has every detector off, so it measures forwarding alone; note that hallgate
+still asks the upstream for top-20 logprobs (its design) and strips them from the answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import json
+import math
+import os
+import re
+import resource
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import httpx
+import typer
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+WRK_SCRIPT = REPO / "bench" / "wrk_chat.lua"
+BENCH_VENV = REPO / ".bench-venv"
+PASSTHROUGH_POLICY = {  # one route, one profile, every detector off: forwarding only
+    "version": 1,
+    "routes": [{"name": "default", "default": True, "profile": "passthrough"}],
+    "profiles": {"passthrough": {
+        "description": "bench: every detector off",
+        "detectors": {"halt": {"enabled": False}, "edfl": {"enabled": False},
+                      "semantic": {"enabled": False}},
+        "action": "shadow", "fail_mode": "open"}},
+}
+FAKE_KEY_ENV = "BENCH_FAKE_API_KEY"  # the litellm path wants some key; the fake ignores it
+
+
+@dataclass(frozen=True)
+class WrkResult:
+    connections: int
+    requests: int
+    duration_s: float
+    p50_ms: float
+    p99_ms: float
+    socket_errors: int  # connect + read + write + timeout
+    non_2xx: int  # wrk's "Non-2xx or 3xx responses"
+    server_cpu_ms: float | None = None  # CPU time of the target's server per request
+
+    @property
+    def rps(self) -> float:
+        return self.requests / self.duration_s
+
+    @property
+    def errors(self) -> int:
+        return self.socket_errors + self.non_2xx
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    url: str
+    model: str = "fake"
+    pid: int | None = None  # the server process (its CPU time is counted per request)
+    rss: bool = False  # read this process's VmRSS before and after N requests
+
+
+@dataclass
+class TargetResult:
+    name: str
+    c1: WrkResult
+    c64: WrkResult
+    c500: WrkResult
+    burst500: dict[str, int]  # 500 requests at once: ok / non_200 / exceptions
+    rss_mb: dict[str, float] | None = None  # start / before / after, gateways only
+    rss_requests: int = 0  # requests between rss before and after
+
+
+# --------------------------------------------------------------------------- processes
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_ready(proc: subprocess.Popen, url: str, name: str, timeout_s: float = 180.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{name} exited with {proc.returncode} before it was ready")
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(url, timeout=2.0).status_code == 200:
+                return
+        time.sleep(0.3)
+    raise RuntimeError(f"{name} not ready at {url} after {timeout_s:.0f}s")
+
+
+@contextlib.contextmanager
+def server(name: str, argv: list[str], ready_url: str, log_dir: Path,
+           env: dict[str, str | None] | None = None) -> Iterator[subprocess.Popen]:
+    """Run ``argv`` as a separate process until the block ends; its output goes to a log.
+    ``env`` adds variables to this process's environment; a None value removes one."""
+    log_path = log_dir / f"{name}.log"
+    child_env = {**os.environ, **(env or {})}
+    child_env = {k: v for k, v in child_env.items() if v is not None}
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(argv, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
+                                env=child_env)
+        try:
+            wait_ready(proc, ready_url, name)
+            yield proc
+        except Exception:
+            print(f"--- {name} log ({log_path}) ---\n{log_path.read_text()[-3000:]}",
+                  file=sys.stderr)
+            raise
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def vm_rss_mb(pid: int) -> float:
+    """Resident set size of one process, from /proc/PID/status (VmRSS, in kB)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024.0
+    raise RuntimeError(f"no VmRSS for pid {pid}")
+
+
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and its descendants (a server may run its work in child processes)."""
+    tree = [pid]
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        children = (task / "children").read_text().split()
+        for child in children:
+            tree += process_tree(int(child))
+    return tree
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of ``pid`` and its descendants, from /proc/PID/stat."""
+    total_ticks = 0
+    for p in process_tree(pid):
+        fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        total_ticks += int(fields[11]) + int(fields[12])  # utime, stime (fields 14, 15)
+    return total_ticks / os.sysconf("SC_CLK_TCK")
+
+
+# --------------------------------------------------------------------------- load
+
+
+def run_wrk(url: str, model: str, connections: int, seconds: float) -> WrkResult:
+    """One wrk run against ``url``/v1/chat/completions; 2 threads unless one connection."""
+    threads = 1 if connections == 1 else 2
+    argv = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{max(1, round(seconds))}s",
+            "--timeout", "10s", "-s", str(WRK_SCRIPT), f"{url}/v1/chat/completions"]
+    out = subprocess.run(argv, capture_output=True, text=True, check=True,
+                         env={**os.environ, "WRK_MODEL": model}).stdout
+    summary = json.loads(out.strip().splitlines()[-1])
+    non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    socket_errors = sum(summary[k] for k in ("err_connect", "err_read", "err_write",
+                                             "err_timeout"))
+    return WrkResult(connections=connections, requests=summary["requests"],
+                     duration_s=summary["duration_us"] / 1e6,
+                     p50_ms=summary["p50_us"] / 1e3, p99_ms=summary["p99_us"] / 1e3,
+                     socket_errors=socket_errors,
+                     non_2xx=int(non_2xx.group(1)) if non_2xx else 0)
+
+
+def check_answers(url: str, model: str, name: str) -> None:
+    """One request by hand: the target must really answer with the fake's text."""
+    body = {"model": model, "messages": [{"role": "user", "content": "capital of France?"}],
+            "max_tokens": 16}
+    resp = httpx.post(f"{url}/v1/chat/completions", json=body, timeout=30.0)
+    text = resp.json()["choices"][0]["message"]["content"] if resp.status_code == 200 else ""
+    if "Paris" not in text:
+        raise RuntimeError(f"{name}: unexpected answer {resp.status_code} {resp.text[:300]}")
+
+
+def run_phase(label: str, targets: list[Target], connections: int,
+              seconds: float) -> dict[str, WrkResult]:
+    """One wrk run per target, back to back, so a change in the machine's load during the
+    bench hits every target alike."""
+    load = os.getloadavg()[0]
+    results = {}
+    for t in targets:
+        cpu_before = cpu_seconds(t.pid) if t.pid is not None else None
+        result = run_wrk(t.url, t.model, connections, seconds)
+        if cpu_before is not None and result.requests:
+            cpu_ms = (cpu_seconds(t.pid) - cpu_before) * 1e3 / result.requests
+            result = dataclasses.replace(result, server_cpu_ms=cpu_ms)
+        results[t.name] = result
+    print(f"{label} (load average {load:.1f} before): " + " | ".join(
+        f"{name} {r.rps:.0f} req/s p50 {r.p50_ms:.1f} p99 {r.p99_ms:.1f} ms err {r.errors} "
+        f"cpu {r.server_cpu_ms or 0:.2f} ms/req" for name, r in results.items()), flush=True)
+    return results
+
+
+async def burst(url: str, model: str, n: int, timeout_s: float) -> dict[str, int]:
+    """``n`` requests sent at once on ``n`` connections; count what came back."""
+    body = {"model": model, "messages": [{"role": "user", "content": "capital of France?"}],
+            "max_tokens": 16}
+    limits = httpx.Limits(max_connections=n, max_keepalive_connections=n)
+    async with httpx.AsyncClient(limits=limits, timeout=timeout_s) as client:
+        replies = await asyncio.gather(
+            *(client.post(f"{url}/v1/chat/completions", json=body) for _ in range(n)),
+            return_exceptions=True)
+    ok = sum(1 for r in replies if isinstance(r, httpx.Response) and r.status_code == 200)
+    failed = sum(1 for r in replies if isinstance(r, httpx.Response) and r.status_code != 200)
+    return {"ok": ok, "non_200": failed, "exceptions": n - ok - failed}
+
+
+def run_bursts(targets: list[Target], opts: BenchOptions) -> dict[str, dict[str, int]]:
+    out = {}
+    for t in targets:
+        start = time.perf_counter()
+        out[t.name] = counts = asyncio.run(burst(t.url, t.model, 500, opts.burst_timeout_s))
+        print(f"500 at once -> {t.name}: {counts} in {time.perf_counter() - start:.1f} s",
+              flush=True)
+    return out
+
+
+def measure_rss(result: TargetResult, target: Target, start_mb: float,
+                opts: BenchOptions) -> None:
+    """VmRSS after warm-up and the timed phases, then after >= N more requests at c64."""
+    before = vm_rss_mb(target.pid)
+    seconds = math.ceil(opts.rss_requests / max(result.c64.rps, 1.0) * 1.15) + 1
+    run = run_wrk(target.url, target.model, 64, min(seconds, opts.rss_max_s))
+    after = vm_rss_mb(target.pid)
+    result.rss_mb = {"start": start_mb, "before": before, "after": after}
+    result.rss_requests = run.requests
+    print(f"  {result.name}: RSS {start_mb:.1f} MB at start, {before:.1f} MB after warm-up, "
+          f"{after:.1f} MB after {run.requests} more requests ({run.errors} errors)",
+          flush=True)
+
+
+def measure_all(targets: list[Target], opts: BenchOptions) -> list[TargetResult]:
+    for t in targets:
+        check_answers(t.url, t.model, t.name)
+    start_rss = {t.name: vm_rss_mb(t.pid) for t in targets if t.rss}
+    run_phase("warm-up c8", targets, 8, opts.warmup_s)
+    c1 = run_phase("concurrency 1", targets, 1, opts.c1_s)
+    c64 = run_phase("concurrency 64", targets, 64, opts.c64_s)
+    c500 = run_phase("500 connections", targets, 500, opts.c500_s)
+    bursts = run_bursts(targets, opts)
+    results = [TargetResult(t.name, c1[t.name], c64[t.name], c500[t.name], bursts[t.name])
+               for t in targets]
+    for result, t in zip(results, targets, strict=True):
+        if t.rss:
+            measure_rss(result, t, start_rss[t.name], opts)
+    return results
+
+
+# --------------------------------------------------------------------------- targets
+
+
+@dataclass(frozen=True)
+class BenchOptions:
+    latency_ms: float = 20.0  # the fake upstream's fixed latency
+    warmup_s: float = 3.0  # concurrency 8, not measured
+    c1_s: float = 10.0  # one connection: ~450 requests at 20 ms
+    c64_s: float = 15.0  # 64 connections: throughput and loaded latency
+    c500_s: float = 5.0  # 500 connections: socket errors, non-2xx
+    burst_timeout_s: float = 120.0  # 500 requests at once: each must answer 200 by then
+    rss_requests: int = 10_000  # requests between the two RSS readings
+    rss_max_s: float = 120.0  # ...unless that takes longer (a starved machine)
+    litellm_proxy: bool = True  # False: skip the peer (e.g. .bench-venv absent)
+
+
+def gateway_config(tmp: Path, name: str, port: int, model: dict) -> Path:
+    policy = tmp / "passthrough_policy.yaml"
+    policy.write_text(yaml.safe_dump(PASSTHROUGH_POLICY, sort_keys=False))
+    config = {"host": "127.0.0.1", "port": port, "policy_file": str(policy),
+              "log_level": "warning", "models": [{"name": "fake", **model}]}
+    path = tmp / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+def litellm_proxy_config(tmp: Path, fake_base: str) -> Path:
+    config = {"model_list": [{"model_name": "fake", "litellm_params": {
+        "model": "openai/fake-model", "api_base": fake_base, "api_key": "x"}}],
+        "litellm_settings": {"set_verbose": False, "telemetry": False}}
+    path = tmp / "litellm_proxy.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+def gateway_command() -> list[str]:
+    return [str(REPO / ".venv" / "bin" / "hallgate"), "serve"]
+
+
+def start_gateway(stack: contextlib.ExitStack, name: str, model: dict, tmp: Path) -> Target:
+    port = free_port()
+    config = gateway_config(tmp, name, port, model)
+    url = f"http://127.0.0.1:{port}"
+    argv = [*gateway_command(), "--config", str(config), "--port", str(port)]
+    proc = stack.enter_context(server(name, argv, f"{url}/readyz", tmp,
+                                      env={FAKE_KEY_ENV: "x"}))
+    return Target(name, url, pid=proc.pid, rss=True)
+
+
+def start_litellm_proxy(stack: contextlib.ExitStack, fake_base: str, tmp: Path) -> Target:
+    port = free_port()
+    argv = [str(BENCH_VENV / "bin" / "litellm"), "--config",
+            str(litellm_proxy_config(tmp, fake_base)), "--host", "127.0.0.1",
+            "--port", str(port), "--num_workers", "1"]
+    env: dict[str, str | None] = {  # no database, no auth (like the gateway here)
+        "LITELLM_LOCAL_MODEL_COST_MAP": "True", "LITELLM_LOG": "ERROR", "DATABASE_URL": None,
+        "LITELLM_MASTER_KEY": None, "LITELLM_DANGEROUSLY_PERMIT_WEAK_OR_UNSET_MASTER_KEY": "true"}
+    url = f"http://127.0.0.1:{port}"
+    proc = stack.enter_context(server("litellm-proxy", argv, f"{url}/health/liveliness", tmp,
+                                      env=env))
+    return Target("litellm-proxy", url, pid=proc.pid)
+
+
+def run_all(tmp: Path, opts: BenchOptions) -> list[TargetResult]:
+    """Start the fake upstream and every target, each its own process; idle servers cost
+    next to nothing, and one wrk runs at a time."""
+    fake_port = free_port()
+    fake_argv = [sys.executable, "-m", "tests.fake_upstream", "--port", str(fake_port),
+                 "--latency-ms", str(opts.latency_ms)]
+    fake_url = f"http://127.0.0.1:{fake_port}"
+    fake_base = f"{fake_url}/v1"
+    with contextlib.ExitStack() as stack:
+        fake = stack.enter_context(server("fake-upstream", fake_argv,
+                                          f"{fake_url}/v1/models", tmp))
+        targets = [Target("direct", fake_url, pid=fake.pid),
+                   start_gateway(stack, "hallgate-httpx", {
+                       "provider": "openai", "model": "fake-model", "api_base": fake_base},
+                       tmp),
+                   start_gateway(stack, "hallgate-litellm", {
+                       "provider": "litellm", "model": "openai/fake-model",
+                       "api_base": fake_base, "api_key_env": FAKE_KEY_ENV}, tmp)]
+        if opts.litellm_proxy:
+            targets.append(start_litellm_proxy(stack, fake_base, tmp))
+        return measure_all(targets, opts)
+
+
+# --------------------------------------------------------------------------- report
+
+
+def added(target: TargetResult, direct: TargetResult, phase: str, pct: str) -> float:
+    """Added latency: the target's percentile minus the direct calls' same percentile."""
+    return getattr(getattr(target, phase), pct) - getattr(getattr(direct, phase), pct)
+
+
+def print_table(results: list[TargetResult]) -> None:
+    direct = results[0]
+    print(f"\n{'target':<17} {'c1 p50':>8} {'c1 p99':>8} {'+p50':>7} {'+p99':>7} "
+          f"{'c64 req/s':>10} {'c64 p50':>8} {'c64 p99':>8} {'+p50':>7} {'+p99':>7} "
+          f"{'c500 err':>9} {'burst err':>9} {'cpu ms/req':>10}")
+    for r in results:
+        print(f"{r.name:<17} {r.c1.p50_ms:8.2f} {r.c1.p99_ms:8.2f} "
+              f"{added(r, direct, 'c1', 'p50_ms'):7.2f} {added(r, direct, 'c1', 'p99_ms'):7.2f} "
+              f"{r.c64.rps:10.0f} {r.c64.p50_ms:8.2f} {r.c64.p99_ms:8.2f} "
+              f"{added(r, direct, 'c64', 'p50_ms'):7.2f} "
+              f"{added(r, direct, 'c64', 'p99_ms'):7.2f} {r.c500.errors:9d} {burst_errors(r):9d} "
+              f"{r.c64.server_cpu_ms or 0:10.2f}")
+    print("(latencies in ms; + = added over direct calls in this run; c500 err = wrk socket "
+          "errors + non-2xx at 500 connections; burst err = of 500 requests sent at once, "
+          "those not answered 200; cpu = server CPU time per request at c64, for direct the "
+          "fake upstream's)")
+
+
+def burst_errors(r: TargetResult) -> int:
+    return r.burst500["non_200"] + r.burst500["exceptions"]
+
+
+def result_line(by_name: dict[str, TargetResult]) -> str:
+    direct, gw = by_name["direct"], by_name["hallgate-httpx"]
+    lp, peer = by_name["hallgate-litellm"], by_name.get("litellm-proxy")
+    fields = {
+        "direct_p50_ms": direct.c1.p50_ms,
+        "httpx_added_p50_ms": added(gw, direct, "c1", "p50_ms"),
+        "httpx_added_p99_ms": added(gw, direct, "c1", "p99_ms"),
+        "httpx_added_p50_c64_ms": added(gw, direct, "c64", "p50_ms"),
+        "httpx_added_p99_c64_ms": added(gw, direct, "c64", "p99_ms"),
+        "litellm_path_added_p50_ms": added(lp, direct, "c1", "p50_ms"),
+        "litellm_path_added_p99_ms": added(lp, direct, "c1", "p99_ms"),
+        "direct_rps_c64": direct.c64.rps, "gateway_rps_c64": gw.c64.rps,
+        "gateway_cpu_ms_per_req": gw.c64.server_cpu_ms or 0.0,
+        "litellm_path_cpu_ms_per_req": lp.c64.server_cpu_ms or 0.0,
+        "litellm_path_rps_c64": lp.c64.rps,
+    }
+    if peer is not None:
+        fields |= {"litellm_proxy_added_p50_ms": added(peer, direct, "c1", "p50_ms"),
+                   "litellm_proxy_added_p99_ms": added(peer, direct, "c1", "p99_ms"),
+                   "litellm_proxy_rps_c64": peer.c64.rps,
+                   "rps_ratio": gw.c64.rps / peer.c64.rps,
+                   "litellm_proxy_errors_c500": peer.c500.errors + burst_errors(peer),
+                   "litellm_proxy_cpu_ms_per_req": peer.c64.server_cpu_ms or 0.0}
+    fields |= {"errors_c500": gw.c500.errors + burst_errors(gw),
+               "litellm_path_errors_c500": lp.c500.errors + burst_errors(lp),
+               "errors_total": sum(r.c1.errors + r.c64.errors for r in by_name.values()),
+               "rss_mb_after_warmup": gw.rss_mb["before"],
+               "rss_growth_mb": gw.rss_mb["after"] - gw.rss_mb["before"],
+               "litellm_path_rss_growth_mb": lp.rss_mb["after"] - lp.rss_mb["before"]}
+    return "RESULT " + " ".join(
+        f"{k}={v:.2f}" if isinstance(v, float) else f"{k}={v}" for k, v in fields.items())
+
+
+def save_json(path: Path, results: list[TargetResult], opts: BenchOptions) -> None:
+    rows = [{**asdict(r), "c1_rps": r.c1.rps, "c64_rps": r.c64.rps} for r in results]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"options": asdict(opts), "cpus": os.cpu_count(),
+                                "results": rows}, indent=2))
+
+
+# --------------------------------------------------------------------------- main
+
+
+def raise_open_files_limit() -> None:
+    """500 client connections plus the servers' sockets need more than 1024 descriptors;
+    children (wrk, the servers) inherit the raised limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard if hard != resource.RLIM_INFINITY else 65536
+    if soft < target:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+
+
+def main(
+    latency_ms: float = typer.Option(20.0, help="The fake upstream's fixed latency."),
+    c64_seconds: float = typer.Option(15.0, help="Length of the concurrency-64 run."),
+    rss_requests: int = typer.Option(10_000, help="Requests between the RSS readings."),
+    nice: int = typer.Option(0, help="Scheduling priority change for the bench and its "
+                             "servers (negative = before other work; needs root)."),
+    json_out: Path = typer.Option(REPO / "runs" / "bench_overhead.json",
+                                  help="Where the raw numbers go."),
+) -> None:
+    """Overhead of hallgate (no detectors) and of the LiteLLM proxy over direct calls."""
+    if shutil.which("wrk") is None:
+        raise typer.BadParameter("wrk not found: run scripts/bench_tools.sh")
+    has_peer = (BENCH_VENV / "bin" / "litellm").exists()
+    if not has_peer:
+        print("NOTE: .bench-venv/bin/litellm missing (scripts/bench_tools.sh installs it); "
+              "the LiteLLM proxy is skipped", file=sys.stderr)
+    opts = BenchOptions(latency_ms=latency_ms, c64_s=c64_seconds, rss_requests=rss_requests,
+                        litellm_proxy=has_peer)
+    raise_open_files_limit()
+    if nice:
+        os.nice(nice)  # the servers and wrk inherit it
+    print(f"gateway command: {' '.join(gateway_command())}")
+    print(f"cpus={os.cpu_count()} load average at start={os.getloadavg()[0]:.2f} "
+          f"nice={os.nice(0)} upstream latency={latency_ms} ms, "
+          f"load generator: wrk ({WRK_SCRIPT.name})",
+          flush=True)
+    with tempfile.TemporaryDirectory(prefix="hallgate-overhead-") as tmp:
+        results = run_all(Path(tmp), opts)
+    print_table(results)
+    save_json(json_out, results, opts)
+    print(result_line({r.name: r for r in results}))
+
+
+if __name__ == "__main__":
+    typer.run(main)

