@@ -69,12 +69,14 @@ def test_sigterm_drains_in_flight_requests(fake_upstream, tmp_path):
     try:
         url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline and proc.poll() is None:
             try:
                 if httpx.get(f"{url}/readyz").status_code == 200:
                     break
             except httpx.HTTPError:
                 time.sleep(0.1)
+        else:
+            pytest.fail(f"`hallgate serve` did not become ready (exit code {proc.poll()})")
         result = {}
 
         def call() -> None:

@@ -1,0 +1,96 @@
+"""detectors/metrics.py against hand-computed values and scikit-learn."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from detectors.metrics import (
+    accuracy_rejection,
+    aurac,
+    auroc,
+    best_macro_f1_threshold,
+    clopper_pearson_upper,
+    macro_f1,
+    prr,
+    roc_curve,
+    wilson_upper,
+)
+
+sklearn_metrics = pytest.importorskip("sklearn.metrics")
+
+
+def test_auroc_by_hand_with_a_tie():
+    # positives 0.9, 0.5; negatives 0.5, 0.1: pairs (0.9>0.5, 0.9>0.1, 0.5=0.5, 0.5>0.1)
+    assert auroc([0.9, 0.5, 0.5, 0.1], [1, 1, 0, 0]) == pytest.approx(3.5 / 4)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_auroc_matches_the_pairwise_definition_and_roc_curve_sklearn(seed):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, 200)
+    s = np.round(rng.normal(size=200) + 0.7 * y, 1)  # rounded: many ties
+    pos, neg = s[y == 1][:, None], s[y == 0][None, :]
+    assert auroc(s, y) == pytest.approx(np.mean((pos > neg) + 0.5 * (pos == neg)))
+    fpr, tpr = roc_curve(s, y)
+    ref_fpr, ref_tpr, _ = sklearn_metrics.roc_curve(y, s, drop_intermediate=False)
+    np.testing.assert_allclose(fpr, ref_fpr)
+    np.testing.assert_allclose(tpr, ref_tpr)
+
+
+def test_auroc_is_nan_with_one_class():
+    assert math.isnan(auroc([0.1, 0.2], [1, 1]))
+
+
+def test_accuracy_rejection_and_aurac_by_hand():
+    # riskiest first: 0.9 (wrong), 0.6 (right), 0.3 (wrong), 0.1 (right)
+    s, y = [0.1, 0.9, 0.3, 0.6], [0, 1, 1, 0]
+    rate, acc = accuracy_rejection(s, y)
+    np.testing.assert_allclose(rate, [0, 0.25, 0.5, 0.75])
+    np.testing.assert_allclose(acc, [2 / 4, 2 / 3, 1 / 2, 1 / 1])
+    assert aurac(s, y) == pytest.approx((0.5 + 2 / 3 + 0.5 + 1) / 4)
+
+
+def test_tied_scores_count_errors_in_expectation():
+    # one tie group holding a right and a wrong answer: rejecting one of them keeps 0.5
+    _, acc = accuracy_rejection([0.5, 0.5], [1, 0])
+    np.testing.assert_allclose(acc, [0.5, 0.5])
+
+
+def test_prr_perfect_reversed_and_random():
+    y = np.array([1, 0] * 50)
+    assert prr(y.astype(float), y) == pytest.approx(1.0)
+    assert prr(-y.astype(float), y) < -0.9
+    rng = np.random.default_rng(0)
+    randoms = [prr(rng.random(100), y) for _ in range(300)]
+    assert abs(np.mean(randoms)) < 0.03
+
+
+def test_macro_f1_matches_sklearn():
+    rng = np.random.default_rng(1)
+    y, p = rng.integers(0, 2, 100), rng.integers(0, 2, 100)
+    assert macro_f1(p, y) == pytest.approx(sklearn_metrics.f1_score(y, p, average="macro"))
+    assert macro_f1([1, 1, 1], [1, 1, 1]) == pytest.approx(0.5)  # class 0 never occurs
+
+
+def test_best_macro_f1_threshold_separates_clean_data():
+    assert best_macro_f1_threshold([0.1, 0.2, 0.7, 0.8], [0, 0, 1, 1]) == pytest.approx(0.45)
+
+
+# Hand values: (p + z²/2n ± z·sqrt(p(1−p)/n + z²/4n²)) / (1 + z²/n), z = 1.96.
+@pytest.mark.parametrize("errors, n, expected", [
+    (0, 10, 0.2775), (5, 10, 0.7634), (1, 20, 0.2361), (0, 0, 1.0)])
+def test_wilson_upper_known_values(errors, n, expected):
+    assert wilson_upper(errors, n, 0.95) == pytest.approx(expected, abs=5e-4)
+
+
+def test_clopper_pearson_upper():
+    # zero errors: P(Bin(n, p) = 0) = (1 − p)^n = δ  ->  p = 1 − δ^(1/n)
+    assert clopper_pearson_upper(0, 50, 0.1) == pytest.approx(1 - 0.1 ** (1 / 50))
+    bound = clopper_pearson_upper(3, 40, 0.05)
+    assert stats.binom.cdf(3, 40, bound) == pytest.approx(0.05, abs=1e-9)
+    assert clopper_pearson_upper(5, 5, 0.1) == 1.0
+    assert clopper_pearson_upper(0, 0, 0.1) == 1.0
