@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import typer
@@ -31,13 +30,14 @@ def serve(
 
     from proxy.app import create_app
     from proxy.config import Settings
+    from proxy.logs import configure_logging
 
     overrides = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
     settings = Settings.load(config, **overrides)
-    logging.basicConfig(level=settings.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    configure_logging(settings.log_level)
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port,
-                log_level=settings.log_level, access_log=False, timeout_graceful_shutdown=30)
+                log_level=settings.log_level, access_log=False, timeout_graceful_shutdown=30,
+                log_config=None)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ import json
 import uuid
 
 from proxy.errors import PayloadTooLarge
+from proxy.logs import request_id_var
 
 Scope = dict
 
@@ -25,6 +26,7 @@ class RequestIdMiddleware:
         request_id = next((v.decode() for k, v in scope["headers"] if k == self.header),
                           None) or uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = request_id[:128]
+        token = request_id_var.set(request_id[:128])
 
         async def send_with_id(message: dict) -> None:
             if message["type"] == "http.response.start":
@@ -32,7 +34,10 @@ class RequestIdMiddleware:
                     (self.header, request_id[:128].encode()))
             await send(message)
 
-        await self.app(scope, receive, send_with_id)
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            request_id_var.reset(token)
 
 
 class BodyLimitMiddleware:
