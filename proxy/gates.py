@@ -196,8 +196,14 @@ class PolicySession:
         if self.keeper.audit is not None:
             self.keeper.audit.record(request_id=self.ctx.request_id, model=self.model,
                                      messages=self.messages, decision=decision.to_dict(),
-                                     usage=None, key_name=self.ctx.key_name)
+                                     usage=self._gate_usage(), key_name=self.ctx.key_name)
         return self._outcome(decision, answers, results.get("semantic"))
+
+    def _gate_usage(self) -> dict:
+        """What the gates themselves cost upstream (the answer's own usage is separate)."""
+        stats = self.sampler.stats
+        return {"gate_calls": stats.calls, "gate_prompt_tokens": stats.prompt_tokens,
+                "gate_completion_tokens": stats.completion_tokens}
 
     async def _halt(self, answer: Answer) -> Any:
         if not answer.tokens:

@@ -163,7 +163,8 @@ def test_header_overrides_are_refused_unless_allowed(gated):
     assert resp.model_extra["hallgate"]["decision"] == "abstain"
 
 
-def test_hard_rule_escalates_a_creative_prompt_with_a_real_person_and_a_year(gated):
+def test_hard_rule_escalates_a_creative_prompt_with_a_real_person_and_a_year(gated,
+                                                                           audit_file):
     prompt = [{"role": "user", "content": "Write a short poem about what Barack Obama "
                                           "did in 2009."}]
     resp = client_for(gated, "code").chat.completions.create(model="fake", messages=prompt)
@@ -171,6 +172,8 @@ def test_hard_rule_escalates_a_creative_prompt_with_a_real_person_and_a_year(gat
     assert meta["escalated_by_hard_rule"] is True
     assert meta["escalated_from"] == "code-creative" and meta["profile"] == "strict-factual"
     assert "edfl" in meta["detectors"]
+    usage = json.loads(audit_file.read_text().splitlines()[-1])["usage"]
+    assert usage["gate_calls"] >= 2 and usage["gate_completion_tokens"] >= 1  # EDFL's calls
 
 
 def test_audit_record_has_scores_and_a_prompt_hash_not_the_prompt(gated, audit_file):
@@ -180,6 +183,8 @@ def test_audit_record_has_scores_and_a_prompt_hash_not_the_prompt(gated, audit_f
     assert len(record["prompt_sha256"]) == 64 and "prompt" not in record
     assert "capital" not in audit_file.read_text()
     assert record["scores"]["halt"]["status"] == "ok"
+    assert record["usage"] == {"gate_calls": 0, "gate_prompt_tokens": 0,
+                               "gate_completion_tokens": 0}  # HALT makes no upstream call
 
 
 def test_policy_file_change_is_picked_up_and_a_bad_one_is_ignored(gated, policy_file):
