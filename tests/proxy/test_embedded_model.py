@@ -69,3 +69,24 @@ async def test_the_embedded_model_is_restarted_when_it_dies():
     finally:
         await model.stop()
     assert not model.alive()
+
+
+def test_child_environment_drops_llama_server_settings():
+    from proxy.embedded import child_environment
+
+    env = child_environment({"PORT": "8080", "host": "0.0.0.0", "HF_MODEL_REPO_ID": "x/y",
+                             "PATH": "/bin", "HALLGATE_PORT": "8080"})
+    assert env == {"PATH": "/bin", "HALLGATE_PORT": "8080", "HF_HUB_OFFLINE": "1"}
+
+
+async def test_a_port_variable_in_the_environment_does_not_move_the_model(monkeypatch):
+    from proxy.embedded import EmbeddedModel
+
+    monkeypatch.setenv("PORT", "9")  # what `make run PORT=...` puts in the environment
+    model = EmbeddedModel()
+    await model.start()
+    try:
+        async with httpx.AsyncClient() as client:
+            assert (await client.get(f"{model.api_base}/models")).status_code == 200
+    finally:
+        await model.stop()
