@@ -127,3 +127,21 @@ def predict_batch(model: HALT, matrices: list[torch.Tensor]) -> torch.Tensor:
     lengths = torch.tensor([x.shape[0] for x in xs], dtype=torch.long)
     with torch.no_grad():
         return torch.sigmoid(model(pad_sequence(xs, batch_first=True), lengths))
+
+
+if __name__ == "__main__":
+    # Smoke run of the baseline alone (the comparison is bench/halt_speed.py): the seed's
+    # full model on 8 random sorted top-20 logprob matrices of 64 tokens, one thread.
+    import time
+
+    torch.manual_seed(0)
+    torch.set_num_threads(1)
+    reference = HALT(HALTConfig()).eval()
+    batch = [torch.sort(torch.log_softmax(torch.randn(64, 20), -1), -1, descending=True)[0]
+             for _ in range(8)]
+    start = time.perf_counter()
+    risks = predict_batch(reference, batch)
+    elapsed_ms = (time.perf_counter() - start) * 1000
+    params = sum(p.numel() for p in reference.parameters())
+    print(f"RESULT reference_params={params} batch8_T64_ms={elapsed_ms:.1f} "
+          f"outputs={len(risks)}")
