@@ -18,9 +18,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
+import math
 import statistics
-import string
 import time
 from pathlib import Path
 
@@ -29,6 +28,8 @@ import typer
 from detectors.edfl.config import PROMPT_STYLES, EdflConfig
 from detectors.edfl.decision import decision_messages, estimate_by_logprobs
 from detectors.edfl.gate import EdflGate
+from detectors.halt.metrics import auroc as halt_auroc
+from detectors.labels import contains_gold, number_matches
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 SLICES = {"validation": (1000, 300), "test": (2000, 400)}  # (NQ-Open start, SVAMP start)
@@ -56,29 +57,16 @@ def load_items(split: str, n_nq: int, n_svamp: int) -> list[dict]:
     return items
 
 
-def normalise(text: str) -> str:
-    """NQ-Open normalisation: lowercase, drop punctuation and articles, collapse spaces."""
-    text = "".join(ch for ch in text.lower() if ch not in set(string.punctuation))
-    text = re.sub(r"\b(a|an|the)\b", " ", text)
-    return " ".join(text.split())
-
-
 def is_correct(item: dict, answer: str) -> bool:
     if item["source"] == "nq":
-        prediction = normalise(answer)
-        return any(normalise(g) and normalise(g) in prediction for g in item["gold"])
-    numbers = re.findall(r"-?\d+(?:\.\d+)?", answer.replace(",", ""))
-    return bool(numbers) and abs(float(numbers[-1]) - float(item["gold"][0])) < 1e-6
+        return contains_gold(answer, item["gold"])
+    return number_matches(answer, item["gold"][:1])
 
 
 def auroc(scores: list[float], positives: list[bool]) -> float | None:
-    """P(score of a positive > score of a negative), ties count one half (Mann-Whitney)."""
-    pos = [s for s, y in zip(scores, positives, strict=True) if y]
-    neg = [s for s, y in zip(scores, positives, strict=True) if not y]
-    if not pos or not neg:
-        return None
-    wins = sum((p > q) + 0.5 * (p == q) for p in pos for q in neg)
-    return wins / (len(pos) * len(neg))
+    """HALT's AUROC (ties count one half); None when only one class is present."""
+    value = halt_auroc(scores, [int(y) for y in positives])
+    return None if math.isnan(value) else value
 
 
 # --------------------------------------------------------------------------- commands

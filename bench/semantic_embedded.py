@@ -27,10 +27,10 @@ from pathlib import Path
 import numpy as np
 import typer
 
+from detectors.labels import contains_gold, number_matches
 from detectors.semantic import SampleSet, SemanticConfig, SemanticGate
 from detectors.semantic.clustering import mean_token_logprob
 from detectors.semantic.gate import sample_from_dict, sample_to_dict
-from detectors.semantic.lexical import extract_numbers, normalize
 
 DATA = Path("/work/shared/data")
 DEFAULT_OUT = Path("runs/semantic_samples.jsonl")
@@ -66,10 +66,8 @@ def load_items(n_nq: int, n_svamp: int) -> list[dict]:
 def is_correct(answer: str, item: dict) -> bool:
     """README rules: NQ normalised containment of a gold answer; SVAMP last number equal."""
     if item["kind"] == "number":
-        numbers = extract_numbers(answer)
-        return bool(numbers) and numbers[-1] == float(item["gold"][0])
-    prediction = normalize(answer)
-    return any(normalize(gold) and normalize(gold) in prediction for gold in item["gold"])
+        return number_matches(answer, item["gold"][:1])
+    return contains_gold(answer, item["gold"])
 
 
 class SerialSampler:

@@ -14,12 +14,11 @@ from __future__ import annotations
 
 import json
 import random
-import re
-import string
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from detectors.labels import contains_gold, number_matches
 from detectors.sampling import Sample, Sampler
 
 DATASETS = ("nq_open", "halueval", "svamp", "arithmetic")
@@ -98,30 +97,10 @@ def load_items(dataset: str, data_dir: str | Path, limit: int | None = None) -> 
 
 # --- labels ---------------------------------------------------------------------------
 
-_ARTICLES = re.compile(r"\b(a|an|the)\b")
-_NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
-
-
-def normalize_answer(text: str) -> str:
-    """NQ-Open normalisation: lowercase, drop punctuation and articles, collapse spaces."""
-    text = text.lower()
-    text = "".join(ch for ch in text if ch not in set(string.punctuation))
-    text = _ARTICLES.sub(" ", text)
-    return " ".join(text.split())
-
-
-def last_number(text: str) -> float | None:
-    """The last number in ``text`` (thousands commas removed), None when there is none."""
-    found = _NUMBER.findall(text.replace(",", ""))
-    return float(found[-1]) if found else None
-
-
 def is_correct(item: QAItem, answer: str) -> bool:
     if item.kind == "number":
-        value = last_number(answer)
-        return value is not None and any(abs(value - float(g)) < 1e-6 for g in item.gold)
-    prediction = normalize_answer(answer)
-    return any(g and g in prediction for g in (normalize_answer(str(x)) for x in item.gold))
+        return number_matches(answer, item.gold)
+    return contains_gold(answer, item.gold)
 
 
 # --- records and the loop -------------------------------------------------------------

@@ -12,15 +12,13 @@ drop punctuation, drop the articles a/an/the, collapse white space.
 from __future__ import annotations
 
 import re
-import string
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from detectors.labels import normalize_answer as normalize  # NQ-Open normalisation
 from detectors.semantic.backend import EntailmentBatch
 
-_PUNCT = str.maketrans("", "", string.punctuation)
-_ARTICLES = re.compile(r"\b(a|an|the)\b")
 _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
 _STOPWORDS = frozenset(
     "is are was were be been being am it its this that these those of in on at to for from "
@@ -28,13 +26,6 @@ _STOPWORDS = frozenset(
     "their our has have had do does did will would can could should there here which who "
     "what when where why how about into than then also very just".split()
 )  # function words: shared by unrelated sentences, so they carry no meaning for F1
-
-
-def normalize(text: str) -> str:
-    """NQ-Open answer normalisation: lowercase, no punctuation, no articles, single spaces."""
-    text = text.lower().translate(_PUNCT)
-    text = _ARTICLES.sub(" ", text)
-    return " ".join(text.split())
 
 
 def extract_numbers(text: str) -> list[float]:

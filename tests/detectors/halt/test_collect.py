@@ -7,9 +7,8 @@ from detectors.halt.collect import (
     arithmetic_items,
     collect,
     is_correct,
-    last_number,
-    normalize_answer,
 )
+from detectors.labels import last_number, normalize_answer
 from detectors.sampling import Sample, TokenLogprob
 from tests.scripted_sampler import ScriptedSampler
 
