@@ -31,7 +31,6 @@ import os
 import re
 import resource
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -43,6 +42,8 @@ from pathlib import Path
 import httpx
 import typer
 import yaml
+
+from proxy.embedded import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 WRK_SCRIPT = REPO / "bench" / "wrk_chat.lua"
@@ -100,12 +101,6 @@ class TargetResult:
 
 
 # --------------------------------------------------------------------------- processes
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_ready(proc: subprocess.Popen, url: str, name: str, timeout_s: float = 180.0) -> None:

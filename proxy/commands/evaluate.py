@@ -21,7 +21,6 @@ import contextlib
 import json
 import os
 import shlex
-import socket
 import subprocess
 import sys
 import tempfile
@@ -51,6 +50,7 @@ from policies.calibration import (
 from policies.schema import Policy, Profile
 from proxy.commands.eval_data import QAItem, is_correct, load_items, messages_for
 from proxy.commands.eval_report import summarise, write_plots, write_report
+from proxy.embedded import free_port
 
 DEFAULT_DATA_DIR = Path(os.environ.get("HALLGATE_DATA_DIR", "/work/shared/data"))
 console = Console(stderr=True)
@@ -97,19 +97,13 @@ def route_access(policy: Policy, route_name: str) -> tuple[dict[str, str], str]:
 # --------------------------------------------------------------------------- gateway
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @contextlib.contextmanager
 def local_gateway(policy_path: Path, audit_path: Path,
                   startup_timeout_s: float = 600.0) -> Iterator[str]:
     """``hallgate serve --config TMP`` as a child process on a free port, with the given
     policy (the embedded model when no models are configured) and an audit log at
     ``audit_path`` (it holds each detector's full metadata); its log goes to a file."""
-    port = _free_port()
+    port = free_port()
     workdir = Path(tempfile.mkdtemp(prefix="hallgate-eval-"))
     config = workdir / "hallgate.yaml"
     config.write_text(json.dumps({"port": port, "policy_file": str(policy_path.resolve()),
