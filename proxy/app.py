@@ -32,8 +32,9 @@ from proxy.gates import DetectorSuite, HaltScoring, PolicyGatekeeper, load_halt_
 from proxy.metrics import Metrics, MetricsMiddleware
 from proxy.middleware import BodyLimitMiddleware, RequestIdMiddleware
 from proxy.registry import UpstreamRegistry
-from proxy.upstream import build_upstream
+from proxy.upstream import Upstream, build_upstream
 from proxy.upstream.instrumented import InstrumentedUpstream
+from proxy.upstream.recording import Recording, RecordingUpstream, ReplayUpstream
 
 log = logging.getLogger("hallgate")
 
@@ -76,6 +77,20 @@ async def policy_gatekeeper(settings: Settings, registry: UpstreamRegistry, metr
             loop.remove_signal_handler(signal.SIGHUP)
 
 
+def build_upstreams(settings: Settings, configs: list[UpstreamModel],
+                    client: httpx.AsyncClient) -> list[Upstream]:
+    """The transports for ``configs``; recording or replaying when the settings say so."""
+    if settings.replay_dir:
+        recording = Recording(settings.replay_dir)
+        return [ReplayUpstream(c, recording) for c in recording.models()]
+    upstreams = [build_upstream(c, settings.retry, client) for c in configs]
+    if settings.record_dir:
+        recording = Recording(settings.record_dir)
+        recording.start(configs)
+        upstreams = [RecordingUpstream(u, recording) for u in upstreams]
+    return upstreams
+
+
 def create_app(settings: Settings | None = None, gatekeeper: Gatekeeper | None = None,
                halt: HaltScoring | None = None) -> FastAPI:
     """The gateway. ``gatekeeper`` replaces policy gating; ``halt`` reuses an already
@@ -93,8 +108,8 @@ def create_app(settings: Settings | None = None, gatekeeper: Gatekeeper | None =
                 await embedded.start()
                 stack.push_async_callback(embedded.stop)
                 configs.append(embedded_upstream_config(embedded))
-            upstreams = [InstrumentedUpstream(build_upstream(c, settings.retry, client),
-                                              app.state.metrics) for c in configs]
+            upstreams = [InstrumentedUpstream(u, app.state.metrics)
+                         for u in build_upstreams(settings, configs, client)]
             app.state.embedded = embedded
             app.state.registry = registry = UpstreamRegistry(upstreams)
             keeper = gatekeeper or await stack.enter_async_context(

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 import policies
@@ -97,6 +97,8 @@ class Settings(BaseSettings):
     api_keys: list[ApiKey] = []  # empty = no gateway auth
     audit: AuditSettings = AuditSettings()
     log_level: str = "info"
+    record_dir: str | None = None  # append every upstream exchange here (hallgate eval --record)
+    replay_dir: str | None = None  # answer from this recording; no upstream at all
 
     @classmethod
     def settings_customise_sources(
@@ -118,7 +120,15 @@ class Settings(BaseSettings):
         settings = cls(**data)
         return settings.model_copy(update=overrides) if overrides else settings
 
+    @model_validator(mode="after")
+    def _record_or_replay(self) -> Settings:
+        if self.record_dir and self.replay_dir:
+            raise ValueError("record_dir and replay_dir exclude each other")
+        return self
+
     def use_embedded(self) -> bool:
+        if self.replay_dir:
+            return False
         if self.embedded.enabled == "always":
             return True
         return self.embedded.enabled == "auto" and not self.models

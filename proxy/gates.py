@@ -133,6 +133,16 @@ class PolicyGatekeeper:
                              model)
 
 
+async def _result_or_error(work: Awaitable[Any]) -> Any:
+    """The work's result, or its exception as the result (judged later by the fail mode)."""
+    try:
+        return await work
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:
+        return exc
+
+
 class PolicySession:
     def __init__(self, keeper: PolicyGatekeeper, route: str, profile: Profile, escalation,
                  messages: list[dict], sampler: UpstreamSampler, ctx: RequestContext,
@@ -160,7 +170,7 @@ class PolicySession:
             sample_messages = ([{"role": "system", "content": instruction}, *self.messages]
                                if instruction else self.messages)
             self._tasks["semantic"] = asyncio.ensure_future(
-                gate.sample(sample_messages, self.sampler))
+                _result_or_error(gate.sample(sample_messages, self.sampler)))
 
     async def _timed(self, name: str, work: Awaitable[Any]) -> Any:
         """Run one detector; its exception becomes its result (the fail mode decides)."""

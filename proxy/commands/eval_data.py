@@ -21,6 +21,7 @@ from __future__ import annotations
 import gzip
 import itertools
 import json
+import os
 import random
 from pathlib import Path
 
@@ -35,9 +36,14 @@ from detectors.halt.collect import (
 )
 
 SOURCES: tuple[str, ...] = ("nq_open", "svamp", "halueval", "arithmetic")
+# The shared data directory beside the repository (../shared/data), unless HALLGATE_DATA_DIR
+# names another; every command that reads it also takes --data-dir.
+DEFAULT_DATA_DIR = Path(os.environ.get(
+    "HALLGATE_DATA_DIR", Path(__file__).resolve().parents[2].parent / "shared" / "data"))
 TRAINING_FILE = "halt_smollm2_dev.jsonl.gz"  # HALT's training pool, in the data dir
 
-__all__ = ["SOURCES", "QAItem", "eligible_ids_filter", "is_correct", "load_items"]
+__all__ = ["DEFAULT_DATA_DIR", "SOURCES", "QAItem", "eligible_ids_filter", "is_correct",
+           "load_items"]
 
 
 def load_source(name: str, data_dir: Path) -> list[QAItem]:

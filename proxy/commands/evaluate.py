@@ -48,11 +48,10 @@ from policies.calibration import (
     split_indices,
 )
 from policies.schema import Policy, Profile
-from proxy.commands.eval_data import QAItem, is_correct, load_items, messages_for
+from proxy.commands.eval_data import DEFAULT_DATA_DIR, QAItem, is_correct, load_items, messages_for
 from proxy.commands.eval_report import summarise, write_plots, write_report
 from proxy.embedded import free_port
 
-DEFAULT_DATA_DIR = Path(os.environ.get("HALLGATE_DATA_DIR", "/work/shared/data"))
 console = Console(stderr=True)
 
 
@@ -98,11 +97,12 @@ def route_access(policy: Policy, route_name: str) -> tuple[dict[str, str], str]:
 
 
 @contextlib.contextmanager
-def local_gateway(policy_path: Path, audit_path: Path,
-                  startup_timeout_s: float = 600.0) -> Iterator[str]:
+def local_gateway(policy_path: Path, audit_path: Path, startup_timeout_s: float = 600.0,
+                  **settings: str) -> Iterator[str]:
     """``hallgate serve --config TMP`` as a child process on a free port, with the given
     policy (the embedded model when no models are configured) and an audit log at
-    ``audit_path`` (it holds each detector's full metadata); its log goes to a file."""
+    ``audit_path`` (it holds each detector's full metadata); its log goes to a file.
+    ``settings``: more gateway settings (``record_dir``, ``replay_dir``)."""
     port = free_port()
     workdir = Path(tempfile.mkdtemp(prefix="hallgate-eval-"))
     config = workdir / "hallgate.yaml"
@@ -111,7 +111,8 @@ def local_gateway(policy_path: Path, audit_path: Path,
                                   # a CPU model serves one request at a time: the gates'
                                   # samples queue behind each other, so allow long waits
                                   "retry": {"deadline_s": 1800.0},
-                                  "audit": {"path": str(audit_path.resolve())}}))
+                                  "audit": {"path": str(audit_path.resolve())},
+                                  **settings}))
     exe = Path(sys.executable).with_name("hallgate")
     cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "proxy.cli"]
     log_path = workdir / "gateway.log"
@@ -325,18 +326,58 @@ def _first_model(base_url: str) -> str:
     return data[0]["id"]
 
 
+ITEMS_FILE = "items.jsonl"  # a recording's items, in the JSONL dataset format
+ASKED_FILE = "asked.json"  # how a recording asked its items (max_tokens, temperature)
+
+
+def write_items(items: list[QAItem], path: Path) -> None:
+    with path.open("w") as fh:
+        for item in items:
+            fh.write(json.dumps({"id": item.id, "source": item.source, "kind": item.kind,
+                                 "prompt": item.prompt, "gold": list(item.gold)}) + "\n")
+
+
+def recorded_items(recording: Path) -> list[QAItem]:
+    """The items of a recording whose exchanges are complete (their eval line exists)."""
+    items_path = recording / ITEMS_FILE
+    if not items_path.exists():
+        raise EvalError(f"{recording} is not a recording made by `hallgate eval --record` "
+                        f"(no {ITEMS_FILE})")
+    done = read_results(recording / "results.jsonl")
+    return [item for item in load_items(str(items_path), recording) if item.id in done]
+
+
 def evaluate(dataset: str, policy_path: Path, route: str, out: Path, *, limit: int | None,
              concurrency: int, base_url: str | None, model: str | None, max_tokens: int,
              temperature: float, seed: int, data_dir: Path, command: str,
              exclude_halt_training: bool = True, audit_log: Path | None = None,
-             plots: bool = True, time_budget_s: float | None = None) -> dict:
-    """The whole ``eval`` run; returns the summary it writes to results.json."""
+             plots: bool = True, time_budget_s: float | None = None,
+             record: bool = False, replay: Path | None = None) -> dict:
+    """The whole ``eval`` run; returns the summary it writes to results.json.
+
+    ``record``: the local gateway appends every upstream exchange to ``out`` (a recording
+    directory: items.jsonl, meta.json, exchanges.jsonl.gz beside the results).
+    ``replay``: a recording; its complete items are asked again through a local gateway
+    that answers every upstream call from the recording (same gateway and detector code,
+    no upstream)."""
     headers, prefix = route_access(load_policy(policy_path), route)
-    items = load_items(dataset, data_dir, per_source=limit, seed=seed,
-                       exclude_halt_training=exclude_halt_training)
+    if replay is not None:
+        if replay.resolve() == out.resolve():
+            raise EvalError("--out must differ from the recording being replayed")
+        items = recorded_items(replay)
+    else:
+        items = load_items(dataset, data_dir, per_source=limit, seed=seed,
+                           exclude_halt_training=exclude_halt_training)
     if not items:
-        raise EvalError(f"no items to evaluate in '{dataset}'")
+        raise EvalError(f"no items to evaluate in '{replay or dataset}'")
     out.mkdir(parents=True, exist_ok=True)
+    if record and not (out / ITEMS_FILE).exists():
+        write_items(items, out / ITEMS_FILE)
+        (out / ASKED_FILE).write_text(json.dumps({"max_tokens": max_tokens,
+                                                  "temperature": temperature}) + "\n")
+    if replay is not None:  # ask exactly what was recorded, or nothing will match
+        asked = json.loads((replay / ASKED_FILE).read_text())
+        max_tokens, temperature = asked["max_tokens"], asked["temperature"]
     results_path = out / "results.jsonl"
     done = read_results(results_path)
     todo = [item for item in items if item.id not in done]
@@ -346,7 +387,9 @@ def evaluate(dataset: str, policy_path: Path, route: str, out: Path, *, limit: i
             url = base_url.rstrip("/")
         else:
             audit_log = out / "gateway_audit.jsonl"
-            url = stack.enter_context(local_gateway(policy_path, audit_log))
+            mode = ({"replay_dir": str(replay.resolve())} if replay else
+                    {"record_dir": str(out.resolve())} if record else {})
+            url = stack.enter_context(local_gateway(policy_path, audit_log, **mode))
         model = model or _first_model(url)
         before = gateway_counters(url)
         started = time.perf_counter()
@@ -360,7 +403,9 @@ def evaluate(dataset: str, policy_path: Path, route: str, out: Path, *, limit: i
     records = [r for r in read_results(results_path).values() if r["id"] in ids]
     asked = len(todo) - failures - skipped
     gateway = {k: round((after[k] - before[k]) / asked, 2) for k in after} if asked else {}
-    extra = {"dataset": dataset, "command": command, "policy": str(policy_path),
+    extra = {"dataset": str(replay) if replay else dataset, "command": command,
+             "mode": "replay" if replay else "record" if record else "live",
+             "policy": str(policy_path),
              "route": route, "model": model, "max_tokens": max_tokens,
              "temperature": temperature, "seed": seed, "limit_per_source": limit,
              "items": sorted(ids), "exclude_halt_training": exclude_halt_training,
@@ -517,12 +562,17 @@ def _print_calibration(report: dict) -> None:
 
 
 def eval_command(
-    dataset: str = typer.Option(..., "--dataset", help="nq_open | svamp | halueval | "
-                                "arithmetic | all, or a JSONL file of items."),
+    dataset: str | None = typer.Option(None, "--dataset", help="nq_open | svamp | halueval "
+                                       "| arithmetic | all, or a JSONL file of items."),
     policy: Path = typer.Option(..., "--policy", exists=True, dir_okay=False,
                                 help="Policy file the gateway runs."),
     route: str = typer.Option(..., "--route", help="Route to evaluate (must annotate)."),
-    out: Path = typer.Option(..., "--out", file_okay=False, help="Output directory."),
+    out: Path | None = typer.Option(None, "--out", file_okay=False,
+                                    help="Output directory (default: the --record DIR)."),
+    record: Path | None = typer.Option(None, "--record", file_okay=False, help="Record every "
+                                       "upstream exchange into this directory (resumable)."),
+    replay: Path | None = typer.Option(None, "--replay", exists=True, file_okay=False,
+                                       help="Re-run a recording's items with no upstream."),
     limit: int | None = typer.Option(None, "--limit", help="At most N items per source "
                                      "(a seeded random subset)."),
     concurrency: int = typer.Option(4, "--concurrency", min=1),
@@ -547,7 +597,19 @@ def eval_command(
     hallucination among answered, cost; results.jsonl/json, report.md, PNG plots."""
     command = "hallgate eval " + shlex.join(sys.argv[2:])
     try:
-        summary = evaluate(dataset, policy, route, out, limit=limit, concurrency=concurrency,
+        if record and replay:
+            raise EvalError("--record and --replay exclude each other")
+        if (record or replay) and base_url:
+            raise EvalError("--record/--replay run their own gateway; drop --base-url")
+        if replay is None and dataset is None:
+            raise EvalError("--dataset is required (except with --replay)")
+        if record and out and out.resolve() != record.resolve():
+            raise EvalError("--record DIR is also the output directory; drop --out")
+        out = record or out
+        if out is None:
+            raise EvalError("--out is required (except with --record)")
+        summary = evaluate(dataset or "", policy, route, out, limit=limit,
+                           concurrency=concurrency, record=record is not None, replay=replay,
                            base_url=base_url, model=model, max_tokens=max_tokens,
                            temperature=temperature, seed=seed, data_dir=data_dir,
                            command=command, exclude_halt_training=exclude_halt_training,

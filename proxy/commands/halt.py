@@ -13,6 +13,8 @@ from pathlib import Path
 
 import typer
 
+from proxy.commands.eval_data import DEFAULT_DATA_DIR
+
 app = typer.Typer(help="HALT detector: collect answers with logprobs, train, evaluate.")
 
 
@@ -79,7 +81,7 @@ def collect(
                                       "llama.cpp model."),
     model: str | None = typer.Option(None, "--model", help="Upstream model name."),
     limit: int | None = typer.Option(None, "--limit", help="First N items of the dataset."),
-    data_dir: Path = typer.Option(Path("/work/shared/data"), "--data-dir",
+    data_dir: Path = typer.Option(DEFAULT_DATA_DIR, "--data-dir",
                                   help="Directory with the QA files (shared/data)."),
     api_key_env: str | None = typer.Option(None, "--api-key-env",
                                            help="Env var holding the upstream's API key."),
