@@ -15,18 +15,17 @@ import signal
 import time
 from collections.abc import AsyncIterator
 
-import httpx
+import aiohttp
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
 from policies import PolicyStore
 from proxy.audit import AuditLog
 from proxy.auth import ApiKeyMiddleware, load_keys
-from proxy.chat.gating import Gatekeeper
 from proxy.chat.router import router as chat_router
 from proxy.chat.service import ChatService
-from proxy.config import EMBEDDED_MODEL_NAME, Settings, UpstreamModel
-from proxy.embedded import EmbeddedModel
+from proxy.config import Settings, UpstreamModel
+from proxy.embedded import EmbeddedModel, embedded_upstream_config
 from proxy.errors import install_error_handlers
 from proxy.gates import DetectorSuite, HaltScoring, PolicyGatekeeper, load_halt_scorer
 from proxy.metrics import Metrics, MetricsMiddleware
@@ -34,22 +33,10 @@ from proxy.middleware import BodyLimitMiddleware, RequestIdMiddleware
 from proxy.registry import UpstreamRegistry
 from proxy.upstream import Upstream, build_upstream
 from proxy.upstream.instrumented import InstrumentedUpstream
+from proxy.upstream.openai_http import http_session
 from proxy.upstream.recording import Recording, RecordingUpstream, ReplayUpstream
 
 log = logging.getLogger("hallgate")
-
-
-def embedded_upstream_config(embedded: EmbeddedModel) -> UpstreamModel:
-    """llama.cpp ignores ``n`` and only knows ``max_tokens``. It serves one request at a
-    time, so a gate's samples queue behind each other: allow long waits."""
-    return UpstreamModel(name=EMBEDDED_MODEL_NAME, provider="openai", model=embedded.model_name,
-                         api_base=embedded.api_base, supports_n=False,
-                         max_tokens_field="max_tokens", timeout_s=600.0, deadline_s=900.0)
-
-
-def http_client() -> httpx.AsyncClient:
-    limits = httpx.Limits(max_connections=1024, max_keepalive_connections=256)
-    return httpx.AsyncClient(limits=limits, timeout=httpx.Timeout(60.0))
 
 
 @contextlib.asynccontextmanager
@@ -78,12 +65,12 @@ async def policy_gatekeeper(settings: Settings, registry: UpstreamRegistry, metr
 
 
 def build_upstreams(settings: Settings, configs: list[UpstreamModel],
-                    client: httpx.AsyncClient) -> list[Upstream]:
+                    session: aiohttp.ClientSession) -> list[Upstream]:
     """The transports for ``configs``; recording or replaying when the settings say so."""
     if settings.replay_dir:
         recording = Recording(settings.replay_dir)
         return [ReplayUpstream(c, recording) for c in recording.models()]
-    upstreams = [build_upstream(c, settings.retry, client) for c in configs]
+    upstreams = [build_upstream(c, settings.retry, session) for c in configs]
     if settings.record_dir:
         recording = Recording(settings.record_dir)
         recording.start(configs)
@@ -91,16 +78,15 @@ def build_upstreams(settings: Settings, configs: list[UpstreamModel],
     return upstreams
 
 
-def create_app(settings: Settings | None = None, gatekeeper: Gatekeeper | None = None,
-               halt: HaltScoring | None = None) -> FastAPI:
-    """The gateway. ``gatekeeper`` replaces policy gating; ``halt`` reuses an already
-    loaded HALT scorer (its weights are read-only, so apps may share one)."""
+def create_app(settings: Settings | None = None, halt: HaltScoring | None = None) -> FastAPI:
+    """The gateway. ``halt`` reuses an already loaded HALT scorer (its weights are
+    read-only, so apps may share one)."""
     settings = settings or Settings()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with contextlib.AsyncExitStack() as stack:
-            client = await stack.enter_async_context(http_client())
+            session = await stack.enter_async_context(http_session())
             configs = list(settings.models)
             embedded = None
             if settings.use_embedded():
@@ -109,10 +95,12 @@ def create_app(settings: Settings | None = None, gatekeeper: Gatekeeper | None =
                 stack.push_async_callback(embedded.stop)
                 configs.append(embedded_upstream_config(embedded))
             upstreams = [InstrumentedUpstream(u, app.state.metrics)
-                         for u in build_upstreams(settings, configs, client)]
+                         for u in build_upstreams(settings, configs, session)]
+            for upstream in upstreams:  # closed before the session they share
+                stack.push_async_callback(upstream.aclose)
             app.state.embedded = embedded
             app.state.registry = registry = UpstreamRegistry(upstreams)
-            keeper = gatekeeper or await stack.enter_async_context(
+            keeper = await stack.enter_async_context(
                 policy_gatekeeper(settings, registry, app.state.metrics, app.state.audit, halt))
             app.state.chat = ChatService(registry, keeper, settings.max_n)
             app.state.ready = True
