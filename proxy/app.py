@@ -22,7 +22,7 @@ from fastapi.responses import JSONResponse, Response
 from policies import PolicyStore
 from proxy.audit import AuditLog
 from proxy.auth import ApiKeyMiddleware, load_keys
-from proxy.chat.router import router as chat_router
+from proxy.chat.router import ChatRoute
 from proxy.chat.service import ChatService
 from proxy.config import Settings, UpstreamModel
 from proxy.embedded import EmbeddedModel, embedded_upstream_config
@@ -116,9 +116,9 @@ def create_app(settings: Settings | None = None, halt: HaltScoring | None = None
     app.state.audit = AuditLog(settings.audit.path, settings.audit.include_prompt) \
         if settings.audit.path else None
     install_error_handlers(app)
-    app.include_router(chat_router)
     _add_service_routes(app)
-    # Outermost last: request id -> metrics -> auth -> body limit -> routes.
+    # Outermost last: request id -> metrics -> auth -> body limit -> chat | FastAPI routes.
+    app.add_middleware(ChatRoute)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(ApiKeyMiddleware, keys=load_keys(settings.api_keys, dict(os.environ)))
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)

@@ -34,8 +34,7 @@ class UpstreamSampler:
         fields = {"model": self.upstream.config.name, "messages": list(messages), "n": n,
                   "temperature": temperature, "top_p": top_p, "max_tokens": max_tokens,
                   "seed": seed, "stop": list(stop) if stop else None}
-        req = ChatCompletionRequest.model_validate(
-            {k: v for k, v in fields.items() if v is not None}, strict=False)
+        req = ChatCompletionRequest.parse({k: v for k, v in fields.items() if v is not None})
         body = req.upstream_body(self.upstream.config.max_tokens_field)
         if top_logprobs <= 0 or not self.upstream.logprobs_supported:
             body.pop("logprobs", None)
