@@ -16,6 +16,7 @@ import time
 from collections.abc import AsyncIterator
 
 import aiohttp
+import torch
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
@@ -45,6 +46,7 @@ async def policy_gatekeeper(settings: Settings, registry: UpstreamRegistry, metr
                             ) -> AsyncIterator[PolicyGatekeeper]:
     """Load detectors and the policy file (a bad file stops the start with file, line and
     key); reload it on change and on SIGHUP, keeping the old policy when a reload fails."""
+    torch.set_num_threads(settings.torch_threads)
     suite = DetectorSuite(halt=halt or load_halt_scorer())
     store = PolicyStore(settings.resolved_policy_file(), available_detectors=suite.available())
     log.info("policy %s loaded; detectors available: %s", store.path, suite.available())

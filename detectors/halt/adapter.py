@@ -77,10 +77,36 @@ def token_row(item, top_k: int = TOP_K) -> tuple[np.ndarray, int]:
 
 
 def logprob_matrix(tokens: Sequence, top_k: int = TOP_K) -> LogprobMatrix:
-    """``tokens`` (any accepted shape, mixed is fine) -> (T, top_k) matrix; T may be 0."""
-    rows = [token_row(item, top_k) for item in tokens]
-    if not rows:
+    """``tokens`` (any accepted shape, mixed is fine) -> (T, top_k) matrix; T may be 0.
+
+    Same values as stacking :func:`token_row` (the reference, kept for the parity test),
+    but the cleaning, clipping and sorting run once over the whole (T, K) array."""
+    n = len(tokens)
+    if n == 0:
         return LogprobMatrix(np.zeros((0, top_k)), np.zeros(0, dtype=np.int64))
-    values = np.stack([r for r, _ in rows])  # (T, top_k)
-    seen = np.array([n for _, n in rows], dtype=np.int64)  # (T,)
+    chosen = np.empty(n, dtype=np.float64)
+    rows: list[list] = []
+    seen = np.empty(n, dtype=np.int64)
+    for t, item in enumerate(tokens):
+        token, logprob, top = _token_fields(item)
+        chosen[t] = np.nan if logprob is None else logprob
+        values = [lp for _, lp in top]
+        for i, (alt_token, _) in enumerate(top):
+            if alt_token == token:  # drop the first entry for the selected token itself
+                del values[i]
+                break
+        rows.append(values)
+        seen[t] = len(values)
+    width = max(top_k - 1, int(seen.max()))
+    alts = np.full((n, width), PAD_LOGPROB, dtype=np.float64)  # (T, W)
+    for t, values in enumerate(rows):
+        alts[t, : len(values)] = [np.nan if v is None else v for v in values]
+    alts = -np.sort(-_clean_array(alts), axis=1)[:, : top_k - 1]  # descending, (T, K-1)
+    values = np.concatenate([_clean_array(chosen)[:, None], alts], axis=1)  # (T, K)
     return LogprobMatrix(values, seen)
+
+
+def _clean_array(x: np.ndarray) -> np.ndarray:
+    """:func:`_clean` elementwise: NaN and -inf -> PAD_LOGPROB, +inf -> 0, clip."""
+    x = np.where(np.isnan(x), PAD_LOGPROB, x)
+    return np.clip(np.where(np.isposinf(x), 0.0, x), PAD_LOGPROB, 0.0)

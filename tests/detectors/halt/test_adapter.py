@@ -76,3 +76,22 @@ def test_real_answer_has_twenty_columns(shared_records):
 def test_unsupported_type_is_an_error():
     with pytest.raises(TypeError):
         token_row(("x", -1.0))
+
+
+def test_vectorised_matrix_equals_the_reference_rows():
+    """logprob_matrix (one pass over the whole array) == stacking token_row per token."""
+    rng = np.random.default_rng(7)
+    specials = [float("nan"), float("inf"), float("-inf"), None, 3.0, -1e9]
+    tokens = []
+    for t in range(60):
+        k = int(rng.integers(0, 22))
+        top = [{"token": f"a{j}", "logprob": float(-rng.exponential(3))} for j in range(k)]
+        if k and rng.random() < 0.3:
+            top[int(rng.integers(0, k))]["logprob"] = specials[t % len(specials)]
+        chosen = f"a{int(rng.integers(0, 25))}"  # among the alternatives or not
+        tokens.append({"token": chosen, "logprob": float(-rng.exponential(1)),
+                       "top_logprobs": top})
+    fast = logprob_matrix(tokens)
+    rows = [token_row(item) for item in tokens]
+    assert np.allclose(fast.values, np.stack([r for r, _ in rows]))
+    assert fast.alternatives_seen.tolist() == [n for _, n in rows]

@@ -47,19 +47,28 @@ async def test_async_score_raises_missing_logprobs(tiny_scorer):
 
 
 async def test_an_idle_scorer_starts_at_once(tiny_scorer):
-    """No waiting for companions: one request alone is scored without a timer."""
+    """No waiting for companions: a lone short answer on a quiet scorer is scored inline,
+    the next one right after it in the worker thread, each its own batch."""
     scorer = HaltScorer(tiny_scorer.model, 0.5, "tiny-test")
-    start = time.perf_counter()
-    for n in (3, 5):
-        await scorer.score(_tokens(n))
-    assert scorer._batcher.batch_sizes == [1, 1]
+    first = await scorer.score(_tokens(3))
+    second = await scorer.score(_tokens(5))
+    assert scorer._batcher.inline_runs == 1 and scorer._batcher.batch_sizes == [1]
+    expected = scorer.score_batch([_tokens(3), _tokens(5)])
+    assert [first.risk, second.risk] == pytest.approx([r.risk for r in expected], abs=1e-6)
+
+
+async def test_a_long_answer_never_runs_on_the_event_loop(tiny_scorer):
+    scorer = HaltScorer(tiny_scorer.model, 0.5, "tiny-test")
+    await scorer.score(_tokens(100))
+    assert scorer._batcher.inline_runs == 0 and scorer._batcher.batch_sizes == [1]
 
 
 async def test_concurrent_calls_share_one_forward_pass(tiny_scorer):
     scorer = HaltScorer(tiny_scorer.model, 0.5, "tiny-test")
     answers = [_tokens(n) for n in range(1, 11)]
     results = await asyncio.gather(*(scorer.score(a) for a in answers))
-    assert scorer._batcher.batch_sizes == [10]
+    # the first of the burst found the scorer quiet and ran inline; the rest shared one pass
+    assert scorer._batcher.inline_runs == 1 and scorer._batcher.batch_sizes == [9]
     expected = scorer.score_batch(answers)
     assert [r.risk for r in results] == pytest.approx([r.risk for r in expected], abs=1e-6)
 
