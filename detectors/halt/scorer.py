@@ -28,7 +28,6 @@ from detectors.halt.features import halt_input
 from detectors.halt.model import HaltModel
 from detectors.verdict import Verdict
 
-
 INLINE_MAX_TOKENS = 64  # answers up to this long may be scored on the event loop when idle
 
 
