@@ -10,6 +10,7 @@ what it lacks. Convention everywhere: ``scores`` are risks (higher = more likely
     aurac / prr                           area under that curve; prediction rejection ratio
     macro_f1(predicted, labels)           mean F1 of the two classes
     wilson_upper / clopper_pearson_upper  one-sided upper bounds of a binomial rate
+    bootstrap_interval(metric, s, y)      percentile bootstrap interval of any of the above
 """
 
 from __future__ import annotations
@@ -135,3 +136,29 @@ def percentile(values, q: float) -> float | None:
     """The q-th percentile (linear interpolation), None for no values."""
     v = np.asarray(values, dtype=np.float64)
     return float(np.percentile(v, q)) if v.size else None
+
+
+def bootstrap_interval(metric, scores, labels, *, resamples: int = 1000, level: float = 0.95,
+                       seed: int = 0) -> tuple[float, float] | None:
+    """Percentile bootstrap interval of ``metric(scores, labels)`` (Efron & Tibshirani
+    1993, §13.3): resample the N items with replacement ``resamples`` times, recompute,
+    take the (1 − level)/2 and (1 + level)/2 quantiles. Resamples with one class only
+    (AUROC undefined) are skipped; None when fewer than half are usable."""
+    s, y = _as_arrays(scores, labels)
+    n = len(y)
+    if n == 0 or y.min() == y.max():
+        return None
+    rng = np.random.default_rng(seed)
+    values = []
+    for _ in range(resamples):
+        idx = rng.integers(0, n, n)  # (N,)
+        ys = y[idx]
+        if ys.min() == ys.max():
+            continue
+        value = metric(s[idx], ys)
+        if value is not None and math.isfinite(value):
+            values.append(value)
+    if len(values) < resamples // 2:
+        return None
+    lo, hi = np.quantile(values, [(1 - level) / 2, (1 + level) / 2])
+    return float(lo), float(hi)

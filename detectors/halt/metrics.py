@@ -7,15 +7,22 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from sklearn.metrics import f1_score, roc_auc_score
+from scipy.stats import rankdata
+from sklearn.metrics import f1_score
 
 
 def auroc(risks: Sequence[float], labels: Sequence[int]) -> float:
-    """NaN when only one class is present."""
-    y = np.asarray(labels)
-    if len(np.unique(y)) < 2:
+    """P(risk of a positive > risk of a negative), ties ½: the Mann-Whitney U statistic
+    over n1·n0 (Hanley & McNeil 1982), from average ranks; equal to scikit-learn's
+    roc_auc_score (tested) at a fraction of its cost, which bootstrap intervals need.
+    NaN when only one class is present."""
+    y = np.asarray(labels).astype(bool).ravel()  # (N,)
+    n1 = int(y.sum())
+    n0 = len(y) - n1
+    if n1 == 0 or n0 == 0:
         return float("nan")
-    return float(roc_auc_score(y, np.asarray(risks, dtype=np.float64)))
+    ranks = rankdata(np.asarray(risks, dtype=np.float64).ravel())  # (N,) ties averaged
+    return float((ranks[y].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
 
 
 def macro_f1(risks: Sequence[float], labels: Sequence[int], threshold: float) -> float:

@@ -22,6 +22,8 @@ from detectors.metrics import (
     aurac,
     auroc,
     best_macro_f1_threshold,
+    bootstrap_interval,
+    clopper_pearson_upper,
     macro_f1,
     percentile,
     prr,
@@ -34,12 +36,16 @@ from policies.calibration import split_indices
 SCORES: tuple[tuple[str, str, str | None], ...] = (
     ("halt", "HALT risk", "halt"),
     ("edfl", "EDFL risk (RoH bound)", "edfl"),
+    ("edfl_neg_isr", "EDFL −ISR", None),
     ("semantic", "semantic risk (H/log M)", "semantic"),
-    ("semantic_entropy", "semantic entropy (nats)", None),
+    ("semantic_entropy", "semantic entropy, count clusters (nats)", None),
+    ("semantic_entropy_prob", "semantic entropy, probability clusters (nats)", None),
     ("neg_mean_logprob", "−mean token logprob", None),
     ("neg_min_logprob", "−min token logprob", None),
+    ("answer_tokens", "answer length (tokens)", None),
     ("combined", "combined decision", "combined"),
 )
+BOOTSTRAP_RESAMPLES = 200  # per metric, per score, per block (a report of 1,200 items: ~10 s)
 
 
 def _scored(records: list[dict], key: str) -> list[dict]:
@@ -56,9 +62,11 @@ def _selective(flagged: np.ndarray, y: np.ndarray) -> dict:
     answered = ~flagged
     n_ans, errors = int(answered.sum()), int(y[answered].sum())
     return {"abstention_rate": float(flagged.mean()) if len(y) else None,
+            "coverage": float(answered.mean()) if len(y) else None,
             "answered": n_ans, "answered_hallucinated": errors,
             "hallucination_rate_answered": errors / n_ans if n_ans else None,
-            "wilson95_upper": wilson_upper(errors, n_ans, 0.95)}
+            "wilson95_upper": wilson_upper(errors, n_ans, 0.95),
+            "clopper_pearson95_upper": clopper_pearson_upper(errors, n_ans, 0.05)}
 
 
 def score_summary(records: list[dict], key: str, verdict_key: str | None,
@@ -72,6 +80,9 @@ def score_summary(records: list[dict], key: str, verdict_key: str | None,
     s = np.array([r["scores"][key] for r in rows], dtype=np.float64)  # (N,)
     y = np.array([r["hallucinated"] for r in rows], dtype=np.int64)  # (N,)
     out.update(auroc=auroc(s, y), aurac=aurac(s, y), prr=prr(s, y))
+    for name, metric in (("auroc", auroc), ("aurac", aurac), ("prr", prr)):
+        out[f"{name}_ci95"] = bootstrap_interval(metric, s, y, resamples=BOOTSTRAP_RESAMPLES,
+                                                 seed=seed)
     if verdict_key is not None:
         flagged = np.array([r["verdicts"].get(verdict_key) == "abstain" for r in rows])
         out.update(threshold="policy verdict", macro_f1=macro_f1(flagged, y),
@@ -114,9 +125,22 @@ def summarise(records: list[dict], seed: int = 0, extra: dict | None = None) -> 
                 "scores": {key: score_summary(rows, key, vk, seed) for key, _, vk in SCORES}}
 
     sources = sorted({r["source"] for r in records})
-    return {"overall": block(records),
-            "by_source": {s: block([r for r in records if r["source"] == s]) for s in sources},
+    by_source = {s: block([r for r in records if r["source"] == s]) for s in sources}
+    return {"overall": block(records), "by_source": by_source,
+            "mean_source_auroc": mean_source_auroc(by_source),
             "cost": cost_summary(records), **(extra or {})}
+
+
+def mean_source_auroc(by_source: dict) -> dict:
+    """Per score: the mean of the per-source AUROCs (sources where it is defined), the
+    figure a between-source artefact cannot inflate; with the sources it averaged."""
+    out = {}
+    for key, _, _ in SCORES:
+        values = {src: b["scores"][key].get("auroc") for src, b in by_source.items()}
+        defined = {src: v for src, v in values.items() if v is not None and math.isfinite(v)}
+        out[key] = {"mean": float(np.mean(list(defined.values()))) if defined else None,
+                    "sources": sorted(defined)}
+    return out
 
 
 # --------------------------------------------------------------------------- report.md
@@ -128,19 +152,41 @@ def _fmt(x, digits: int = 3) -> str:
     return f"{x:.{digits}f}" if isinstance(x, float) else str(x)
 
 
+def _ci(m: dict, key: str) -> str:
+    value, ci = m.get(key), m.get(f"{key}_ci95")
+    if ci is None:
+        return _fmt(value)
+    return f"{_fmt(value)} [{ci[0]:.2f}, {ci[1]:.2f}]"
+
+
 def score_table(block: dict) -> list[str]:
-    lines = ["| score | n | AUROC | AURAC | PRR | macro-F1 | abstain | halluc. among answered "
-             "(Wilson 95% upper) |", "|---|---|---|---|---|---|---|---|"]
+    lines = ["| score | n | AUROC [95% CI] | AURAC [95% CI] | PRR [95% CI] | macro-F1 | "
+             "coverage | halluc. among answered (Clopper-Pearson 95% upper) |",
+             "|---|---|---|---|---|---|---|---|"]
     for key, label, _ in SCORES:
         m = block["scores"].get(key, {})
         if not m.get("n"):
             lines.append(f"| {label} | 0 | – | – | – | – | – | – |")
             continue
         rate = (f"{_fmt(m.get('hallucination_rate_answered'))} "
-                f"({_fmt(m.get('wilson95_upper'))}) of {m.get('answered', '–')}")
-        lines.append(f"| {label} | {m['n']} | {_fmt(m.get('auroc'))} | {_fmt(m.get('aurac'))} | "
-                     f"{_fmt(m.get('prr'))} | {_fmt(m.get('macro_f1'))} | "
-                     f"{_fmt(m.get('abstention_rate'))} | {rate} |")
+                f"({_fmt(m.get('clopper_pearson95_upper'))}) of {m.get('answered', '–')}")
+        lines.append(f"| {label} | {m['n']} | {_ci(m, 'auroc')} | {_ci(m, 'aurac')} | "
+                     f"{_ci(m, 'prr')} | {_fmt(m.get('macro_f1'))} | "
+                     f"{_fmt(m.get('coverage'))} | {rate} |")
+    return lines
+
+
+def source_auroc_table(summary: dict) -> list[str]:
+    """Pooled AUROC next to each source's and their mean: the between-source check."""
+    sources = list(summary["by_source"])
+    lines = ["| score | pooled | " + " | ".join(sources) + " | mean of sources |",
+             "|---|---|" + "---|" * len(sources) + "---|"]
+    for key, label, _ in SCORES:
+        pooled = summary["overall"]["scores"].get(key, {}).get("auroc")
+        per = [summary["by_source"][s]["scores"].get(key, {}).get("auroc") for s in sources]
+        mean = (summary.get("mean_source_auroc") or {}).get(key, {}).get("mean")
+        lines.append(f"| {label} | {_fmt(pooled)} | " + " | ".join(_fmt(v) for v in per)
+                     + f" | {_fmt(mean)} |")
     return lines
 
 
@@ -154,7 +200,11 @@ def write_report(summary: dict, out_dir: Path) -> Path:
              f"hallucinated). macro-F1, abstention and the answered-hallucination rate use "
              f"the policy's verdict for HALT, EDFL, semantic and the combined decision; for "
              f"the others a threshold tuned for macro-F1 on a seeded half, judged on the "
-             f"other half.", "", "## All items", "", *score_table(overall), ""]
+             f"other half. Intervals: percentile bootstrap, {BOOTSTRAP_RESAMPLES} resamples.",
+             "", "## AUROC within each source", "",
+             "A pooled AUROC can be won by telling the sources apart; the mean of the "
+             "per-source AUROCs cannot (– = one class only in that source).", "",
+             *source_auroc_table(summary), "", "## All items", "", *score_table(overall), ""]
     for source, block in summary["by_source"].items():
         lines += [f"## {source} ({block['items']} items, hallucination rate "
                   f"{_fmt(block['hallucination_rate'])})", "", *score_table(block), ""]

@@ -232,6 +232,10 @@ def make_record(item: QAItem, response, latency_s: float, request_id: str,
             "halt": ok("halt").get("risk"), "edfl": ok("edfl").get("risk"),
             "semantic": ok("semantic").get("risk"),
             "semantic_entropy": ok("semantic").get("entropy_count"),
+            "semantic_entropy_prob": ok("semantic").get("entropy_prob"),
+            "edfl_neg_isr": -min(ok("edfl")["isr"], 1e3) if ok("edfl").get("isr") is not None
+            else None,
+            "answer_tokens": float(len(logprobs)) if logprobs else None,
             "neg_mean_logprob": -sum(logprobs) / len(logprobs) if logprobs else None,
             "neg_min_logprob": -min(logprobs) if logprobs else None,
             "combined": meta.get("risk"),
@@ -352,14 +356,16 @@ def evaluate(dataset: str, policy_path: Path, route: str, out: Path, *, limit: i
              temperature: float, seed: int, data_dir: Path, command: str,
              exclude_halt_training: bool = True, audit_log: Path | None = None,
              plots: bool = True, time_budget_s: float | None = None,
-             record: bool = False, replay: Path | None = None) -> dict:
+             record: bool = False, replay: Path | None = None,
+             gateway: dict | None = None) -> dict:
     """The whole ``eval`` run; returns the summary it writes to results.json.
 
     ``record``: the local gateway appends every upstream exchange to ``out`` (a recording
     directory: items.jsonl, meta.json, exchanges.jsonl.gz beside the results).
     ``replay``: a recording; its complete items are asked again through a local gateway
     that answers every upstream call from the recording (same gateway and detector code,
-    no upstream)."""
+    no upstream). ``gateway``: more settings for the local gateway (e.g. ``models``, to
+    record through an upstream other than the embedded model)."""
     headers, prefix = route_access(load_policy(policy_path), route)
     if replay is not None:
         if replay.resolve() == out.resolve():
@@ -389,7 +395,8 @@ def evaluate(dataset: str, policy_path: Path, route: str, out: Path, *, limit: i
             audit_log = out / "gateway_audit.jsonl"
             mode = ({"replay_dir": str(replay.resolve())} if replay else
                     {"record_dir": str(out.resolve())} if record else {})
-            url = stack.enter_context(local_gateway(policy_path, audit_log, **mode))
+            url = stack.enter_context(local_gateway(policy_path, audit_log,
+                                                    **{**(gateway or {}), **mode}))
         model = model or _first_model(url)
         before = gateway_counters(url)
         started = time.perf_counter()
@@ -573,6 +580,9 @@ def eval_command(
                                        "upstream exchange into this directory (resumable)."),
     replay: Path | None = typer.Option(None, "--replay", exists=True, file_okay=False,
                                        help="Re-run a recording's items with no upstream."),
+    gateway_config: Path | None = typer.Option(
+        None, "--gateway-config", exists=True, dir_okay=False, help="hallgate.yaml settings "
+        "for the gateway eval starts (e.g. `models:` to record through a real upstream)."),
     limit: int | None = typer.Option(None, "--limit", help="At most N items per source "
                                      "(a seeded random subset)."),
     concurrency: int = typer.Option(4, "--concurrency", min=1),
@@ -614,6 +624,8 @@ def eval_command(
                            temperature=temperature, seed=seed, data_dir=data_dir,
                            command=command, exclude_halt_training=exclude_halt_training,
                            audit_log=audit_log,
+                           gateway=yaml.safe_load(gateway_config.read_text())
+                           if gateway_config else None,
                            time_budget_s=time_budget_min * 60 if time_budget_min else None)
     except EvalError as exc:
         console.print(f"[red]error:[/red] {exc}")
