@@ -32,6 +32,7 @@ from proxy.gates import DetectorSuite, HaltScoring, PolicyGatekeeper, load_halt_
 from proxy.metrics import Metrics, MetricsMiddleware
 from proxy.middleware import BodyLimitMiddleware, RequestIdMiddleware
 from proxy.registry import UpstreamRegistry
+from proxy.responses.router import router as responses_router
 from proxy.upstream import Upstream, build_upstream
 from proxy.upstream.instrumented import InstrumentedUpstream
 from proxy.upstream.recording import Recording, RecordingUpstream, ReplayUpstream
@@ -129,6 +130,7 @@ def create_app(settings: Settings | None = None, gatekeeper: Gatekeeper | None =
         if settings.audit.path else None
     install_error_handlers(app)
     app.include_router(chat_router)
+    app.include_router(responses_router)
     _add_service_routes(app)
     # Outermost last: request id -> metrics -> auth -> body limit -> routes.
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
