@@ -33,6 +33,7 @@ from proxy.metrics import Metrics, MetricsMiddleware
 from proxy.middleware import BodyLimitMiddleware, RequestIdMiddleware
 from proxy.registry import UpstreamRegistry
 from proxy.responses.router import router as responses_router
+from proxy.tracing import build_tracing
 from proxy.upstream import Upstream, build_upstream
 from proxy.upstream.instrumented import InstrumentedUpstream
 from proxy.upstream.recording import Recording, RecordingUpstream, ReplayUpstream
@@ -93,10 +94,12 @@ def build_upstreams(settings: Settings, configs: list[UpstreamModel],
 
 
 def create_app(settings: Settings | None = None, gatekeeper: Gatekeeper | None = None,
-               halt: HaltScoring | None = None) -> FastAPI:
+               halt: HaltScoring | None = None, span_exporter=None) -> FastAPI:
     """The gateway. ``gatekeeper`` replaces policy gating; ``halt`` reuses an already
-    loaded HALT scorer (its weights are read-only, so apps may share one)."""
+    loaded HALT scorer (its weights are read-only, so apps may share one);
+    ``span_exporter`` turns tracing on with that OpenTelemetry exporter (tests)."""
     settings = settings or Settings()
+    tracing = build_tracing(settings.tracing, span_exporter)  # None when tracing is off
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -111,6 +114,8 @@ def create_app(settings: Settings | None = None, gatekeeper: Gatekeeper | None =
                 configs.append(embedded_upstream_config(embedded))
             upstreams = [InstrumentedUpstream(u, app.state.metrics)
                          for u in build_upstreams(settings, configs, client)]
+            if tracing is not None:
+                upstreams = tracing.wrap_upstreams(upstreams)
             app.state.embedded = embedded
             app.state.registry = registry = UpstreamRegistry(upstreams)
             keeper = gatekeeper or await stack.enter_async_context(
@@ -136,6 +141,8 @@ def create_app(settings: Settings | None = None, gatekeeper: Gatekeeper | None =
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(ApiKeyMiddleware, keys=load_keys(settings.api_keys, dict(os.environ)))
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
+    if tracing is not None:  # inside the request id, so the span and the logs share it
+        app.add_middleware(tracing.middleware)
     app.add_middleware(RequestIdMiddleware)
     return app
 
