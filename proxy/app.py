@@ -29,6 +29,7 @@ from proxy.config import EMBEDDED_MODEL_NAME, Settings, UpstreamModel
 from proxy.embedded import EmbeddedModel
 from proxy.errors import install_error_handlers
 from proxy.gates import DetectorSuite, HaltScoring, PolicyGatekeeper, load_halt_scorer
+from proxy.guardrail.router import router as guardrail_router
 from proxy.metrics import Metrics, MetricsMiddleware
 from proxy.middleware import BodyLimitMiddleware, RequestIdMiddleware
 from proxy.registry import UpstreamRegistry
@@ -136,6 +137,7 @@ def create_app(settings: Settings | None = None, gatekeeper: Gatekeeper | None =
     install_error_handlers(app)
     app.include_router(chat_router)
     app.include_router(responses_router)
+    app.include_router(guardrail_router)
     _add_service_routes(app)
     # Outermost last: request id -> metrics -> auth -> body limit -> routes.
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
