@@ -30,7 +30,8 @@ from proxy.config import EMBEDDED_MODEL_NAME, TracingSettings
 from proxy.logs import trace_id_var
 from proxy.tracing import current
 
-TRACED_PATH_MARK = "/v1/"  # API calls; probes and /metrics would only be noise
+API_MARK = "/v1/"  # API calls are traced; probes and /metrics would only be noise
+GUARDRAIL_PATH = "/beta/litellm_basic_guardrail_api"  # LiteLLM's guardrail checks too
 SCOPE_NAME = "hallgate"
 EVALUATION_EVENT = "gen_ai.evaluation.result"
 
@@ -135,15 +136,14 @@ class TracingMiddleware:
         self.tracing = tracing
 
     async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] != "http" or TRACED_PATH_MARK not in scope["path"]:
+        endpoint = traced_endpoint(scope["path"]) if scope["type"] == "http" else None
+        if endpoint is None:
             return await self.app(scope, receive, send)
         carrier = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
         # No traceparent: the current context (a span of FastAPI's own telemetry, if a
         # global provider turned it on) stays the parent.
         parent = self.tracing.propagator.extract(carrier, context=otel_context.get_current())
-        path = scope["path"]
-        endpoint = path[path.index(TRACED_PATH_MARK):]  # low cardinality: no route prefix
-        attributes = {"http.request.method": scope["method"], "url.path": path,
+        attributes = {"http.request.method": scope["method"], "url.path": scope["path"],
                       "http.route": endpoint,
                       "hallgate.request_id": scope.get("state", {}).get("request_id", "")}
         with self.tracing.tracer.start_as_current_span(
@@ -162,6 +162,13 @@ class TracingMiddleware:
             finally:
                 current.reset(tracing_token)
                 trace_id_var.reset(trace_token)
+
+
+def traced_endpoint(path: str) -> str | None:
+    """The span's endpoint, without a route prefix (low cardinality); None: not traced."""
+    if API_MARK in path:
+        return path[path.index(API_MARK):]
+    return GUARDRAIL_PATH if path.endswith(GUARDRAIL_PATH) else None
 
 
 def _response_attributes(span, message: dict) -> None:

@@ -149,6 +149,26 @@ def test_an_upstream_failure_marks_the_spans_as_errors(traced, exporter, fake_up
     assert upstream.attributes["error.type"] == "UpstreamError"
 
 
+def test_a_guardrail_check_is_traced_with_its_detector(traced, exporter):
+    body = {"input_type": "response", "texts": ["Paris."], "structured_messages": QUESTION,
+            "additional_provider_specific_params": {"route": "strict"}}
+    r = httpx.post(f"{traced}/strict/beta/litellm_basic_guardrail_api", json=body)
+    assert r.json()["action"] == "BLOCKED"  # no logprobs for HALT here: fail closed
+    spans = by_name(exporter)
+    (request,) = spans["POST /beta/litellm_basic_guardrail_api"]
+    assert request.attributes["url.path"] == "/strict/beta/litellm_basic_guardrail_api"
+    (event,) = [e for e in request.events if e.name == "gen_ai.evaluation.result"]
+    assert event.attributes["gen_ai.evaluation.score.label"] == "missing_logprobs"
+
+
+def test_settings_turn_tracing_on_from_the_environment(monkeypatch):
+    from proxy.config import Settings
+
+    monkeypatch.setenv("HALLGATE_TRACING__ENABLED", "true")
+    monkeypatch.setenv("HALLGATE_TRACING__SERVICE_NAME", "gw-eu")
+    assert Settings().tracing == TracingSettings(enabled=True, service_name="gw-eu")
+
+
 def test_probes_are_not_traced(traced, exporter):
     assert httpx.get(f"{traced}/healthz").status_code == 200
     httpx.get(f"{traced}/metrics")
