@@ -17,9 +17,11 @@ import logging
 import time
 from collections import OrderedDict
 
+from pydantic import ValidationError
+
 from proxy.chat.gating import Answer, Gatekeeper, GateOutcome, RequestContext
 from proxy.chat.schemas import ChatCompletionRequest
-from proxy.errors import InvalidRequest
+from proxy.errors import InvalidRequest, validation_error
 from proxy.guardrail.schemas import GuardrailRequest, GuardrailResponse
 from proxy.registry import UpstreamRegistry
 
@@ -44,11 +46,15 @@ class PromptCache:
         while len(self._items) > self.max_entries:
             self._items.popitem(last=False)
 
-    def pop(self, key: str | None) -> list[dict] | None:
+    def get(self, key: str | None) -> list[dict] | None:
+        """Kept after reading: LiteLLM may retry a post_call check."""
         if key is None or key not in self._items:
             return None
-        stored_at, messages = self._items.pop(key)
-        return messages if time.monotonic() - stored_at <= self.ttl_s else None
+        stored_at, messages = self._items[key]
+        if time.monotonic() - stored_at > self.ttl_s:
+            del self._items[key]
+            return None
+        return messages
 
 
 class GuardrailService:
@@ -68,8 +74,11 @@ class GuardrailService:
         if not messages:  # fail closed, readably: LiteLLM shows no body of a 4xx
             log.warning("guardrail check without a prompt: %s", NO_PROMPT)
             return GuardrailResponse(action="BLOCKED", blocked_reason=NO_PROMPT), {}
-        chat = ChatCompletionRequest.model_validate(
-            {"model": self.model_for(req), "messages": messages})
+        try:
+            chat = ChatCompletionRequest.model_validate(
+                {"model": self.model_for(req), "messages": messages})
+        except ValidationError as exc:  # a prompt our chat schema cannot read
+            raise validation_error(list(exc.errors())) from None
         session = self.gatekeeper.begin(chat, ctx, chat.model)
         try:
             answers = [Answer(i, text, None, "stop") for i, text in enumerate(req.texts or [""])]
@@ -80,7 +89,7 @@ class GuardrailService:
 
     def prompt_for(self, req: GuardrailRequest) -> list[dict] | None:
         return (req.structured_messages or req.param("messages")
-                or self.prompts.pop(req.litellm_call_id))
+                or self.prompts.get(req.litellm_call_id))
 
     def model_for(self, req: GuardrailRequest) -> str:
         """The upstream the gates sample: ``hallgate_model`` from the guardrail's params,

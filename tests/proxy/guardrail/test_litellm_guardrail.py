@@ -121,3 +121,16 @@ def test_the_endpoint_speaks_the_contract_over_plain_http(gateway_url):
     assert r.status_code == 200 and r.json()["action"] == "NONE"
     assert r.json()["hallgate"]["detectors"]["semantic"]["status"] == "ok"
     assert r.headers["x-hallgate-route"] == "strict"
+
+
+def test_prompt_cache_is_bounded_and_expires(monkeypatch):
+    from proxy.guardrail import service
+
+    cache = service.PromptCache(max_entries=2, ttl_s=10)
+    now = [100.0]
+    monkeypatch.setattr(service.time, "monotonic", lambda: now[0])
+    for key in ("a", "b", "c"):
+        cache.put(key, [{"role": "user", "content": key}])
+    assert cache.get("a") is None and cache.get("b") and cache.get("b")  # kept for retries
+    now[0] += 11
+    assert cache.get("c") is None
