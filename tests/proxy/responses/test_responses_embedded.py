@@ -23,7 +23,15 @@ def test_responses_create_plain_and_streaming(embedded_client):
         assert all(len(t.top_logprobs) <= 3 for t in part.logprobs)
     else:
         assert part.type == "refusal" and part.refusal
-    with embedded_client.responses.stream(model=EMBEDDED_MODEL_NAME, input="Say hello.",
-                                          max_output_tokens=8, temperature=0) as stream:
-        final = stream.get_final_response()
-    assert final.output and final.usage.output_tokens >= 1
+    events = list(embedded_client.responses.create(
+        model=EMBEDDED_MODEL_NAME, input="Say hello.", max_output_tokens=8, temperature=0,
+        stream=True))
+    # A stop at max_output_tokens ends in response.incomplete, as OpenAI's does.
+    assert events[0].type == "response.created"
+    assert events[-1].type in ("response.completed", "response.incomplete")
+    final = events[-1].response
+    assert final.output  # usage: llama.cpp's server reports none in streams (None, not 0)
+    deltas = [e.delta for e in events
+              if e.type in ("response.output_text.delta", "response.refusal.delta")]
+    part = final.output[0].content[0]
+    assert "".join(deltas) == (part.text if part.type == "output_text" else part.refusal)
