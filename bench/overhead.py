@@ -1,23 +1,23 @@
-"""Gateway overhead: direct calls vs hallgate (no detectors) vs the LiteLLM proxy.
+"""Gateway overhead: direct calls vs hallgate (passthrough, HALT-annotate) vs LiteLLM.
 
     .venv/bin/python bench/overhead.py          (after scripts/bench_tools.sh)
 
-Every server is its own process, started and stopped by this script one at a time next
-to one fake upstream (``tests.fake_upstream``, fixed latency, 20 ms by default):
+Every server is its own process, started by this script next to one fake upstream
+(``tests.fake_upstream``, fixed latency, 20 ms by default):
 
-    direct           wrk -> fake upstream
-    hallgate-httpx   wrk -> hallgate serve (model provider `openai`: the lean httpx path) -> fake
-    hallgate-litellm wrk -> hallgate serve (provider `litellm`: litellm.acompletion)    -> fake
-    litellm-proxy    wrk -> litellm --num_workers 1 (litellm[proxy] in .bench-venv/)   -> fake
+    direct               client -> fake upstream, asking top-20 logprobs (what hallgate asks)
+    hallgate-passthrough client -> hallgate serve (every detector off)              -> fake
+    hallgate-halt        client -> hallgate serve (HALT scores every answer, annotate) -> fake
+    litellm-proxy        client -> litellm --num_workers 1 (litellm[proxy], .bench-venv/) -> fake
+    hallgate-litellm     (--litellm-path) hallgate's litellm.acompletion path           -> fake
 
-The load generator is wrk (C, event-driven; bench/wrk_chat.lua posts one small chat
-request and prints a JSON summary). For each target: a warm-up, then concurrency 1 and
-64 (latency p50/p99, requests/s), then 500 connections (errors). Added latency is a
-target's percentile minus the same percentile of the direct calls in this run. For both
-hallgate paths the process's VmRSS is read from /proc before and after N requests at
-concurrency 64 (after warm-up and the timed phases). The gateway runs with a policy whose
-one profile has every detector off, so it measures forwarding alone; note that hallgate
-still asks the upstream for top-20 logprobs (its design) and strips them from the answer.
+Concurrency 1: one Python client interleaves the targets request by request (direct,
+passthrough, halt, ..., direct, ...), so drift in the machine's load hits all alike; added
+latency = a target's percentile minus the direct calls' same percentile. Streaming: the
+same, for the time to the first content chunk (direct vs passthrough). Concurrency 64 and
+500: wrk (C; bench/wrk_chat.lua), one target after another, with the server's CPU time
+per request read from /proc. Then 500 requests at once, and the gateway's VmRSS before and
+after N more requests at concurrency 64.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import http.client
 import json
 import math
 import os
@@ -48,14 +49,22 @@ from proxy.embedded import free_port
 REPO = Path(__file__).resolve().parent.parent
 WRK_SCRIPT = REPO / "bench" / "wrk_chat.lua"
 BENCH_VENV = REPO / ".bench-venv"
-PASSTHROUGH_POLICY = {  # one route, one profile, every detector off: forwarding only
-    "version": 1,
-    "routes": [{"name": "default", "default": True, "profile": "passthrough"}],
-    "profiles": {"passthrough": {
-        "description": "bench: every detector off",
-        "detectors": {"halt": {"enabled": False}, "edfl": {"enabled": False},
-                      "semantic": {"enabled": False}},
-        "action": "shadow", "fail_mode": "open"}},
+OFF = {"enabled": False}
+POLICIES = {  # one route, one profile each
+    "passthrough": {  # every detector off: forwarding only
+        "version": 1,
+        "routes": [{"name": "default", "default": True, "profile": "passthrough"}],
+        "profiles": {"passthrough": {
+            "description": "bench: every detector off",
+            "detectors": {"halt": OFF, "edfl": OFF, "semantic": OFF},
+            "action": "shadow", "fail_mode": "open"}}},
+    "halt": {  # what `make run`'s default route does: HALT judges, the answer is annotated
+        "version": 1,
+        "routes": [{"name": "default", "default": True, "profile": "annotate-halt"}],
+        "profiles": {"annotate-halt": {
+            "description": "bench: HALT on every answer, annotate",
+            "detectors": {"halt": {"enabled": True}, "edfl": OFF, "semantic": OFF},
+            "action": "annotate", "fail_mode": "open"}}},
 }
 FAKE_KEY_ENV = "BENCH_FAKE_API_KEY"  # the litellm path wants some key; the fake ignores it
 
@@ -87,17 +96,29 @@ class Target:
     model: str = "fake"
     pid: int | None = None  # the server process (its CPU time is counted per request)
     rss: bool = False  # read this process's VmRSS before and after N requests
+    logprobs: bool = False  # ask for top-20 logprobs (the direct baseline does)
+
+
+@dataclass(frozen=True)
+class Latencies:
+    """Client-side latencies of one target in the interleaved concurrency-1 run."""
+
+    n: int
+    p50_ms: float
+    p99_ms: float
+    errors: int
 
 
 @dataclass
 class TargetResult:
     name: str
-    c1: WrkResult
+    c1: Latencies
     c64: WrkResult
     c500: WrkResult
     burst500: dict[str, int]  # 500 requests at once: ok / non_200 / exceptions
     rss_mb: dict[str, float] | None = None  # start / before / after, gateways only
     rss_requests: int = 0  # requests between rss before and after
+    ttft: Latencies | None = None  # streaming: time to the first content chunk
 
 
 # --------------------------------------------------------------------------- processes
@@ -172,13 +193,13 @@ def cpu_seconds(pid: int) -> float:
 # --------------------------------------------------------------------------- load
 
 
-def run_wrk(url: str, model: str, connections: int, seconds: float) -> WrkResult:
-    """One wrk run against ``url``/v1/chat/completions; 2 threads unless one connection."""
-    threads = 1 if connections == 1 else 2
-    argv = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{max(1, round(seconds))}s",
-            "--timeout", "10s", "-s", str(WRK_SCRIPT), f"{url}/v1/chat/completions"]
-    out = subprocess.run(argv, capture_output=True, text=True, check=True,
-                         env={**os.environ, "WRK_MODEL": model}).stdout
+def run_wrk(target: Target, connections: int, seconds: float) -> WrkResult:
+    """One wrk run against the target's /v1/chat/completions; 2 threads."""
+    argv = ["wrk", "-t2", f"-c{connections}", f"-d{max(1, round(seconds))}s",
+            "--timeout", "10s", "-s", str(WRK_SCRIPT), f"{target.url}/v1/chat/completions"]
+    env = {**os.environ, "WRK_MODEL": target.model, "WRK_LOGPROBS": "1" if target.logprobs
+           else "0"}
+    out = subprocess.run(argv, capture_output=True, text=True, check=True, env=env).stdout
     summary = json.loads(out.strip().splitlines()[-1])
     non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     socket_errors = sum(summary[k] for k in ("err_connect", "err_read", "err_write",
@@ -198,6 +219,65 @@ def check_answers(url: str, model: str, name: str) -> None:
     text = resp.json()["choices"][0]["message"]["content"] if resp.status_code == 200 else ""
     if "Paris" not in text:
         raise RuntimeError(f"{name}: unexpected answer {resp.status_code} {resp.text[:300]}")
+    if name == "hallgate-halt" and "risk" not in resp.json()["hallgate"]["detectors"]["halt"]:
+        raise RuntimeError(f"{name}: HALT did not score the answer: {resp.text[:300]}")
+
+
+def chat_body(target: Target, stream: bool = False) -> bytes:
+    body = {"model": target.model, "max_tokens": 16,
+            "messages": [{"role": "user", "content": "What is the capital of France?"}]}
+    if target.logprobs:
+        body |= {"logprobs": True, "top_logprobs": 20}
+    if stream:
+        body["stream"] = True
+    return json.dumps(body).encode()
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
+
+
+def timed_request(conn: http.client.HTTPConnection, body: bytes, stream: bool) -> float | None:
+    """Seconds to the whole answer, or with ``stream`` to the first content chunk."""
+    start = time.perf_counter()
+    conn.request("POST", "/v1/chat/completions", body, {"Content-Type": "application/json"})
+    resp = conn.getresponse()
+    if not stream:
+        resp.read()
+        return time.perf_counter() - start if resp.status == 200 else None
+    first = None
+    for line in resp:
+        if first is None and line.startswith(b"data:") and _has_content(line[5:]):
+            first = time.perf_counter() - start
+    return first if resp.status == 200 else None
+
+
+def _has_content(data: bytes) -> bool:
+    if data.strip() == b"[DONE]":
+        return False
+    choices = json.loads(data).get("choices") or [{}]
+    return bool((choices[0].get("delta") or {}).get("content"))
+
+
+def interleaved(targets: list[Target], rounds: int, stream: bool = False) -> dict[str, Latencies]:
+    """Concurrency 1, one keep-alive connection per target, targets taken in turn."""
+    conns = {t.name: http.client.HTTPConnection(t.url.removeprefix("http://"), timeout=30)
+             for t in targets}
+    bodies = {t.name: chat_body(t, stream) for t in targets}
+    times: dict[str, list[float]] = {t.name: [] for t in targets}
+    errors = dict.fromkeys(times, 0)
+    for i in range(rounds + 20):  # the first 20 rounds warm up
+        for t in targets:
+            took = timed_request(conns[t.name], bodies[t.name], stream)
+            if took is None:
+                errors[t.name] += 1
+            elif i >= 20:
+                times[t.name].append(took * 1e3)
+    for conn in conns.values():
+        conn.close()
+    return {name: Latencies(len(v), percentile(v, 50), percentile(v, 99), errors[name])
+            for name, v in times.items()}
 
 
 def run_phase(label: str, targets: list[Target], connections: int,
@@ -208,7 +288,7 @@ def run_phase(label: str, targets: list[Target], connections: int,
     results = {}
     for t in targets:
         cpu_before = cpu_seconds(t.pid) if t.pid is not None else None
-        result = run_wrk(t.url, t.model, connections, seconds)
+        result = run_wrk(t, connections, seconds)
         if cpu_before is not None and result.requests:
             cpu_ms = (cpu_seconds(t.pid) - cpu_before) * 1e3 / result.requests
             result = dataclasses.replace(result, server_cpu_ms=cpu_ms)
@@ -248,7 +328,7 @@ def measure_rss(result: TargetResult, target: Target, start_mb: float,
     """VmRSS after warm-up and the timed phases, then after >= N more requests at c64."""
     before = vm_rss_mb(target.pid)
     seconds = math.ceil(opts.rss_requests / max(result.c64.rps, 1.0) * 1.15) + 1
-    run = run_wrk(target.url, target.model, 64, min(seconds, opts.rss_max_s))
+    run = run_wrk(target, 64, min(seconds, opts.rss_max_s))
     after = vm_rss_mb(target.pid)
     result.rss_mb = {"start": start_mb, "before": before, "after": after}
     result.rss_requests = run.requests
@@ -262,12 +342,20 @@ def measure_all(targets: list[Target], opts: BenchOptions) -> list[TargetResult]
         check_answers(t.url, t.model, t.name)
     start_rss = {t.name: vm_rss_mb(t.pid) for t in targets if t.rss}
     run_phase("warm-up c8", targets, 8, opts.warmup_s)
-    c1 = run_phase("concurrency 1", targets, 1, opts.c1_s)
+    c1 = interleaved(targets, opts.c1_rounds)
+    print("concurrency 1, interleaved: " + " | ".join(
+        f"{name} p50 {r.p50_ms:.2f} p99 {r.p99_ms:.2f} ms err {r.errors}"
+        for name, r in c1.items()), flush=True)
+    streaming = [t for t in targets if t.name in ("direct", "hallgate-passthrough")]
+    ttft = interleaved(streaming, opts.c1_rounds, stream=True)
+    print("streaming, time to first content chunk: " + " | ".join(
+        f"{name} p50 {r.p50_ms:.2f} p99 {r.p99_ms:.2f} ms err {r.errors}"
+        for name, r in ttft.items()), flush=True)
     c64 = run_phase("concurrency 64", targets, 64, opts.c64_s)
     c500 = run_phase("500 connections", targets, 500, opts.c500_s)
     bursts = run_bursts(targets, opts)
-    results = [TargetResult(t.name, c1[t.name], c64[t.name], c500[t.name], bursts[t.name])
-               for t in targets]
+    results = [TargetResult(t.name, c1[t.name], c64[t.name], c500[t.name], bursts[t.name],
+                            ttft=ttft.get(t.name)) for t in targets]
     for result, t in zip(results, targets, strict=True):
         if t.rss:
             measure_rss(result, t, start_rss[t.name], opts)
@@ -281,18 +369,19 @@ def measure_all(targets: list[Target], opts: BenchOptions) -> list[TargetResult]
 class BenchOptions:
     latency_ms: float = 20.0  # the fake upstream's fixed latency
     warmup_s: float = 3.0  # concurrency 8, not measured
-    c1_s: float = 10.0  # one connection: ~450 requests at 20 ms
+    c1_rounds: int = 400  # interleaved concurrency-1 rounds (one request per target each)
     c64_s: float = 15.0  # 64 connections: throughput and loaded latency
     c500_s: float = 5.0  # 500 connections: socket errors, non-2xx
     burst_timeout_s: float = 120.0  # 500 requests at once: each must answer 200 by then
-    rss_requests: int = 10_000  # requests between the two RSS readings
+    rss_requests: int = 50_000  # requests between the two RSS readings
     rss_max_s: float = 120.0  # ...unless that takes longer (a starved machine)
     litellm_proxy: bool = True  # False: skip the peer (e.g. .bench-venv absent)
+    litellm_path: bool = False  # also measure hallgate's litellm.acompletion path
 
 
-def gateway_config(tmp: Path, name: str, port: int, model: dict) -> Path:
-    policy = tmp / "passthrough_policy.yaml"
-    policy.write_text(yaml.safe_dump(PASSTHROUGH_POLICY, sort_keys=False))
+def gateway_config(tmp: Path, name: str, port: int, model: dict, policy_name: str) -> Path:
+    policy = tmp / f"{policy_name}_policy.yaml"
+    policy.write_text(yaml.safe_dump(POLICIES[policy_name], sort_keys=False))
     config = {"host": "127.0.0.1", "port": port, "policy_file": str(policy),
               "log_level": "warning", "models": [{"name": "fake", **model}]}
     path = tmp / f"{name}.yaml"
@@ -313,9 +402,10 @@ def gateway_command() -> list[str]:
     return [str(REPO / ".venv" / "bin" / "hallgate"), "serve"]
 
 
-def start_gateway(stack: contextlib.ExitStack, name: str, model: dict, tmp: Path) -> Target:
+def start_gateway(stack: contextlib.ExitStack, name: str, model: dict, tmp: Path,
+                  policy_name: str = "passthrough") -> Target:
     port = free_port()
-    config = gateway_config(tmp, name, port, model)
+    config = gateway_config(tmp, name, port, model, policy_name)
     url = f"http://127.0.0.1:{port}"
     argv = [*gateway_command(), "--config", str(config), "--port", str(port)]
     proc = stack.enter_context(server(name, argv, f"{url}/readyz", tmp,
@@ -348,13 +438,14 @@ def run_all(tmp: Path, opts: BenchOptions) -> list[TargetResult]:
     with contextlib.ExitStack() as stack:
         fake = stack.enter_context(server("fake-upstream", fake_argv,
                                           f"{fake_url}/v1/models", tmp))
-        targets = [Target("direct", fake_url, pid=fake.pid),
-                   start_gateway(stack, "hallgate-httpx", {
-                       "provider": "openai", "model": "fake-model", "api_base": fake_base},
-                       tmp),
-                   start_gateway(stack, "hallgate-litellm", {
-                       "provider": "litellm", "model": "openai/fake-model",
-                       "api_base": fake_base, "api_key_env": FAKE_KEY_ENV}, tmp)]
+        lean = {"provider": "openai", "model": "fake-model", "api_base": fake_base}
+        targets = [Target("direct", fake_url, pid=fake.pid, logprobs=True),
+                   start_gateway(stack, "hallgate-passthrough", lean, tmp),
+                   start_gateway(stack, "hallgate-halt", lean, tmp, policy_name="halt")]
+        if opts.litellm_path:
+            targets.append(start_gateway(stack, "hallgate-litellm", {
+                "provider": "litellm", "model": "openai/fake-model", "api_base": fake_base,
+                "api_key_env": FAKE_KEY_ENV}, tmp))
         if opts.litellm_proxy:
             targets.append(start_litellm_proxy(stack, fake_base, tmp))
         return measure_all(targets, opts)
@@ -370,20 +461,18 @@ def added(target: TargetResult, direct: TargetResult, phase: str, pct: str) -> f
 
 def print_table(results: list[TargetResult]) -> None:
     direct = results[0]
-    print(f"\n{'target':<17} {'c1 p50':>8} {'c1 p99':>8} {'+p50':>7} {'+p99':>7} "
-          f"{'c64 req/s':>10} {'c64 p50':>8} {'c64 p99':>8} {'+p50':>7} {'+p99':>7} "
-          f"{'c500 err':>9} {'burst err':>9} {'cpu ms/req':>10}")
+    print(f"\n{'target':<21} {'c1 p50':>7} {'c1 p99':>7} {'+p50':>6} {'+p99':>6} "
+          f"{'c64 req/s':>9} {'c64 p50':>8} {'c64 p99':>8} {'c500 err':>8} {'burst err':>9} "
+          f"{'cpu ms/req':>10}")
     for r in results:
-        print(f"{r.name:<17} {r.c1.p50_ms:8.2f} {r.c1.p99_ms:8.2f} "
-              f"{added(r, direct, 'c1', 'p50_ms'):7.2f} {added(r, direct, 'c1', 'p99_ms'):7.2f} "
-              f"{r.c64.rps:10.0f} {r.c64.p50_ms:8.2f} {r.c64.p99_ms:8.2f} "
-              f"{added(r, direct, 'c64', 'p50_ms'):7.2f} "
-              f"{added(r, direct, 'c64', 'p99_ms'):7.2f} {r.c500.errors:9d} {burst_errors(r):9d} "
-              f"{r.c64.server_cpu_ms or 0:10.2f}")
-    print("(latencies in ms; + = added over direct calls in this run; c500 err = wrk socket "
-          "errors + non-2xx at 500 connections; burst err = of 500 requests sent at once, "
-          "those not answered 200; cpu = server CPU time per request at c64, for direct the "
-          "fake upstream's)")
+        print(f"{r.name:<21} {r.c1.p50_ms:7.2f} {r.c1.p99_ms:7.2f} "
+              f"{r.c1.p50_ms - direct.c1.p50_ms:6.2f} {r.c1.p99_ms - direct.c1.p99_ms:6.2f} "
+              f"{r.c64.rps:9.0f} {r.c64.p50_ms:8.2f} {r.c64.p99_ms:8.2f} {r.c500.errors:8d} "
+              f"{burst_errors(r):9d} {r.c64.server_cpu_ms or 0:10.2f}")
+    print("(ms; c1 = interleaved concurrency 1, + = added over the direct calls of this run; "
+          "c500 err = wrk socket errors + non-2xx at 500 connections; burst err = of 500 "
+          "requests sent at once, those not answered 200; cpu = server CPU time per request "
+          "at c64, for direct the fake upstream's)")
 
 
 def burst_errors(r: TargetResult) -> int:
@@ -391,40 +480,37 @@ def burst_errors(r: TargetResult) -> int:
 
 
 def result_line(by_name: dict[str, TargetResult]) -> str:
-    direct, gw = by_name["direct"], by_name["hallgate-httpx"]
-    lp, peer = by_name["hallgate-litellm"], by_name.get("litellm-proxy")
-    fields = {
-        "direct_p50_ms": direct.c1.p50_ms,
-        "httpx_added_p50_ms": added(gw, direct, "c1", "p50_ms"),
-        "httpx_added_p99_ms": added(gw, direct, "c1", "p99_ms"),
-        "httpx_added_p50_c64_ms": added(gw, direct, "c64", "p50_ms"),
-        "httpx_added_p99_c64_ms": added(gw, direct, "c64", "p99_ms"),
-        "litellm_path_added_p50_ms": added(lp, direct, "c1", "p50_ms"),
-        "litellm_path_added_p99_ms": added(lp, direct, "c1", "p99_ms"),
-        "direct_rps_c64": direct.c64.rps, "gateway_rps_c64": gw.c64.rps,
-        "gateway_cpu_ms_per_req": gw.c64.server_cpu_ms or 0.0,
-        "litellm_path_cpu_ms_per_req": lp.c64.server_cpu_ms or 0.0,
-        "litellm_path_rps_c64": lp.c64.rps,
-    }
+    direct = by_name["direct"]
+    fields: dict[str, float | int] = {"direct_p50_ms": direct.c1.p50_ms,
+                                      "direct_rps_c64": direct.c64.rps}
+    for key, name in (("passthrough", "hallgate-passthrough"), ("halt", "hallgate-halt"),
+                      ("litellm_path", "hallgate-litellm"), ("litellm_proxy", "litellm-proxy")):
+        r = by_name.get(name)
+        if r is None:
+            continue
+        fields |= {f"{key}_added_p50_ms": r.c1.p50_ms - direct.c1.p50_ms,
+                   f"{key}_added_p99_ms": r.c1.p99_ms - direct.c1.p99_ms,
+                   f"{key}_rps_c64": r.c64.rps,
+                   f"{key}_cpu_ms_per_req": r.c64.server_cpu_ms or 0.0,
+                   f"{key}_errors_c500": r.c500.errors + burst_errors(r)}
+    peer = by_name.get("litellm-proxy")
     if peer is not None:
-        fields |= {"litellm_proxy_added_p50_ms": added(peer, direct, "c1", "p50_ms"),
-                   "litellm_proxy_added_p99_ms": added(peer, direct, "c1", "p99_ms"),
-                   "litellm_proxy_rps_c64": peer.c64.rps,
-                   "rps_ratio": gw.c64.rps / peer.c64.rps,
-                   "litellm_proxy_errors_c500": peer.c500.errors + burst_errors(peer),
-                   "litellm_proxy_cpu_ms_per_req": peer.c64.server_cpu_ms or 0.0}
-    fields |= {"errors_c500": gw.c500.errors + burst_errors(gw),
-               "litellm_path_errors_c500": lp.c500.errors + burst_errors(lp),
-               "errors_total": sum(r.c1.errors + r.c64.errors for r in by_name.values()),
-               "rss_mb_after_warmup": gw.rss_mb["before"],
+        for key in ("passthrough", "halt"):
+            fields[f"{key}_vs_litellm_rps"] = fields[f"{key}_rps_c64"] / peer.c64.rps
+    gw = by_name["hallgate-passthrough"]
+    if gw.ttft is not None and direct.ttft is not None:
+        fields["stream_ttft_added_p50_ms"] = gw.ttft.p50_ms - direct.ttft.p50_ms
+    fields |= {"errors_total": sum(r.c1.errors + r.c64.errors for r in by_name.values()),
+               "rss_requests": gw.rss_requests,
                "rss_growth_mb": gw.rss_mb["after"] - gw.rss_mb["before"],
-               "litellm_path_rss_growth_mb": lp.rss_mb["after"] - lp.rss_mb["before"]}
+               "halt_rss_growth_mb": by_name["hallgate-halt"].rss_mb["after"]
+               - by_name["hallgate-halt"].rss_mb["before"]}
     return "RESULT " + " ".join(
         f"{k}={v:.2f}" if isinstance(v, float) else f"{k}={v}" for k, v in fields.items())
 
 
 def save_json(path: Path, results: list[TargetResult], opts: BenchOptions) -> None:
-    rows = [{**asdict(r), "c1_rps": r.c1.rps, "c64_rps": r.c64.rps} for r in results]
+    rows = [{**asdict(r), "c64_rps": r.c64.rps} for r in results]
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"options": asdict(opts), "cpus": os.cpu_count(),
                                 "results": rows}, indent=2))
@@ -445,13 +531,15 @@ def raise_open_files_limit() -> None:
 def main(
     latency_ms: float = typer.Option(20.0, help="The fake upstream's fixed latency."),
     c64_seconds: float = typer.Option(15.0, help="Length of the concurrency-64 run."),
-    rss_requests: int = typer.Option(10_000, help="Requests between the RSS readings."),
+    rss_requests: int = typer.Option(50_000, help="Requests between the RSS readings."),
+    c1_rounds: int = typer.Option(400, help="Interleaved concurrency-1 rounds."),
+    litellm_path: bool = typer.Option(False, help="Also measure hallgate's litellm path."),
     nice: int = typer.Option(0, help="Scheduling priority change for the bench and its "
                              "servers (negative = before other work; needs root)."),
     json_out: Path = typer.Option(REPO / "runs" / "bench_overhead.json",
                                   help="Where the raw numbers go."),
 ) -> None:
-    """Overhead of hallgate (no detectors) and of the LiteLLM proxy over direct calls."""
+    """Overhead of hallgate (passthrough, HALT) and of the LiteLLM proxy over direct calls."""
     if shutil.which("wrk") is None:
         raise typer.BadParameter("wrk not found: run scripts/bench_tools.sh")
     has_peer = (BENCH_VENV / "bin" / "litellm").exists()
@@ -459,7 +547,7 @@ def main(
         print("NOTE: .bench-venv/bin/litellm missing (scripts/bench_tools.sh installs it); "
               "the LiteLLM proxy is skipped", file=sys.stderr)
     opts = BenchOptions(latency_ms=latency_ms, c64_s=c64_seconds, rss_requests=rss_requests,
-                        litellm_proxy=has_peer)
+                        litellm_proxy=has_peer, litellm_path=litellm_path, c1_rounds=c1_rounds)
     raise_open_files_limit()
     if nice:
         os.nice(nice)  # the servers and wrk inherit it

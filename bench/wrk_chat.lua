@@ -4,11 +4,15 @@
 -- are wrk's own counts: connect/read/write/timeout socket errors and status >= 400.
 
 local model = os.getenv("WRK_MODEL") or "fake"
+-- WRK_LOGPROBS=1 asks for top-20 logprobs: what the gateway asks its upstream for, so a
+-- direct call with it is the like-for-like baseline
+local logprobs = os.getenv("WRK_LOGPROBS") == "1"
 
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
 wrk.body = '{"model":"' .. model .. '","messages":[{"role":"user",'
-    .. '"content":"What is the capital of France?"}],"max_tokens":16}'
+    .. '"content":"What is the capital of France?"}],"max_tokens":16'
+    .. (logprobs and ',"logprobs":true,"top_logprobs":20}' or '}')
 
 function done(summary, latency, requests)
     local e = summary.errors

@@ -15,18 +15,17 @@ import signal
 import time
 from collections.abc import AsyncIterator
 
-import httpx
+import aiohttp
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
 from policies import PolicyStore
 from proxy.audit import AuditLog
 from proxy.auth import ApiKeyMiddleware, load_keys
-from proxy.chat.gating import Gatekeeper
-from proxy.chat.router import router as chat_router
+from proxy.chat.router import ChatRoute
 from proxy.chat.service import ChatService
-from proxy.config import EMBEDDED_MODEL_NAME, Settings, UpstreamModel
-from proxy.embedded import EmbeddedModel
+from proxy.config import Settings, UpstreamModel
+from proxy.embedded import EmbeddedModel, embedded_upstream_config
 from proxy.errors import install_error_handlers
 from proxy.gates import DetectorSuite, HaltScoring, PolicyGatekeeper, load_halt_scorer
 from proxy.guardrail.router import router as guardrail_router
@@ -37,22 +36,10 @@ from proxy.responses.router import router as responses_router
 from proxy.tracing import build_tracing
 from proxy.upstream import Upstream, build_upstream
 from proxy.upstream.instrumented import InstrumentedUpstream
+from proxy.upstream.openai_http import http_session
 from proxy.upstream.recording import Recording, RecordingUpstream, ReplayUpstream
 
 log = logging.getLogger("hallgate")
-
-
-def embedded_upstream_config(embedded: EmbeddedModel) -> UpstreamModel:
-    """llama.cpp ignores ``n`` and only knows ``max_tokens``. It serves one request at a
-    time, so a gate's samples queue behind each other: allow long waits."""
-    return UpstreamModel(name=EMBEDDED_MODEL_NAME, provider="openai", model=embedded.model_name,
-                         api_base=embedded.api_base, supports_n=False,
-                         max_tokens_field="max_tokens", timeout_s=600.0, deadline_s=900.0)
-
-
-def http_client() -> httpx.AsyncClient:
-    limits = httpx.Limits(max_connections=1024, max_keepalive_connections=256)
-    return httpx.AsyncClient(limits=limits, timeout=httpx.Timeout(60.0))
 
 
 @contextlib.asynccontextmanager
@@ -81,12 +68,12 @@ async def policy_gatekeeper(settings: Settings, registry: UpstreamRegistry, metr
 
 
 def build_upstreams(settings: Settings, configs: list[UpstreamModel],
-                    client: httpx.AsyncClient) -> list[Upstream]:
+                    session: aiohttp.ClientSession) -> list[Upstream]:
     """The transports for ``configs``; recording or replaying when the settings say so."""
     if settings.replay_dir:
         recording = Recording(settings.replay_dir)
         return [ReplayUpstream(c, recording) for c in recording.models()]
-    upstreams = [build_upstream(c, settings.retry, client) for c in configs]
+    upstreams = [build_upstream(c, settings.retry, session) for c in configs]
     if settings.record_dir:
         recording = Recording(settings.record_dir)
         recording.start(configs)
@@ -94,18 +81,18 @@ def build_upstreams(settings: Settings, configs: list[UpstreamModel],
     return upstreams
 
 
-def create_app(settings: Settings | None = None, gatekeeper: Gatekeeper | None = None,
-               halt: HaltScoring | None = None, span_exporter=None) -> FastAPI:
-    """The gateway. ``gatekeeper`` replaces policy gating; ``halt`` reuses an already
-    loaded HALT scorer (its weights are read-only, so apps may share one);
-    ``span_exporter`` turns tracing on with that OpenTelemetry exporter (tests)."""
+def create_app(settings: Settings | None = None, halt: HaltScoring | None = None,
+               span_exporter=None) -> FastAPI:
+    """The gateway. ``halt`` reuses an already loaded HALT scorer (its weights are
+    read-only, so apps may share one); ``span_exporter`` turns tracing on with that
+    OpenTelemetry exporter (tests)."""
     settings = settings or Settings()
     tracing = build_tracing(settings.tracing, span_exporter)  # None when tracing is off
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with contextlib.AsyncExitStack() as stack:
-            client = await stack.enter_async_context(http_client())
+            session = await stack.enter_async_context(http_session())
             configs = list(settings.models)
             embedded = None
             if settings.use_embedded():
@@ -114,12 +101,14 @@ def create_app(settings: Settings | None = None, gatekeeper: Gatekeeper | None =
                 stack.push_async_callback(embedded.stop)
                 configs.append(embedded_upstream_config(embedded))
             upstreams = [InstrumentedUpstream(u, app.state.metrics)
-                         for u in build_upstreams(settings, configs, client)]
+                         for u in build_upstreams(settings, configs, session)]
+            for upstream in upstreams:  # closed before the session they share
+                stack.push_async_callback(upstream.aclose)
             if tracing is not None:
                 upstreams = tracing.wrap_upstreams(upstreams)
             app.state.embedded = embedded
             app.state.registry = registry = UpstreamRegistry(upstreams)
-            keeper = gatekeeper or await stack.enter_async_context(
+            keeper = await stack.enter_async_context(
                 policy_gatekeeper(settings, registry, app.state.metrics, app.state.audit, halt))
             app.state.chat = ChatService(registry, keeper, settings.max_n)
             app.state.ready = True
@@ -135,11 +124,11 @@ def create_app(settings: Settings | None = None, gatekeeper: Gatekeeper | None =
     app.state.audit = AuditLog(settings.audit.path, settings.audit.include_prompt) \
         if settings.audit.path else None
     install_error_handlers(app)
-    app.include_router(chat_router)
     app.include_router(responses_router)
     app.include_router(guardrail_router)
     _add_service_routes(app)
-    # Outermost last: request id -> metrics -> auth -> body limit -> routes.
+    # Outermost last: request id -> metrics -> auth -> body limit -> chat | FastAPI routes.
+    app.add_middleware(ChatRoute)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(ApiKeyMiddleware, keys=load_keys(settings.api_keys, dict(os.environ)))
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)

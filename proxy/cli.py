@@ -37,7 +37,7 @@ def serve(
     configure_logging(settings.log_level)
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port,
                 log_level=settings.log_level, access_log=False, timeout_graceful_shutdown=30,
-                log_config=None)
+                log_config=None, loop="uvloop", http="httptools", lifespan="on")
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import httpx
 
-from proxy.config import EMBEDDED_MODEL_NAME, EmbeddedSettings
+from proxy.config import EMBEDDED_MODEL_NAME, EmbeddedSettings, UpstreamModel
 
 log = logging.getLogger("hallgate.embedded")
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -155,3 +155,11 @@ class EmbeddedModel:
             except asyncio.TimeoutError:
                 self._proc.kill()
                 await self._proc.wait()
+
+
+def embedded_upstream_config(embedded: EmbeddedModel) -> UpstreamModel:
+    """llama.cpp ignores ``n`` and only knows ``max_tokens``. It serves one request at a
+    time, so a gate's samples queue behind each other: allow long waits."""
+    return UpstreamModel(name=EMBEDDED_MODEL_NAME, provider="openai", model=embedded.model_name,
+                         api_base=embedded.api_base, supports_n=False,
+                         max_tokens_field="max_tokens", timeout_s=600.0, deadline_s=900.0)

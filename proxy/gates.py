@@ -128,7 +128,7 @@ class PolicyGatekeeper:
                                       available_detectors=self.suite.available())
         except OverrideError as exc:
             raise InvalidRequest(str(exc), param=exc.header, code="override_refused") from None
-        messages = [m.model_dump(exclude_none=True) for m in request.messages]
+        messages = request.raw_messages()
         profile, escalation = apply_hard_rule(policy, profile, prompt_text(messages))
         sampler = UpstreamSampler(self.registry.get(model))
         return PolicySession(self, route.name, profile, escalation, messages, sampler, ctx,

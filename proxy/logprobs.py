@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from detectors.sampling import TokenLogprob
+from proxy.chat.schemas import UPSTREAM_TOP_LOGPROBS
 
 
 def tokens_from_openai(content: Iterable[dict] | None) -> tuple[TokenLogprob, ...]:
@@ -20,12 +21,14 @@ def tokens_from_openai(content: Iterable[dict] | None) -> tuple[TokenLogprob, ..
 
 def trim_choice_logprobs(choice: dict, top_k: int | None) -> None:
     """Give the client what it asked for: no logprobs (``top_k`` None) or ``top_k``
-    alternatives per token. Mutates ``choice`` in place."""
+    alternatives per token. Sets ``choice["logprobs"]`` anew; the token dicts it held are
+    left as they were (a stream's gate may still read them)."""
     if top_k is None:
         choice["logprobs"] = None
         return
     logprobs = choice.get("logprobs")
-    if not logprobs:
+    if not logprobs or top_k >= UPSTREAM_TOP_LOGPROBS:
         return
-    for item in logprobs.get("content") or ():
-        item["top_logprobs"] = (item.get("top_logprobs") or [])[:top_k]
+    content = [{**item, "top_logprobs": (item.get("top_logprobs") or [])[:top_k]}
+               for item in logprobs.get("content") or ()]
+    choice["logprobs"] = {**logprobs, "content": content}

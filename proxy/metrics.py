@@ -56,6 +56,14 @@ class MetricsMiddleware:
     def __init__(self, app, metrics: Metrics):
         self.app = app
         self.metrics = metrics
+        self._children: dict[tuple[str, str, str], object] = {}  # label set -> counter
+
+    def _count(self, route: str, profile: str, status: str) -> None:
+        key = (route, profile, status)
+        child = self._children.get(key)
+        if child is None:  # label values are bounded (module docstring), so is this dict
+            child = self._children[key] = self.metrics.requests.labels(*key)
+        child.inc()
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http" or not scope["path"].endswith(GATED_PATHS):
@@ -77,4 +85,4 @@ class MetricsMiddleware:
             await self.app(scope, receive, observing_send)
         finally:
             self.metrics.in_flight.dec()
-            self.metrics.requests.labels(**labels).inc()
+            self._count(labels["route"], labels["profile"], labels["status"])

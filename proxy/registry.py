@@ -20,6 +20,3 @@ class UpstreamRegistry:
 
     def names(self) -> list[str]:
         return list(self._by_name)
-
-    def all(self) -> list[Upstream]:
-        return list(self._by_name.values())

@@ -15,10 +15,10 @@ from collections.abc import AsyncIterator, Sequence
 
 from detectors.sampling import Message, Sample, SamplerStats
 from proxy.chat.schemas import ChatCompletionRequest
-from proxy.chat.service import complete_n
 from proxy.config import EmbeddedSettings, RetrySettings, UpstreamModel
 from proxy.logprobs import tokens_from_openai
 from proxy.upstream import Upstream, build_upstream
+from proxy.upstream.fanout import complete_n
 
 
 class UpstreamSampler:
@@ -34,8 +34,7 @@ class UpstreamSampler:
         fields = {"model": self.upstream.config.name, "messages": list(messages), "n": n,
                   "temperature": temperature, "top_p": top_p, "max_tokens": max_tokens,
                   "seed": seed, "stop": list(stop) if stop else None}
-        req = ChatCompletionRequest.model_validate(
-            {k: v for k, v in fields.items() if v is not None}, strict=False)
+        req = ChatCompletionRequest.parse({k: v for k, v in fields.items() if v is not None})
         body = req.upstream_body(self.upstream.config.max_tokens_field)
         if top_logprobs <= 0 or not self.upstream.logprobs_supported:
             body.pop("logprobs", None)
@@ -63,11 +62,11 @@ async def open_sampler(api_base: str | None = None, model: str | None = None,
                        api_key_env: str | None = None,
                        retry: RetrySettings | None = None) -> AsyncIterator[UpstreamSampler]:
     """A sampler over ``api_base`` (OpenAI-compatible), or over the embedded model."""
-    from proxy.app import embedded_upstream_config, http_client
-    from proxy.embedded import EmbeddedModel
+    from proxy.embedded import EmbeddedModel, embedded_upstream_config
+    from proxy.upstream.openai_http import http_session
 
     async with contextlib.AsyncExitStack() as stack:
-        client = await stack.enter_async_context(http_client())
+        session = await stack.enter_async_context(http_session())
         if api_base is None:
             embedded = EmbeddedModel(EmbeddedSettings())
             await embedded.start()
@@ -77,4 +76,4 @@ async def open_sampler(api_base: str | None = None, model: str | None = None,
             name = model or "default"
             config = UpstreamModel(name=name, provider="openai", model=name,
                                    api_base=api_base, api_key_env=api_key_env)
-        yield UpstreamSampler(build_upstream(config, retry or RetrySettings(), client))
+        yield UpstreamSampler(build_upstream(config, retry or RetrySettings(), session))

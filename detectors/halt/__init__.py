@@ -11,7 +11,7 @@ Modules: ``adapter`` (OpenAI logprobs -> (T, 20)), ``features`` (Eq. 4-13 -> (T,
 
 from detectors.halt.adapter import PAD_LOGPROB, TOP_K, logprob_matrix
 from detectors.halt.model import HaltConfig, HaltModel
-from detectors.halt.scorer import HaltResult, HaltScorer, HaltStream, MissingLogprobs
+from detectors.halt.scorer import HaltResult, HaltScorer, MissingLogprobs
 
 __all__ = ["PAD_LOGPROB", "TOP_K", "HaltConfig", "HaltModel", "HaltResult", "HaltScorer",
-           "HaltStream", "MissingLogprobs", "logprob_matrix"]
+           "MissingLogprobs", "logprob_matrix"]

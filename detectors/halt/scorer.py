@@ -4,7 +4,6 @@
     scorer.score_batch([tokens_a, tokens_b])         # synchronous, one forward pass
     result = await scorer.score(tokens)              # concurrent callers share a forward,
                                                      # which runs in a worker thread
-    stream = scorer.stream(); stream.add(chunk_tokens); result = await stream.finish()
 
 ``tokens`` is a sequence of :class:`detectors.sampling.TokenLogprob` or OpenAI
 ``logprobs.content[]`` dicts. An answer without logprobs (``None`` or no tokens) cannot be
@@ -56,13 +55,12 @@ class HaltResult:
 
 class HaltScorer:
     def __init__(self, model: HaltModel, threshold: float, model_name: str,
-                 max_batch: int = 64, max_wait_s: float = 0.002):
+                 max_batch: int = 64):
         self.model = model.eval()
         self.threshold = float(threshold)
         self.model_name = model_name
         self.max_batch = max_batch  # the most answers one forward pass takes
-        self.max_wait_s = max_wait_s  # how long the first request waits for companions
-        self._batcher = MicroBatcher(self.score_batch, max_batch, max_wait_s)
+        self._batcher = MicroBatcher(self.score_batch, max_batch)
 
     @classmethod
     def load(cls, path: str | Path, **kwargs) -> HaltScorer:
@@ -106,20 +104,18 @@ class HaltScorer:
             raise MissingLogprobs()
         return await self._batcher.submit(tokens)
 
-    def stream(self) -> HaltStream:
-        return HaltStream(self)
-
 
 class MicroBatcher:
     """Groups concurrent ``submit`` calls into batches for ``run_batch`` (a blocking
-    function of a list), which runs in a worker thread, one batch at a time. The first
-    request of a batch waits ``max_wait_s`` for companions; requests that arrive while a
-    batch runs form the next one."""
+    function of a list), which runs in a worker thread, one batch at a time.
 
-    def __init__(self, run_batch, max_batch: int, max_wait_s: float):
+    Nobody waits for companions: an idle batcher starts on the first request at once, and
+    the requests that arrive while a batch runs form the next one. At low load every
+    request is its own batch (no added wait); under load batches grow by themselves."""
+
+    def __init__(self, run_batch, max_batch: int):
         self.run_batch = run_batch
         self.max_batch = max_batch
-        self.max_wait_s = max_wait_s
         self._pending: list[tuple[object, asyncio.Future]] = []
         self._drainer: asyncio.Task | None = None
         self.batch_sizes: list[int] = []  # sizes of the batches run so far (for tests/metrics)
@@ -134,14 +130,13 @@ class MicroBatcher:
 
     async def _drain(self) -> None:
         while self._pending:
-            if len(self._pending) < self.max_batch:
-                await asyncio.sleep(self.max_wait_s)
             batch = self._pending[: self.max_batch]
             del self._pending[: self.max_batch]
             batch = [(item, fut) for item, fut in batch if not fut.cancelled()]
             if not batch:
                 continue
-            self.batch_sizes.append(len(batch))
+            if len(self.batch_sizes) < 10_000:
+                self.batch_sizes.append(len(batch))
             try:
                 results = await asyncio.to_thread(self.run_batch, [item for item, _ in batch])
             except Exception as exc:  # noqa: BLE001 - handed to every waiting caller
@@ -152,24 +147,3 @@ class MicroBatcher:
             for (_, fut), result in zip(batch, results, strict=True):
                 if not fut.done():
                     fut.set_result(result)
-
-
-class HaltStream:
-    """Collects an answer's tokens chunk by chunk (SSE) and scores the whole answer."""
-
-    def __init__(self, scorer: HaltScorer):
-        self.scorer = scorer
-        self.tokens: list = []
-        self.chunks_without_logprobs = 0  # content chunks that carried no logprobs
-
-    def add(self, tokens: Iterable | None) -> None:
-        """Append one chunk's ``logprobs.content`` (``None``: a chunk without logprobs)."""
-        if tokens is None:
-            self.chunks_without_logprobs += 1
-            return
-        self.tokens.extend(tokens)
-
-    async def finish(self) -> HaltResult:
-        if not self.tokens:
-            raise MissingLogprobs("stream carried no token logprobs")
-        return await self.scorer.score(self.tokens)

@@ -11,7 +11,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
-from detectors.sampling import TokenLogprob
 from proxy.chat.schemas import ChatCompletionRequest
 
 
@@ -32,7 +31,8 @@ class Answer:
 
     index: int
     text: str
-    tokens: tuple[TokenLogprob, ...] | None  # None: the upstream sent no logprobs
+    tokens: list[dict] | None  # logprobs.content as the upstream sent it (HALT reads these
+    # dicts directly); None: the upstream sent no logprobs
     finish_reason: str | None = None
 
 
@@ -56,24 +56,3 @@ class GateSession(Protocol):
 class Gatekeeper(Protocol):
     def begin(self, request: ChatCompletionRequest, ctx: RequestContext,
               model: str) -> GateSession: ...
-
-
-class OpenGateSession:
-    """No policy: every answer passes, streams pass straight through."""
-
-    streaming_mode: Literal["buffer", "passthrough"] = "passthrough"
-
-    def __init__(self) -> None:
-        self.headers: dict[str, str] = {}
-
-    async def judge(self, answers: list[Answer]) -> GateOutcome:
-        return GateOutcome()
-
-    async def aclose(self) -> None:
-        return None
-
-
-class OpenGatekeeper:
-    def begin(self, request: ChatCompletionRequest, ctx: RequestContext,
-              model: str) -> GateSession:
-        return OpenGateSession()

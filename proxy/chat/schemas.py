@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
 UPSTREAM_TOP_LOGPROBS = 20  # what we always ask the upstream for: HALT needs top-20
 
@@ -57,6 +57,19 @@ class ChatCompletionRequest(BaseModel):
     tool_choice: str | dict[str, Any] | None = None
     response_format: dict[str, Any] | None = None
     user: str | None = None
+    _raw: dict = PrivateAttr(default_factory=dict)  # the request as the client sent it
+
+    @classmethod
+    def parse(cls, data: dict) -> ChatCompletionRequest:
+        """Validate a decoded request; the dict itself is kept, so the upstream body and
+        the gates' messages are taken from it rather than dumped from the model again."""
+        request = cls.model_validate(data)
+        request._raw = data
+        return request
+
+    def raw_messages(self) -> list[dict]:
+        """The messages as the client sent them (validated, not re-serialised)."""
+        return self._raw["messages"]
 
     def client_top_logprobs(self) -> int | None:
         """How many alternatives the client wants back per token; None = no logprobs."""
@@ -66,7 +79,7 @@ class ChatCompletionRequest(BaseModel):
 
     def upstream_body(self, max_tokens_field: str = "max_completion_tokens") -> dict:
         """What we send upstream: the client's fields, with logprobs always on."""
-        body = self.model_dump(exclude_unset=True, exclude_none=True)
+        body = {k: v for k, v in self._raw.items() if v is not None}
         body["logprobs"] = True
         body["top_logprobs"] = UPSTREAM_TOP_LOGPROBS
         body.pop("stream", None)

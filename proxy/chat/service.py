@@ -10,11 +10,9 @@ still an HTTP error status; after that, a failure ends the stream with an error 
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import TypeVar
 
 from proxy.chat import shaping
 from proxy.chat.gating import Answer, Gatekeeper, GateOutcome, GateSession, RequestContext
@@ -22,9 +20,9 @@ from proxy.chat.schemas import ChatCompletionRequest
 from proxy.errors import HallgateError, InvalidRequest, UpstreamError
 from proxy.registry import UpstreamRegistry
 from proxy.upstream import Upstream
+from proxy.upstream.fanout import complete_n, merge_streams, sum_usage
 
 log = logging.getLogger("hallgate.chat")
-T = TypeVar("T")
 
 
 @dataclass
@@ -38,18 +36,6 @@ class ChatResult:
     body: dict
     headers: dict[str, str]
     outcome: GateOutcome
-
-
-async def gather_or_cancel(aws: list[Awaitable[T]]) -> list[T]:
-    """Like ``asyncio.gather`` but the first failure cancels the rest and is re-raised."""
-    tasks = [asyncio.ensure_future(aw) for aw in aws]
-    try:
-        return list(await asyncio.gather(*tasks))
-    except BaseException:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        raise
 
 
 class ChatService:
@@ -176,47 +162,8 @@ class ChatService:
         wants_usage = bool(req.stream_options and req.stream_options.include_usage)
         if wants_usage and usage:
             merged = {**usage[-1], "model": req.model,
-                      "usage": shaping.sum_usage([u["usage"] for u in usage])}
+                      "usage": sum_usage([u["usage"] for u in usage])}
             yield shaping.sse(merged)
         yield shaping.sse("[DONE]")
 
 
-async def complete_n(upstream: Upstream, body: dict) -> dict:
-    """One answer with ``body["n"]`` choices, fanning out where the upstream ignores ``n``."""
-    n = body.get("n", 1)
-    if n == 1 or upstream.config.supports_n:
-        return await upstream.complete(body)
-    calls = [upstream.complete(shaping.fanout_body(body, i)) for i in range(n)]
-    return shaping.merge_responses(await gather_or_cancel(calls))
-
-
-async def merge_streams(upstream: Upstream, body: dict, n: int) -> AsyncIterator[dict]:
-    """n single-choice upstream streams as one, choice i renumbered to index i."""
-    queue: asyncio.Queue = asyncio.Queue()
-    done = object()
-
-    async def pump(i: int) -> None:
-        try:
-            async for chunk in upstream.stream(shaping.fanout_body(body, i)):
-                for choice in chunk.get("choices") or ():
-                    choice["index"] = i
-                await queue.put(chunk)
-            await queue.put(done)
-        except BaseException as exc:  # handed to the consumer, which re-raises it
-            await queue.put(exc)
-
-    tasks = [asyncio.create_task(pump(i)) for i in range(n)]
-    try:
-        finished = 0
-        while finished < n:
-            item = await queue.get()
-            if item is done:
-                finished += 1
-            elif isinstance(item, BaseException):
-                raise item
-            else:
-                yield item
-    finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)

@@ -8,38 +8,7 @@ import time
 import uuid
 
 from proxy.chat.gating import Answer, GateOutcome
-from proxy.logprobs import tokens_from_openai, trim_choice_logprobs
-
-
-def fanout_body(body: dict, i: int) -> dict:
-    """The i-th of n single-choice calls; a client seed becomes seed+i so the samples differ."""
-    single = {**body, "n": 1}
-    if "seed" in body:
-        single["seed"] = body["seed"] + i
-    return single
-
-
-def sum_usage(usages: list[dict | None]) -> dict | None:
-    present = [u for u in usages if u]
-    if not present:
-        return None
-    keys = ("prompt_tokens", "completion_tokens", "total_tokens")
-    return {k: sum(int(u.get(k) or 0) for u in present) for k in keys}
-
-
-def merge_responses(responses: list[dict]) -> dict:
-    """n single-choice responses -> one response with choices 0..n-1 and summed usage
-    (the usage is what the upstream really spent, prompt tokens included n times)."""
-    merged = dict(responses[0])
-    choices = []
-    for i, resp in enumerate(responses):
-        for choice in resp.get("choices") or ():
-            choices.append({**choice, "index": i})
-    merged["choices"] = choices
-    usage = sum_usage([r.get("usage") for r in responses])
-    if usage:
-        merged["usage"] = usage
-    return merged
+from proxy.logprobs import trim_choice_logprobs
 
 
 def answers_from_response(resp: dict) -> list[Answer]:
@@ -47,7 +16,7 @@ def answers_from_response(resp: dict) -> list[Answer]:
     for choice in resp.get("choices") or ():
         message = choice.get("message") or {}
         logprobs = choice.get("logprobs")
-        tokens = tokens_from_openai(logprobs.get("content")) if logprobs else None
+        tokens = logprobs.get("content") if logprobs else None
         out.append(Answer(index=choice.get("index", len(out)),
                           text=message.get("content") or "", tokens=tokens,
                           finish_reason=choice.get("finish_reason")))
@@ -132,7 +101,6 @@ class StreamAccumulator:
 
     def answers(self) -> list[Answer]:
         return [Answer(index=i, text="".join(parts),
-                       tokens=tokens_from_openai(self.logprobs.get(i))
-                       if self.saw_logprobs.get(i) else None,
+                       tokens=self.logprobs.get(i) if self.saw_logprobs.get(i) else None,
                        finish_reason=self.finish.get(i))
                 for i, parts in sorted(self.text.items())]

@@ -75,7 +75,7 @@ class GuardrailService:
             log.warning("guardrail check without a prompt: %s", NO_PROMPT)
             return GuardrailResponse(action="BLOCKED", blocked_reason=NO_PROMPT), {}
         try:
-            chat = ChatCompletionRequest.model_validate(
+            chat = ChatCompletionRequest.parse(
                 {"model": self.model_for(req), "messages": messages})
         except ValidationError as exc:  # a prompt our chat schema cannot read
             raise validation_error(list(exc.errors())) from None

@@ -36,7 +36,7 @@ async def create_response(request: Request):
     req = parse_request(await request.body())
     chat: ChatService = request.app.state.chat
     service = ResponsesService(chat)
-    ctx = request_context(request)
+    ctx = request_context(request.scope)
     if req.stream:
         plan = await service.stream(req, ctx)
         return StreamingResponse(plan.body, media_type="text/event-stream",

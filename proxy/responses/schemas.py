@@ -123,7 +123,7 @@ class ResponsesRequest(BaseModel):
             body.update(logprobs=True, top_logprobs=self.top_logprobs or 0)
         if self.stream:
             body.update(stream=True, stream_options={"include_usage": True})
-        return ChatCompletionRequest.model_validate(body)
+        return ChatCompletionRequest.parse(body)
 
 
 def _parse_item(raw: dict[str, Any], i: int) -> InputMessage:

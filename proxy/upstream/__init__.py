@@ -1,12 +1,32 @@
 """Upstream calls: one interface, two transports, one retry loop.
 
     Upstream (protocol)            complete(body) -> dict, stream(body) -> chunks
-    ├── OpenAIHttpUpstream         lean httpx path for OpenAI-compatible endpoints
-    └── LiteLLMUpstream            any provider litellm supports (imported lazily)
+    ├── OpenAIHttpUpstream         lean aiohttp path for OpenAI-compatible endpoints
+    ├── LiteLLMUpstream            any provider litellm supports (imported lazily)
+    ├── RecordingUpstream          wraps one of them, records every exchange
+    └── ReplayUpstream             answers from a recording, no upstream at all
 
-Both raise only :mod:`proxy.errors` types and retry through :func:`call_with_retries`.
+The transports raise only :mod:`proxy.errors` types and retry through
+:func:`proxy.upstream.base.call_with_retries`.
 """
 
-from proxy.upstream.base import Upstream, build_upstream
+from __future__ import annotations
+
+import aiohttp
+
+from proxy.config import RetrySettings, UpstreamModel
+from proxy.upstream.base import Upstream
 
 __all__ = ["Upstream", "build_upstream"]
+
+
+def build_upstream(config: UpstreamModel, retry: RetrySettings,
+                   session: aiohttp.ClientSession) -> Upstream:
+    """The transport this model's config names."""
+    if config.provider == "openai":
+        from proxy.upstream.openai_http import OpenAIHttpUpstream
+
+        return OpenAIHttpUpstream(config, retry, session)
+    from proxy.upstream.litellm_path import LiteLLMUpstream
+
+    return LiteLLMUpstream(config, retry)

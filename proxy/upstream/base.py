@@ -1,4 +1,4 @@
-"""The Upstream protocol, the shared retry loop (tenacity) and the factory."""
+"""The Upstream protocol and the shared retry loop (tenacity)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Protocol, TypeVar
 
-import httpx
 from tenacity import (
     AsyncRetrying,
     RetryCallState,
@@ -80,12 +79,33 @@ async def call_with_retries(attempt: Callable[[float], Awaitable[T]],
                             on_retry: Callable[[], None] | None = None) -> T:
     """Run ``attempt(timeout)`` until it succeeds, attempts run out or the deadline passes.
 
+    ``attempt`` must enforce ``timeout`` itself (the transports hand it to their client).
+    The first attempt runs bare: the retry machinery (tenacity, a timeout task) is only
+    built once it has failed, so a healthy upstream costs no more than the call.
     Gives up with :class:`UpstreamTimeout` (504) when the deadline is what ran out or the
     last failure was a timeout, else with :class:`UpstreamError` (502).
     """
     start = time.monotonic()
+    try:
+        return await attempt(min(per_attempt_timeout, settings.deadline_s))
+    except RetryableUpstreamError as exc:
+        if settings.max_attempts <= 1:
+            raise _give_up(exc, 1, start, settings) from exc
+        first_failure = exc
+    return await _retry(attempt, settings, per_attempt_timeout, on_retry, start, first_failure)
+
+
+async def _retry(attempt: Callable[[float], Awaitable[T]], settings: RetrySettings,
+                 per_attempt_timeout: float, on_retry: Callable[[], None] | None,
+                 start: float, first_failure: RetryableUpstreamError) -> T:
+    """Attempts 2..max_attempts, with backoff (tenacity), under the total deadline.
+
+    tenacity's first attempt re-raises ``first_failure``, so it counts that attempt and
+    waits its backoff (or the upstream's Retry-After) before the next real one."""
+    pending = [first_failure]
     retrying = AsyncRetrying(
-        stop=stop_after_attempt(settings.max_attempts) | stop_before_delay(settings.deadline_s),
+        stop=stop_after_attempt(settings.max_attempts)
+        | stop_before_delay(settings.deadline_s - (time.monotonic() - start)),
         wait=_WaitRetryAfter(settings),
         retry=retry_if_exception_type(RetryableUpstreamError),
         before_sleep=(lambda _: on_retry()) if on_retry else None,
@@ -94,6 +114,8 @@ async def call_with_retries(attempt: Callable[[float], Awaitable[T]],
     try:
         async for try_ in retrying:
             with try_:
+                if pending:
+                    raise pending.pop()
                 remaining = settings.deadline_s - (time.monotonic() - start)
                 if remaining <= 0:
                     raise RetryableUpstreamError("deadline passed", timed_out=True)
@@ -104,25 +126,18 @@ async def call_with_retries(attempt: Callable[[float], Awaitable[T]],
                     raise RetryableUpstreamError("upstream timed out", timed_out=True) from exc
     except RetryableUpstreamError as exc:
         attempts = retrying.statistics.get("attempt_number", 1)
-        elapsed = time.monotonic() - start
-        detail = f"{exc} (after {attempts} attempt(s), {elapsed:.1f}s)"
-        if exc.timed_out or elapsed >= settings.deadline_s:
-            raise UpstreamTimeout(f"Upstream did not answer in time: {detail}") from exc
-        raise UpstreamError(f"Upstream failed: {detail}", code=_code(exc)) from exc
+        raise _give_up(exc, attempts, start, settings) from exc
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _give_up(exc: RetryableUpstreamError, attempts: int, start: float,
+             settings: RetrySettings) -> UpstreamError:
+    elapsed = time.monotonic() - start
+    detail = f"{exc} (after {attempts} attempt(s), {elapsed:.1f}s)"
+    if exc.timed_out or elapsed >= settings.deadline_s:
+        return UpstreamTimeout(f"Upstream did not answer in time: {detail}")
+    return UpstreamError(f"Upstream failed: {detail}", code=_code(exc))
 
 
 def _code(exc: RetryableUpstreamError) -> str | None:
     return f"upstream_{exc.status}" if exc.status else "upstream_unreachable"
-
-
-def build_upstream(config: UpstreamModel, retry: RetrySettings,
-                   client: httpx.AsyncClient) -> Upstream:
-    """The transport this model's config names."""
-    if config.provider == "openai":
-        from proxy.upstream.openai_http import OpenAIHttpUpstream
-
-        return OpenAIHttpUpstream(config, retry, client)
-    from proxy.upstream.litellm_path import LiteLLMUpstream
-
-    return LiteLLMUpstream(config, retry)

@@ -15,25 +15,29 @@ class InstrumentedUpstream:
         self.inner = inner
         self.config = inner.config
         self.logprobs_supported = inner.logprobs_supported
-        self.metrics = metrics
-        self.model = inner.config.name
-        inner.on_retry = metrics.upstream_retries.labels(self.model).inc
+        self.model = model = inner.config.name
+        inner.on_retry = metrics.upstream_retries.labels(model).inc
         self.on_retry = inner.on_retry
+        # label lookups once, not per call
+        self._seconds = metrics.upstream_seconds.labels(model)
+        self._errors = metrics.upstream_errors.labels(model)
+        self._tokens = {kind: metrics.tokens.labels(model, kind[:-7])
+                        for kind in ("prompt_tokens", "completion_tokens")}
 
     def _count_tokens(self, usage: dict | None) -> None:
         if usage:
-            for kind in ("prompt_tokens", "completion_tokens"):
-                self.metrics.tokens.labels(self.model, kind[:-7]).inc(int(usage.get(kind) or 0))
+            for kind, counter in self._tokens.items():
+                counter.inc(int(usage.get(kind) or 0))
 
     async def complete(self, body: dict) -> dict:
         start = time.perf_counter()
         try:
             resp = await self.inner.complete(body)
         except HallgateError:
-            self.metrics.upstream_errors.labels(self.model).inc()
+            self._errors.inc()
             raise
         finally:
-            self.metrics.upstream_seconds.labels(self.model).observe(time.perf_counter() - start)
+            self._seconds.observe(time.perf_counter() - start)
         self._count_tokens(resp.get("usage"))
         return resp
 
@@ -45,10 +49,10 @@ class InstrumentedUpstream:
                     self._count_tokens(chunk["usage"])
                 yield chunk
         except HallgateError:
-            self.metrics.upstream_errors.labels(self.model).inc()
+            self._errors.inc()
             raise
         finally:
-            self.metrics.upstream_seconds.labels(self.model).observe(time.perf_counter() - start)
+            self._seconds.observe(time.perf_counter() - start)
 
     async def aclose(self) -> None:
         await self.inner.aclose()

@@ -46,8 +46,17 @@ async def test_async_score_raises_missing_logprobs(tiny_scorer):
         await tiny_scorer.score(None)
 
 
+async def test_an_idle_scorer_starts_at_once(tiny_scorer):
+    """No waiting for companions: one request alone is scored without a timer."""
+    scorer = HaltScorer(tiny_scorer.model, 0.5, "tiny-test")
+    start = time.perf_counter()
+    for n in (3, 5):
+        await scorer.score(_tokens(n))
+    assert scorer._batcher.batch_sizes == [1, 1]
+
+
 async def test_concurrent_calls_share_one_forward_pass(tiny_scorer):
-    scorer = HaltScorer(tiny_scorer.model, 0.5, "tiny-test", max_wait_s=0.05)
+    scorer = HaltScorer(tiny_scorer.model, 0.5, "tiny-test")
     answers = [_tokens(n) for n in range(1, 11)]
     results = await asyncio.gather(*(scorer.score(a) for a in answers))
     assert scorer._batcher.batch_sizes == [10]
@@ -64,7 +73,7 @@ async def test_the_forward_pass_runs_off_the_event_loop():
         time.sleep(0.2)
         return [len(i) for i in items]
 
-    batcher = MicroBatcher(slow_batch, max_batch=4, max_wait_s=0.001)
+    batcher = MicroBatcher(slow_batch, max_batch=4)
     ticks = 0
 
     async def ticker():
@@ -84,22 +93,9 @@ async def test_an_error_reaches_every_caller_of_the_batch():
     def broken(items):
         raise RuntimeError("boom")
 
-    batcher = MicroBatcher(broken, max_batch=8, max_wait_s=0.01)
+    batcher = MicroBatcher(broken, max_batch=8)
     outcomes = await asyncio.gather(batcher.submit(1), batcher.submit(2), return_exceptions=True)
     assert all(isinstance(o, RuntimeError) for o in outcomes)
-
-
-async def test_stream_accumulates_chunks_and_scores_the_whole_answer(tiny_scorer):
-    tokens = _tokens(9)
-    stream = tiny_scorer.stream()
-    for start in range(0, 9, 4):
-        stream.add(tokens[start:start + 4])
-    stream.add(None)  # a chunk without logprobs (e.g. the role chunk)
-    result = await stream.finish()
-    assert result.n_tokens == 9 and stream.chunks_without_logprobs == 1
-    assert result.risk == pytest.approx(tiny_scorer.score_batch([tokens])[0].risk, abs=1e-6)
-    with pytest.raises(MissingLogprobs):
-        await tiny_scorer.stream().finish()
 
 
 def test_default_checkpoint_scores_real_answers(shared_records):
