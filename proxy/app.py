@@ -29,9 +29,12 @@ from proxy.config import Settings, UpstreamModel
 from proxy.embedded import EmbeddedModel, embedded_upstream_config
 from proxy.errors import install_error_handlers
 from proxy.gates import DetectorSuite, HaltScoring, PolicyGatekeeper, load_halt_scorer
+from proxy.guardrail.router import router as guardrail_router
 from proxy.metrics import Metrics, MetricsMiddleware
 from proxy.middleware import BodyLimitMiddleware, RequestIdMiddleware
 from proxy.registry import UpstreamRegistry
+from proxy.responses.router import router as responses_router
+from proxy.tracing import build_tracing
 from proxy.upstream import Upstream, build_upstream
 from proxy.upstream.instrumented import InstrumentedUpstream
 from proxy.upstream.openai_http import http_session
@@ -80,10 +83,13 @@ def build_upstreams(settings: Settings, configs: list[UpstreamModel],
     return upstreams
 
 
-def create_app(settings: Settings | None = None, halt: HaltScoring | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, halt: HaltScoring | None = None,
+               span_exporter=None) -> FastAPI:
     """The gateway. ``halt`` reuses an already loaded HALT scorer (its weights are
-    read-only, so apps may share one)."""
+    read-only, so apps may share one); ``span_exporter`` turns tracing on with that
+    OpenTelemetry exporter (tests)."""
     settings = settings or Settings()
+    tracing = build_tracing(settings.tracing, span_exporter)  # None when tracing is off
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -100,6 +106,8 @@ def create_app(settings: Settings | None = None, halt: HaltScoring | None = None
                          for u in build_upstreams(settings, configs, session)]
             for upstream in upstreams:  # closed before the session they share
                 stack.push_async_callback(upstream.aclose)
+            if tracing is not None:
+                upstreams = tracing.wrap_upstreams(upstreams)
             app.state.embedded = embedded
             app.state.registry = registry = UpstreamRegistry(upstreams)
             keeper = await stack.enter_async_context(
@@ -118,12 +126,16 @@ def create_app(settings: Settings | None = None, halt: HaltScoring | None = None
     app.state.audit = AuditLog(settings.audit.path, settings.audit.include_prompt) \
         if settings.audit.path else None
     install_error_handlers(app)
+    app.include_router(responses_router)
+    app.include_router(guardrail_router)
     _add_service_routes(app)
     # Outermost last: request id -> metrics -> auth -> body limit -> chat | FastAPI routes.
     app.add_middleware(ChatRoute)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(ApiKeyMiddleware, keys=load_keys(settings.api_keys, dict(os.environ)))
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
+    if tracing is not None:  # inside the request id, so the span and the logs share it
+        app.add_middleware(tracing.middleware)
     app.add_middleware(RequestIdMiddleware)
     return app
 

@@ -81,6 +81,16 @@ class AuditSettings(BaseModel):
     include_prompt: bool = False  # store prompt text (otherwise only its SHA-256)
 
 
+class TracingSettings(BaseModel):
+    """OpenTelemetry traces (proxy/tracing). The exporter, endpoint and sampler come from
+    the standard OTEL_* variables (OTEL_EXPORTER_OTLP_ENDPOINT, OTEL_TRACES_SAMPLER, ...)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = False  # also on when OTEL_TRACES_EXPORTER is set; OTEL_SDK_DISABLED wins
+    service_name: str | None = None  # None: OTEL_SERVICE_NAME, else "hallgate"
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="HALLGATE_", env_nested_delimiter="__", extra="forbid"
@@ -101,6 +111,7 @@ class Settings(BaseSettings):
     # embeddings): they are tiny, and more threads cost more in sync than they gain
     record_dir: str | None = None  # append every upstream exchange here (hallgate eval --record)
     replay_dir: str | None = None  # answer from this recording; no upstream at all
+    tracing: TracingSettings = TracingSettings()  # OpenTelemetry traces; off by default
 
     @classmethod
     def settings_customise_sources(

@@ -47,6 +47,8 @@ from proxy.errors import InvalidRequest
 from proxy.metrics import Metrics
 from proxy.registry import UpstreamRegistry
 from proxy.sampler import UpstreamSampler
+from proxy.tracing import detector as traced_detector
+from proxy.tracing import record_decision
 
 log = logging.getLogger("hallgate.gates")
 
@@ -175,6 +177,7 @@ class PolicySession:
     async def _timed(self, name: str, work: Awaitable[Any]) -> Any:
         """Run one detector; its exception becomes its result (the fail mode decides)."""
         start = time.perf_counter()
+        work = traced_detector(name, work)  # a child span when tracing is on
         try:
             return await work
         except asyncio.CancelledError:
@@ -203,6 +206,7 @@ class PolicySession:
             results["semantic"] = await self._semantic(primary)
         decision = decide(self.profile, results, route=self.route, escalation=self.escalation)
         self.keeper.metrics.decisions.labels(decision.profile, decision.verdict.value).inc()
+        record_decision(decision)  # gen_ai.evaluation.result events when tracing is on
         if self.keeper.audit is not None:
             self.keeper.audit.record(request_id=self.ctx.request_id, model=self.model,
                                      messages=self.messages, decision=decision.to_dict(),

@@ -10,6 +10,9 @@ import time
 
 request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "hallgate_request_id", default=None)
+# Set by the tracing middleware (proxy/tracing) when tracing is on: links logs to traces.
+trace_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "hallgate_trace_id", default=None)
 
 
 class JsonFormatter(logging.Formatter):
@@ -23,6 +26,8 @@ class JsonFormatter(logging.Formatter):
         }
         if (request_id := request_id_var.get()) is not None:
             entry["request_id"] = request_id
+        if (trace_id := trace_id_var.get()) is not None:
+            entry["trace_id"] = trace_id
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return json.dumps(entry, default=str)

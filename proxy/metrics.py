@@ -15,6 +15,7 @@ from prometheus_client import (
     generate_latest,
 )
 
+GATED_PATHS = ("/chat/completions", "/responses")  # the endpoints counted per route/profile
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 
 
@@ -65,7 +66,7 @@ class MetricsMiddleware:
         child.inc()
 
     async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] != "http" or not scope["path"].endswith("/chat/completions"):
+        if scope["type"] != "http" or not scope["path"].endswith(GATED_PATHS):
             return await self.app(scope, receive, send)
         labels = {"route": "none", "profile": "none", "status": "5xx"}
 

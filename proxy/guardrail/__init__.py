@@ -1,0 +1,1 @@
+"""hallgate as a LiteLLM Generic Guardrail (``POST /beta/litellm_basic_guardrail_api``)."""
