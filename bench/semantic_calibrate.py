@@ -19,7 +19,6 @@ import asyncio
 import gzip
 import json
 import random
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -28,8 +27,9 @@ from sklearn.metrics import roc_auc_score, roc_curve
 
 from detectors.semantic.embedding import EmbeddingEntailment
 from detectors.semantic.lexical import LexicalEntailment
+from evaluation.data import DEFAULT_DATA_DIR
 
-DATA = Path("/work/shared/data")
+DATA = DEFAULT_DATA_DIR
 Pair = tuple[str, str, str, int, str]  # (question, a, b, label, group id)
 
 

@@ -13,7 +13,7 @@ halt_smollm2_dev items 0-699 / 0-299 were used for calibration), interleaved 3:1
 
 ``analyse`` runs the gate's analysis on the cached draws with each backend and reports
 the AUROC of semantic entropy (and 1 - P*) against hallucination of the greedy answer
-(labels: /work/shared/data/README.md), next to the single-pass baseline -mean token
+(labels: ../shared/data/README.md), next to the single-pass baseline -mean token
 logprob of the greedy answer, and the gate's abstention and answered-hallucination rates.
 """
 
@@ -31,8 +31,9 @@ from detectors.labels import contains_gold, number_matches
 from detectors.semantic import SampleSet, SemanticConfig, SemanticGate
 from detectors.semantic.clustering import mean_token_logprob
 from detectors.semantic.gate import sample_from_dict, sample_to_dict
+from evaluation.data import DEFAULT_DATA_DIR
 
-DATA = Path("/work/shared/data")
+DATA = DEFAULT_DATA_DIR
 DEFAULT_OUT = Path("runs/semantic_samples.jsonl")
 app = typer.Typer(add_completion=False)
 

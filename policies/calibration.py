@@ -21,7 +21,7 @@ cannot bring the bound under α, and a handful of answers makes the test fragile
 early error would end the sequence before it reaches useful thresholds). Whether a
 candidate is skipped depends on the scores only, never on the labels.
 
-Nothing here reads files: the command (proxy/commands/evaluate.py) does the I/O.
+Nothing here reads files: the command (evaluation/evaluate.py) does the I/O.
 """
 
 from __future__ import annotations

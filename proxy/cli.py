@@ -6,9 +6,9 @@ from pathlib import Path
 
 import typer
 
+from evaluation.evaluate import calibrate_command, eval_command
+from evaluation.halt_commands import app as halt_app
 from policies.cli import app as policy_app
-from proxy.commands.evaluate import calibrate_command, eval_command
-from proxy.commands.halt import app as halt_app
 
 app = typer.Typer(help="hallgate: an OpenAI-compatible gateway that abstains "
                        "instead of hallucinating.", no_args_is_help=True)

@@ -1,7 +1,7 @@
 """Lexical and numeric meaning tests: the free short-circuit in front of every backend,
 and the ``lexical`` backend on its own.
 
-Normalisation is NQ-Open's (Lee et al. 2019; /work/shared/data/README.md): lowercase,
+Normalisation is NQ-Open's (Lee et al. 2019; shared/data/README.md): lowercase,
 drop punctuation, drop the articles a/an/the, collapse white space.
 
     normalize("The  Eiffel Tower!")          -> "eiffel tower"

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from evaluation.evaluate import EvalError, evaluate, route_access
 from policies import load_policy
 from proxy.cli import app
-from proxy.commands.evaluate import EvalError, evaluate, route_access
 from tests.conftest import fake_settings
 
 POLICY = """\

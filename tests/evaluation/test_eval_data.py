@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from proxy.commands.eval_data import eligible_ids_filter, load_items
-from proxy.commands.evaluate import DEFAULT_DATA_DIR
+from evaluation.data import eligible_ids_filter, load_items
+from evaluation.evaluate import DEFAULT_DATA_DIR
 
 pytestmark = pytest.mark.skipif(not (DEFAULT_DATA_DIR / "nq_open_dev.jsonl").exists(),
                                 reason="shared data not present")

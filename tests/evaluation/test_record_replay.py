@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from proxy.commands.evaluate import evaluate
+from evaluation.evaluate import evaluate
 from proxy.upstream.recording import Recording, exchange_key, read_exchanges
 
 POLICY = """\

@@ -1,11 +1,12 @@
 import gzip
 import json
-from pathlib import Path
 
 import pytest
 import torch
 
-SHARED_DATA = Path("/work/shared/data/halt_smollm2_dev.jsonl.gz")
+from evaluation.data import DEFAULT_DATA_DIR
+
+SHARED_DATA = DEFAULT_DATA_DIR / "halt_smollm2_dev.jsonl.gz"  # ../shared/data beside the repo
 
 
 @pytest.fixture(autouse=True, scope="session")

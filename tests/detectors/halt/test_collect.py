@@ -73,11 +73,10 @@ async def test_answers_without_logprobs_are_kept_with_empty_tokens(tmp_path):
 
 
 def test_shared_file_labels_are_reproduced(shared_records):
-    from pathlib import Path
-
     from detectors.halt.collect import load_items
+    from evaluation.data import DEFAULT_DATA_DIR
 
-    items = {i.id: i for i in load_items("nq_open", Path("/work/shared/data"))}
+    items = {i.id: i for i in load_items("nq_open", DEFAULT_DATA_DIR)}
     for record in shared_records:
         item = items[record["id"]]
         assert item.prompt == record["prompt"] and list(item.gold) == record["gold"]

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import typer
 
-from proxy.commands.eval_data import DEFAULT_DATA_DIR
+from evaluation.data import DEFAULT_DATA_DIR
 
 app = typer.Typer(help="HALT detector: collect answers with logprobs, train, evaluate.")
 

@@ -37,6 +37,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
 from detectors.metrics import clopper_pearson_upper, wilson_upper
+from evaluation.data import DEFAULT_DATA_DIR, QAItem, is_correct, load_items, messages_for
+from evaluation.report import summarise, write_plots, write_report
 from policies import load_policy
 from policies.calibration import (
     CalibrationConfig,
@@ -48,8 +50,6 @@ from policies.calibration import (
     split_indices,
 )
 from policies.schema import Policy, Profile
-from proxy.commands.eval_data import DEFAULT_DATA_DIR, QAItem, is_correct, load_items, messages_for
-from proxy.commands.eval_report import summarise, write_plots, write_report
 from proxy.embedded import free_port
 
 console = Console(stderr=True)

@@ -39,7 +39,7 @@ SOURCES: tuple[str, ...] = ("nq_open", "svamp", "halueval", "arithmetic")
 # The shared data directory beside the repository (../shared/data), unless HALLGATE_DATA_DIR
 # names another; every command that reads it also takes --data-dir.
 DEFAULT_DATA_DIR = Path(os.environ.get(
-    "HALLGATE_DATA_DIR", Path(__file__).resolve().parents[2].parent / "shared" / "data"))
+    "HALLGATE_DATA_DIR", Path(__file__).resolve().parents[2] / "shared" / "data"))
 TRAINING_FILE = "halt_smollm2_dev.jsonl.gz"  # HALT's training pool, in the data dir
 
 __all__ = ["DEFAULT_DATA_DIR", "SOURCES", "QAItem", "eligible_ids_filter", "is_correct",
