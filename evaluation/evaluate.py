@@ -36,7 +36,10 @@ import yaml
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
+from detectors.combiner import answer_features, detector_features
+from detectors.halt.metrics import auroc
 from detectors.metrics import clopper_pearson_upper, wilson_upper
+from evaluation.combiner import combiner_risks, fit_combiner, usable_features
 from evaluation.data import DEFAULT_DATA_DIR, QAItem, is_correct, load_items, messages_for
 from evaluation.report import summarise, write_plots, write_report
 from policies import load_policy
@@ -228,16 +231,10 @@ def make_record(item: QAItem, response, latency_s: float, request_id: str,
         "id": item.id, "source": item.source, "kind": item.kind,
         "gold": list(item.gold), "answer": answer, "finish_reason": choice.finish_reason,
         "correct": correct, "hallucinated": not correct,
-        "scores": {
-            "halt": ok("halt").get("risk"), "edfl": ok("edfl").get("risk"),
-            "semantic": ok("semantic").get("risk"),
-            "semantic_entropy": ok("semantic").get("entropy_count"),
+        "scores": {  # the combiner's features (one definition: detectors/combiner.py)
+            **detector_features({name: ok(name) for name in ("halt", "edfl", "semantic")}),
+            **answer_features([{"logprob": lp} for lp in logprobs]),
             "semantic_entropy_prob": ok("semantic").get("entropy_prob"),
-            "edfl_neg_isr": -min(ok("edfl")["isr"], 1e3) if ok("edfl").get("isr") is not None
-            else None,
-            "answer_tokens": float(len(logprobs)) if logprobs else None,
-            "neg_mean_logprob": -sum(logprobs) / len(logprobs) if logprobs else None,
-            "neg_min_logprob": -min(logprobs) if logprobs else None,
             "combined": meta.get("risk"),
         },
         "verdicts": {**{name: d.get("verdict") for name, d in detectors.items()},
@@ -551,6 +548,61 @@ def run_calibration(results: Path, policy_path: Path, profile_name: str, out: Pa
     return result.threshold is not None
 
 
+def run_combiner_fit(results: Path, policy_path: Path, profile_name: str, out: Path,
+                     combiner_out: Path, *, target_risk: float, delta: float,
+                     calibration_fraction: float, seed: int) -> bool:
+    """``calibrate --fit-combiner``: fit the learned combiner on one half of the
+    calibration split, choose its threshold with Learn-then-Test on the other half (the
+    guarantee needs data the model did not see), report on the held-out items, and write
+    the combiner JSON and a policy copy whose profile uses it (``combine: learned``)."""
+    if out.resolve() == policy_path.resolve():
+        raise EvalError("--out must differ from --policy: calibrate writes a copy")
+    policy = load_policy(policy_path)
+    if profile_name not in policy.profiles:
+        raise EvalError(f"profile '{profile_name}' is not in {policy_path}")
+    enabled = set(policy.profiles[profile_name].detectors.enabled())
+    records = sorted(read_results(results / "results.jsonl").values(), key=lambda r: r["id"])
+    features = usable_features(records, enabled)
+    y = np.array([r["hallucinated"] for r in records], dtype=bool)
+    cal, held = split_indices(len(records), calibration_fraction, seed)
+    fit_part, ltt_part = (cal[i] for i in split_indices(len(cal), 0.5, seed + 1))
+    try:
+        combiner = fit_combiner([records[i] for i in fit_part], features, seed=seed,
+                                provenance={"results": str(results), "seed": seed,
+                                            "split": "calibrate --fit-combiner"})
+    except ValueError as exc:
+        raise EvalError(str(exc)) from None
+    risks = combiner_risks(combiner, records)  # (N,)
+    everyone = np.ones(len(records), dtype=bool)
+    config = CalibrationConfig(target_risk=target_risk, delta=delta)
+    result = ltt_threshold(risks[ltt_part], y[ltt_part], config, everyone[ltt_part])
+    report = {"profile": profile_name, "knob": "combine.threshold (learned)",
+              "features": features, "fit_items": len(fit_part), "ltt_items": len(ltt_part),
+              "target_risk": target_risk, "delta": delta, "seed": seed,
+              "threshold": result.threshold, "reason": result.reason,
+              "calibration": {"coverage": result.coverage, "answered": result.answered,
+                              "hallucinated": result.errors,
+                              "clopper_pearson_upper": result.upper_bound},
+              "held_out": {**_held_out_report(risks[held], everyone[held], y[held],
+                                              result.threshold, delta),
+                           "auroc": auroc(risks[held], y[held])}}
+    combiner_out.parent.mkdir(parents=True, exist_ok=True)
+    combiner.save(combiner_out)
+    if result.threshold is not None:
+        data = yaml.safe_load(policy_path.read_text())
+        block = data.setdefault("profiles", {}).setdefault(profile_name,
+                                                           {"extends": profile_name})
+        model = os.path.relpath(combiner_out.resolve(), out.resolve().parent)
+        block["combine"] = {"mode": "learned", "model": model,
+                            "threshold": float(result.threshold)}
+        out.write_text(yaml.safe_dump(data, sort_keys=False))
+        load_policy(out)  # the copy must load, combiner included
+        report["written"], report["out"] = "re-dumped YAML (comments not kept)", str(out)
+    (results / "calibration.json").write_text(json.dumps(report, indent=2))
+    _print_calibration(report)
+    return result.threshold is not None
+
+
 def _print_calibration(report: dict) -> None:
     held = report["held_out"]
     if report["threshold"] is None:
@@ -653,13 +705,21 @@ def calibrate_command(
     calibration_fraction: float = typer.Option(0.5, "--calibration-fraction", min=0.05,
                                                max=0.95),
     seed: int = typer.Option(0, "--seed"),
+    fit_combiner_out: Path | None = typer.Option(
+        None, "--fit-combiner", dir_okay=False, help="Fit the learned combiner, write it "
+        "to this JSON, and make the profile use it (combine: learned)."),
 ) -> None:
     """Choose the profile's threshold with a Learn-then-Test guarantee on a seeded
     calibration split; report on the held-out rest; write a calibrated policy copy."""
     try:
-        ok = run_calibration(results, policy, profile, out, target_risk=target_risk,
-                             delta=delta, knob=knob, calibration_fraction=calibration_fraction,
-                             seed=seed)
+        if fit_combiner_out is not None:
+            ok = run_combiner_fit(results, policy, profile, out, fit_combiner_out,
+                                  target_risk=target_risk, delta=delta,
+                                  calibration_fraction=calibration_fraction, seed=seed)
+        else:
+            ok = run_calibration(results, policy, profile, out, target_risk=target_risk,
+                                 delta=delta, knob=knob, calibration_fraction=calibration_fraction,
+                                 seed=seed)
     except (EvalError, ValueError) as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from None

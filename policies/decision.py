@@ -18,6 +18,8 @@ an error.
 Combination (``profile.combine.mode``):
     any       ABSTAIN iff a counted detector abstains.
     weighted  r = Σ_d w_d·risk_d / Σ_d w_d over the counted detectors; ABSTAIN iff r >= thr.
+    learned   r = the combiner's calibrated P(hallucinated) from every detector's score and
+              the answer's logprob features (detectors/combiner.py); ABSTAIN iff r >= thr.
 With nothing counted (all failed open, or none enabled) the verdict is ANSWER.
 """
 
@@ -29,6 +31,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Literal
 
+from detectors.combiner import detector_features
 from detectors.verdict import Verdict
 from policies.schema import Profile
 
@@ -144,8 +147,11 @@ class Decision:
 
 
 def decide(profile: Profile, results: Mapping[str, Any], *, route: str | None = None,
-           escalation: Escalation | None = None) -> Decision:
-    """Combine ``results`` (detector name -> result, exception or MissingLogprobs)."""
+           escalation: Escalation | None = None,
+           answer: Mapping[str, float | None] | None = None) -> Decision:
+    """Combine ``results`` (detector name -> result, exception or MissingLogprobs).
+    ``answer``: the answer's own features (detectors.combiner.answer_features), which the
+    learned combiner reads beside the detectors' scores."""
     enabled = profile.detectors.enabled()
     names = [*enabled, *(n for n in results if n not in enabled)]
     scores = {n: _score(n, results.get(n, _NO_RESULT), n in enabled, profile) for n in names}
@@ -153,6 +159,8 @@ def decide(profile: Profile, results: Mapping[str, Any], *, route: str | None = 
     reasons = [_score_reason(s, profile) for s in scores.values()]
     if profile.combine.mode == "weighted":
         verdict, risk, why = _weighted(counted, profile)
+    elif profile.combine.mode == "learned":
+        verdict, risk, why = _learned(scores, profile, answer or {})
     else:
         verdict, risk, why = _any(counted)
     reasons.append(why)
@@ -161,6 +169,25 @@ def decide(profile: Profile, results: Mapping[str, Any], *, route: str | None = 
                     reasons=tuple(reasons), detectors=scores, profile=profile.name, route=route,
                     combine=profile.combine.mode, fail_mode=profile.fail_mode,
                     escalation=escalation)
+
+
+def _learned(scores: Mapping[str, DetectorScore], profile: Profile,
+             answer: Mapping[str, float | None]) -> tuple[Verdict, float, str]:
+    """The combiner's calibrated risk against ``combine.threshold``. A detector it reads
+    that failed: fail closed abstains (risk 1); fail open leaves the feature to the
+    combiner's imputation (its training mean)."""
+    combiner = profile.combine.combiner
+    failed = sorted(d for d in combiner.detectors()
+                    if d not in scores or scores[d].status != "ok")
+    if failed and profile.fail_mode == "closed":
+        return Verdict.ABSTAIN, 1.0, f"learned: {', '.join(failed)} failed (fail closed)"
+    details = {name: s.detail for name, s in scores.items() if s.status == "ok"}
+    risk = combiner.risk({**detector_features(details), **answer})
+    threshold = profile.combine.threshold
+    verdict = Verdict.ABSTAIN if risk >= threshold else Verdict.ANSWER
+    imputed = f" ({', '.join(failed)} imputed)" if failed else ""
+    sign = ">=" if verdict is Verdict.ABSTAIN else "<"
+    return verdict, risk, f"learned: risk {risk:.3f} {sign} {threshold:g}{imputed}"
 
 
 _NO_RESULT = RuntimeError("no result: the detector was enabled but did not run")

@@ -91,7 +91,8 @@ def policy_from_source(source: YamlSource, *,
     available = set(KNOWN_DETECTORS if available_detectors is None else available_detectors)
     try:
         context = {"available_detectors": available,
-                   "profile_names": {*resolver.own, *builtin_profile_names()}}
+                   "profile_names": {*resolver.own, *builtin_profile_names()},
+                   "policy_dir": Path(source.file).parent}  # where `combine.model` is
         return Policy.model_validate({**data, "profiles": profiles}, context=context)
     except ValidationError as exc:
         raise PolicyError(resolver.issues_from(exc)) from None

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import fnmatch
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -26,6 +27,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    PrivateAttr,
     ValidationInfo,
     field_validator,
     model_validator,
@@ -144,11 +146,21 @@ class CombineConfig(_Strict):
 
     any:      ABSTAIN iff any counted detector says ABSTAIN.
     weighted: ABSTAIN iff Σ w_d·risk_d / Σ w_d >= threshold over the counted detectors.
+    learned:  ABSTAIN iff the combiner's calibrated P(hallucinated) >= threshold; the
+              combiner (``model``) reads the detectors' scores and the answer's logprobs.
     """
 
-    mode: Literal["any", "weighted"] = "any"
+    mode: Literal["any", "weighted", "learned"] = "any"
     weights: dict[str, float] = {}  # weighted mode; detectors not listed weigh 1.0
-    threshold: UnitInterval = 0.5  # weighted mode: abstain when the weighted risk >= this
+    threshold: UnitInterval = 0.5  # weighted / learned: abstain when the risk >= this
+    model: str | None = None  # learned mode: the combiner JSON (`hallgate calibrate
+    # --fit-combiner`), relative to the policy file
+    _combiner: Any = PrivateAttr(default=None)  # the loaded LearnedCombiner (learned mode)
+
+    @property
+    def combiner(self):
+        """The loaded :class:`detectors.combiner.LearnedCombiner` (learned mode)."""
+        return self._combiner
 
     @field_validator("weights")
     @classmethod
@@ -217,6 +229,33 @@ class Profile(_Strict):
         if problems:
             raise LocatedError(problems)
         return knobs
+
+    @model_validator(mode="after")
+    def _loads_its_combiner(self, info: ValidationInfo) -> Profile:
+        """learned mode: the combiner file exists, loads, and reads only detectors this
+        profile enables."""
+        if self.combine.mode != "learned":
+            return self
+        where = ("combine", "model")
+        if not self.combine.model:
+            raise LocatedError([(where, "combine mode 'learned' needs `model`: the combiner "
+                                 "JSON written by `hallgate calibrate --fit-combiner`")])
+        from detectors.combiner import LearnedCombiner
+
+        base = Path((info.context or {}).get("policy_dir") or ".")
+        path = base / self.combine.model
+        try:
+            combiner = LearnedCombiner.load(path)
+        except FileNotFoundError:
+            raise LocatedError([(where, f"combiner file {path} does not exist")]) from None
+        except (ValueError, TypeError, KeyError) as exc:
+            raise LocatedError([(where, f"{path} is not a combiner: {exc}")]) from None
+        missing = sorted(combiner.detectors() - set(self.detectors.enabled()))
+        if missing:
+            raise LocatedError([(where, f"the combiner reads {', '.join(missing)}, which this "
+                                 f"profile does not enable")])
+        self.combine._combiner = combiner
+        return self
 
     @model_validator(mode="after")
     def _runs_what_it_weighs(self) -> Profile:

@@ -21,6 +21,7 @@ import time
 from collections.abc import Awaitable
 from typing import Any, Protocol
 
+from detectors.combiner import answer_features
 from detectors.sampling import TokenLogprob
 from detectors.verdict import Verdict
 from policies import (
@@ -204,7 +205,8 @@ class PolicySession:
             results["edfl"] = await self._tasks.pop("edfl")
         if "semantic" in self.enabled:
             results["semantic"] = await self._semantic(primary)
-        decision = decide(self.profile, results, route=self.route, escalation=self.escalation)
+        decision = decide(self.profile, results, route=self.route, escalation=self.escalation,
+                          answer=answer_features(primary.tokens))
         self.keeper.metrics.decisions.labels(decision.profile, decision.verdict.value).inc()
         record_decision(decision)  # gen_ai.evaluation.result events when tracing is on
         if self.keeper.audit is not None:

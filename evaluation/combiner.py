@@ -1,0 +1,75 @@
+"""Fitting the learned combiner on evaluation results; serving needs only
+detectors/combiner.py (numpy), never scikit-learn.
+
+    combiner = fit_combiner(records, features, seed=0, provenance={...})
+    risks = combiner_risks(combiner, records)
+
+Logistic regression on standardised features (a missing feature takes its training mean),
+then an isotonic map fitted on out-of-fold logits (5-fold, stratified, seeded): calibrating
+on in-sample logits would make the probabilities overconfident.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+
+from detectors.combiner import FEATURES, LearnedCombiner
+from detectors.metrics import auroc
+
+
+def usable_features(records: list[dict], enabled: set[str]) -> list[str]:
+    """The features a profile with ``enabled`` detectors can feed, present in the data."""
+    out = []
+    for name, detector in FEATURES.items():
+        if detector is not None and detector not in enabled:
+            continue
+        if any(r["scores"].get(name) is not None for r in records):
+            out.append(name)
+    return out
+
+
+def feature_matrix(records: list[dict], features: list[str]) -> np.ndarray:
+    """(N, F) float64 with NaN where a record lacks a feature."""
+    return np.array([[np.nan if (v := r["scores"].get(f)) is None else float(v)
+                      for f in features] for r in records], dtype=np.float64)
+
+
+def fit_combiner(records: list[dict], features: list[str], *, seed: int = 0,
+                 provenance: dict | None = None) -> LearnedCombiner:
+    from sklearn.isotonic import IsotonicRegression
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+
+    x = feature_matrix(records, features)  # (N, F)
+    y = np.array([r["hallucinated"] for r in records], dtype=np.int64)  # (N,)
+    if len(set(y.tolist())) < 2:
+        raise ValueError("the fitting split has one class only; record more items")
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a column with no value at all
+        column_means = np.nanmean(x, axis=0)  # (F,)
+    impute = np.where(np.isnan(column_means), 0.0, column_means)
+    x = np.where(np.isnan(x), impute, x)
+    mean, scale = x.mean(axis=0), x.std(axis=0)
+    scale = np.where(scale > 1e-12, scale, 1.0)
+    z = (x - mean) / scale  # (N, F)
+    model = LogisticRegression(C=1.0, max_iter=2000)
+    folds = StratifiedKFold(n_splits=min(5, int(np.bincount(y).min())), shuffle=True,
+                            random_state=seed)
+    logits = cross_val_predict(model, z, y, cv=folds, method="decision_function")  # (N,)
+    isotonic = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(logits, y)
+    model.fit(z, y)
+    info = {**(provenance or {}), "items": len(y), "hallucinated": int(y.sum()),
+            "out_of_fold_auroc": auroc(logits, y)}
+    return LearnedCombiner(
+        features=tuple(features), impute=tuple(map(float, impute)),
+        mean=tuple(map(float, mean)), scale=tuple(map(float, scale)),
+        coef=tuple(map(float, model.coef_[0])), intercept=float(model.intercept_[0]),
+        knots_x=tuple(map(float, isotonic.X_thresholds_)),
+        knots_y=tuple(map(float, isotonic.y_thresholds_)), fitted_on=info)
+
+
+def combiner_risks(combiner: LearnedCombiner, records: list[dict]) -> np.ndarray:
+    """The combiner's risk for each record, from the scores the record carries. (N,)"""
+    return np.array([combiner.risk(r["scores"]) for r in records], dtype=np.float64)
