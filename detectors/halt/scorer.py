@@ -12,8 +12,6 @@ scored: :class:`MissingLogprobs` is raised so that the route's fail mode decides
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from detectors.batching import MicroBatcher
 from detectors.halt.adapter import LogprobMatrix, logprob_matrix
 from detectors.halt.checkpoint import default_checkpoint_path, load_checkpoint
 from detectors.halt.data import collate
@@ -109,62 +108,3 @@ class HaltScorer:
         if not tokens:
             raise MissingLogprobs()
         return await self._batcher.submit(tokens)
-
-
-class MicroBatcher:
-    """Groups concurrent ``submit`` calls into batches for ``run_batch`` (a blocking
-    function of a list), which runs in a worker thread, one batch at a time.
-
-    Nobody waits for companions: an idle batcher starts on the first request at once, and
-    the requests that arrive while a batch runs form the next one. At low load every
-    request is its own batch (no added wait); under load batches grow by themselves.
-    When the batcher is quiet (nothing running, nothing pending, no request for
-    ``quiet_gap_s``) a lone request that ``small`` accepts runs inline on the event loop: a
-    thread hop costs about as much as a short answer's forward pass, and nothing else is
-    waiting for the loop. ``small=None``: always a worker thread."""
-
-    def __init__(self, run_batch, max_batch: int, small=None, quiet_gap_s: float = 0.005):
-        self.run_batch = run_batch
-        self.max_batch = max_batch
-        self.small = small
-        self.quiet_gap_s = quiet_gap_s
-        self._pending: list[tuple[object, asyncio.Future]] = []
-        self._drainer: asyncio.Task | None = None
-        self._last_submit = float("-inf")
-        self.batch_sizes: list[int] = []  # sizes of the batches run so far (for tests/metrics)
-        self.inline_runs = 0  # lone requests run on the event loop
-
-    async def submit(self, item):
-        now = time.monotonic()
-        quiet = now - self._last_submit > self.quiet_gap_s
-        self._last_submit = now
-        idle = not self._pending and (self._drainer is None or self._drainer.done())
-        if quiet and idle and self.small is not None and self.small(item):
-            self.inline_runs += 1
-            return self.run_batch([item])[0]
-        loop = asyncio.get_running_loop()
-        future = loop.create_future()
-        self._pending.append((item, future))
-        if self._drainer is None or self._drainer.done() or self._drainer.get_loop() is not loop:
-            self._drainer = loop.create_task(self._drain())
-        return await future
-
-    async def _drain(self) -> None:
-        while self._pending:
-            batch = self._pending[: self.max_batch]
-            del self._pending[: self.max_batch]
-            batch = [(item, fut) for item, fut in batch if not fut.cancelled()]
-            if not batch:
-                continue
-            if len(self.batch_sizes) < 10_000:
-                self.batch_sizes.append(len(batch))
-            try:
-                results = await asyncio.to_thread(self.run_batch, [item for item, _ in batch])
-            except Exception as exc:  # noqa: BLE001 - handed to every waiting caller
-                for _, fut in batch:
-                    if not fut.done():
-                        fut.set_exception(exc)
-                continue
-            for (_, fut), result in zip(batch, results, strict=True):
-                if not fut.done():
-                    fut.set_result(result)

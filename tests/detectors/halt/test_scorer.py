@@ -5,9 +5,10 @@ import time
 import pytest
 import torch
 
+from detectors.batching import MicroBatcher
 from detectors.halt.adapter import logprob_matrix
 from detectors.halt.model import HaltConfig, HaltModel
-from detectors.halt.scorer import HaltResult, HaltScorer, MicroBatcher, MissingLogprobs
+from detectors.halt.scorer import HaltResult, HaltScorer, MissingLogprobs
 from detectors.sampling import TokenLogprob
 from detectors.verdict import Verdict
 
