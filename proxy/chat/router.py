@@ -1,11 +1,12 @@
 """POST [/<route prefix>]/v1/chat/completions: parse, call the service, return JSON or SSE.
 
 This is the one endpoint every request pays for, so it is a plain ASGI app rather than a
-FastAPI route: FastAPI's request objects, dependency solving and response classes cost
-more than the rest of the gateway's own work (bench/overhead.py). :class:`ChatRoute`
-puts it in front of the FastAPI app, inside the gateway's middleware (request id,
-metrics, API keys, body limit); every other path goes on to FastAPI. The body is decoded
-once (orjson), validated once (pydantic) and the same dict becomes the upstream body.
+FastAPI route: FastAPI's request objects, dependency solving, response classes and
+built-in middleware cost more than the rest of the gateway's own work
+(bench/overhead.py). ``proxy.app.HallgateApp`` sends chat completions to it through the
+gateway's own middleware chain (request id, metrics, API keys, body limit); every other
+path goes to FastAPI. The body is decoded once (orjson), validated once (pydantic) and
+the same dict becomes the upstream body.
 """
 
 from __future__ import annotations
@@ -136,17 +137,3 @@ class ChatEndpoint:
             await send_json(send, error.status, error.to_body())
             return
         await send_json(send, 200, result.body, result.headers)
-
-
-class ChatRoute:
-    """ASGI middleware: chat-completion POSTs go to :class:`ChatEndpoint`, the rest on."""
-
-    def __init__(self, app, endpoint: ChatEndpoint | None = None):
-        self.app = app
-        self.endpoint = endpoint or ChatEndpoint()
-
-    async def __call__(self, scope, receive, send) -> None:
-        if (scope["type"] == "http" and scope["method"] == "POST"
-                and scope["path"].endswith(CHAT_PATH_SUFFIX)):
-            return await self.endpoint(scope, receive, send)
-        return await self.app(scope, receive, send)

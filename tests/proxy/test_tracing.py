@@ -8,6 +8,7 @@ import json
 import logging
 import subprocess
 import sys
+import time
 
 import httpx
 import openai
@@ -58,11 +59,18 @@ def client_for(url: str, route: str | None = None, **headers: str) -> openai.Ope
                          default_headers=headers)
 
 
-def by_name(exporter: InMemorySpanExporter) -> dict[str, list]:
-    spans: dict[str, list] = {}
-    for span in exporter.get_finished_spans():
-        spans.setdefault(span.name, []).append(span)
-    return spans
+def by_name(exporter: InMemorySpanExporter, request_span_wait_s: float = 5.0,
+            ) -> dict[str, list]:
+    """Finished spans by name. The server ends a request's span after the client has read
+    the last byte, so wait (boundedly) until a request span ("POST ...") is there."""
+    deadline = time.monotonic() + request_span_wait_s
+    while True:
+        spans: dict[str, list] = {}
+        for span in exporter.get_finished_spans():
+            spans.setdefault(span.name, []).append(span)
+        if any(name.startswith("POST ") for name in spans) or time.monotonic() > deadline:
+            return spans
+        time.sleep(0.01)
 
 
 def test_request_upstream_and_detector_spans_continue_the_incoming_trace(traced, exporter):
