@@ -3,9 +3,10 @@ abstention chunks. No I/O here, so each piece is easy to test on its own."""
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
+
+import orjson
 
 from proxy.chat.gating import Answer, GateOutcome
 from proxy.logprobs import trim_choice_logprobs
@@ -72,8 +73,10 @@ def verdict_chunk(template: dict, metadata: dict) -> dict:
 
 
 def sse(data: dict | str) -> bytes:
-    payload = data if isinstance(data, str) else json.dumps(data, separators=(",", ":"))
-    return f"data: {payload}\n\n".encode()
+    """One server-sent event: ``data: <JSON>`` and a blank line (orjson: every chunk of a
+    stream passes through here)."""
+    payload = data.encode() if isinstance(data, str) else orjson.dumps(data)
+    return b"data: " + payload + b"\n\n"
 
 
 class StreamAccumulator:
