@@ -1,0 +1,213 @@
+"""Prefix HALT: how well the shipped checkpoint judges the first k tokens of an answer.
+
+`streaming: progressive` (docs/POLICIES.md) scores the growing prefix of a streamed answer
+every ``rescore_every`` tokens and cuts the stream when the risk crosses a threshold. The
+committed checkpoint was trained on whole answers; this measures it, unchanged, on prefixes
+of k = 8, 16, 32 tokens and on the full answer, next to −mean token logprob of the same
+prefix, on the checkpoint's held-out test split. AUROC with percentile-bootstrap 95%
+intervals, pooled, per source and the mean of the per-source AUROCs (DESIGN.md, "Judging a
+detector honestly"). An answer shorter than k is scored whole.
+
+The prefix threshold is chosen on the VALIDATION split only, on the statistic the gateway
+acts on: the highest risk over the checks at rescore_every, 2·rescore_every, ... tokens
+(an answer is cut when any check crosses the threshold). Rule: the lowest threshold whose
+false-cut rate on the correct validation answers is no higher than the full-answer HALT's
+false-abstain rate there at the checkpoint's own threshold (the issue's target). The test
+split then reports the cut rates at that threshold (a simulation from the recorded
+logprobs; bench/streaming_gate.py would measure it through the gateway).
+
+    .venv/bin/python bench/halt_prefix.py [--rescore-every 8 --holdback 8] [--write-checkpoint]
+
+``--write-checkpoint`` stores the chosen threshold in the checkpoint JSON under ``prefix``
+(no weights change); the gateway's progressive streaming reads it from there.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import typer
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from detectors.halt.adapter import logprob_matrix  # noqa: E402
+from detectors.halt.checkpoint import default_checkpoint_path  # noqa: E402
+from detectors.halt.data import read_records  # noqa: E402
+from detectors.halt.metrics import auroc  # noqa: E402
+from detectors.halt.scorer import HaltScorer  # noqa: E402
+from detectors.metrics import bootstrap_interval  # noqa: E402
+from evaluation.data import DEFAULT_DATA_DIR, TRAINING_FILE  # noqa: E402
+
+PREFIXES: tuple[int | None, ...] = (8, 16, 32, None)  # None = the whole answer
+
+
+@dataclass(frozen=True)
+class Answer:
+    id: str
+    source: str
+    label: int  # 1 = hallucinated
+    logprobs: np.ndarray  # (T, 20), the adapter's matrix
+
+
+def load_answers(path: Path, ids: Sequence[str]) -> list[Answer]:
+    """The answers with these ids, in the order of ``ids``."""
+    wanted = set(ids)
+    by_id = {}
+    for record in read_records(path):
+        if record["id"] in wanted and record.get("tokens"):
+            by_id[record["id"]] = Answer(record["id"], record.get("source", "unknown"),
+                                         int(bool(record["hallucinated"])),
+                                         logprob_matrix(record["tokens"]).values)
+    return [by_id[i] for i in ids if i in by_id]
+
+
+def prefix_risks(scorer: HaltScorer, answers: Sequence[Answer], k: int | None,
+                 batch: int = 64) -> np.ndarray:
+    """HALT risk of each answer's first k tokens (all of it when k is None). (N,)."""
+    mats = [a.logprobs if k is None else a.logprobs[:k] for a in answers]
+    return np.concatenate([scorer.risks(mats[i:i + batch]) for i in range(0, len(mats), batch)])
+
+
+def neg_mean_logprob(answers: Sequence[Answer], k: int | None) -> np.ndarray:
+    """−mean selected-token logprob of each answer's first k tokens. (N,)."""
+    return np.array([-(a.logprobs if k is None else a.logprobs[:k])[:, 0].mean()
+                     for a in answers])
+
+
+def check_points(n_tokens: int, every: int) -> list[int]:
+    """Prefix lengths the gateway scores while streaming: every, 2·every, ... ≤ n_tokens."""
+    return list(range(every, n_tokens + 1, every))
+
+
+def cut_statistics(scorer: HaltScorer, answers: Sequence[Answer], every: int,
+                   ) -> tuple[np.ndarray, list[list[tuple[int, float]]]]:
+    """Per answer, the highest risk over its checks (0 when it is shorter than ``every``)
+    and the (prefix length, risk) of every check."""
+    jobs = [(i, j) for i, a in enumerate(answers) for j in check_points(len(a.logprobs), every)]
+    mats = [answers[i].logprobs[:j] for i, j in jobs]
+    risks = (np.concatenate([scorer.risks(mats[s:s + 64]) for s in range(0, len(mats), 64)])
+             if mats else np.array([]))
+    checks: list[list[tuple[int, float]]] = [[] for _ in answers]
+    for (i, j), r in zip(jobs, risks, strict=True):
+        checks[i].append((j, float(r)))
+    peak = np.array([max((r for _, r in c), default=0.0) for c in checks])
+    return peak, checks
+
+
+def lowest_threshold_within(peak_correct: np.ndarray, max_rate: float) -> float:
+    """The lowest t (a midpoint between observed peaks, or above them all) such that
+    mean(peak_correct ≥ t) ≤ max_rate."""
+    values = np.unique(peak_correct)
+    candidates = np.concatenate([(values[1:] + values[:-1]) / 2, [values[-1] + 1e-6]])
+    for t in candidates:
+        if (peak_correct >= t).mean() <= max_rate:
+            return float(t)
+    return float(candidates[-1])
+
+
+def _auroc_cell(scores: np.ndarray, labels: np.ndarray) -> str:
+    value = auroc(scores, labels)
+    if not np.isfinite(value):
+        return "–"
+    ci = bootstrap_interval(auroc, scores, labels)
+    return f"{value:.3f} [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else f"{value:.3f} [–]"
+
+
+def auroc_table(scorer: HaltScorer, test: Sequence[Answer]) -> tuple[list[str], dict]:
+    """Markdown rows (pooled, mean per source, each source) × prefix, and headline numbers."""
+    labels = np.array([a.label for a in test])
+    sources = np.array([a.source for a in test])
+    names = sorted(set(sources))
+    rows = ["| prefix | rows | HALT AUROC [95% CI] | −mean-logprob AUROC [95% CI] |",
+            "|---|---|---|---|"]
+    headline = {}
+    for k in PREFIXES:
+        halt, base = prefix_risks(scorer, test, k), neg_mean_logprob(test, k)
+        tag = "full" if k is None else str(k)
+        longer = (f"{sum(len(a.logprobs) > k for a in test)} longer than k" if k
+                  else "whole answers")
+        rows.append(f"| {tag} | pooled, {len(test)} ({longer}) | "
+                    f"{_auroc_cell(halt, labels)} | {_auroc_cell(base, labels)} |")
+        per = [(auroc(halt[sources == s], labels[sources == s]),
+                auroc(base[sources == s], labels[sources == s])) for s in names]
+        finite = [p for p in per if np.isfinite(p[0])]
+        rows.append(f"| {tag} | mean of per-source | {np.mean([p[0] for p in finite]):.3f} | "
+                    f"{np.mean([p[1] for p in finite]):.3f} |")
+        for s in names:
+            m = sources == s
+            rows.append(f"| {tag} | {s}, {int(m.sum())} ({int((labels[m] == 0).sum())} "
+                        f"correct) | {_auroc_cell(halt[m], labels[m])} | "
+                        f"{_auroc_cell(base[m], labels[m])} |")
+        headline[f"halt_auroc_{tag}"] = auroc(halt, labels)
+        headline[f"meanlp_auroc_{tag}"] = auroc(base, labels)
+    return rows, headline
+
+
+def choose_threshold(scorer: HaltScorer, val: Sequence[Answer], every: int) -> dict:
+    """The prefix threshold, from the validation split only (see the module docstring)."""
+    labels = np.array([a.label for a in val])
+    full = prefix_risks(scorer, val, None)
+    false_abstain = float((full[labels == 0] >= scorer.threshold).mean())
+    peak, _ = cut_statistics(scorer, val, every)
+    threshold = lowest_threshold_within(peak[labels == 0], false_abstain)
+    return {"threshold": round(threshold, 4), "rescore_every": every,
+            "chosen_on": "validation",
+            "rule": "lowest threshold whose false-cut rate on correct validation answers "
+                    "(highest risk over the checks every rescore_every tokens) is at most "
+                    "the full-answer HALT's false-abstain rate at the checkpoint threshold",
+            "val_full_false_abstain": round(false_abstain, 4),
+            "val_false_cut": round(float((peak[labels == 0] >= threshold).mean()), 4),
+            "val_cut_hallucinated": round(float((peak[labels == 1] >= threshold).mean()), 4),
+            "command": "bench/halt_prefix.py --write-checkpoint"}
+
+
+def simulate_cuts(scorer: HaltScorer, test: Sequence[Answer], every: int, holdback: int,
+                  threshold: float) -> dict:
+    """Test-split cut rates at ``threshold`` (simulated from the recorded logprobs)."""
+    labels = np.array([a.label for a in test])
+    full = prefix_risks(scorer, test, None)
+    _, checks = cut_statistics(scorer, test, every)
+    cut_at = [next((j for j, r in c if r >= threshold), None) for c in checks]
+    cut = np.array([j is not None for j in cut_at])
+    early = np.array([j is not None and j - holdback <= holdback for j in cut_at])
+    saved = sum(len(a.logprobs) - j for a, j in zip(test, cut_at, strict=True) if j)
+    return {"test_false_cut": float(cut[labels == 0].mean()),
+            "test_full_false_abstain": float((full[labels == 0] >= scorer.threshold).mean()),
+            "test_cut_hallucinated": float(cut[labels == 1].mean()),
+            "test_cut_within_w_hallucinated": float(early[labels == 1].mean()),
+            "test_tokens_saved_frac": saved / sum(len(a.logprobs) for a in test)}
+
+
+def main(rescore_every: int = typer.Option(8, help="tokens between two prefix checks"),
+         holdback: int = typer.Option(8, help="hold-back window W, for the cut simulation"),
+         data_dir: Path = typer.Option(DEFAULT_DATA_DIR, help="the shared data directory"),
+         write_checkpoint: bool = typer.Option(False, help="store the chosen threshold in "
+                                               "the checkpoint JSON under `prefix`")) -> None:
+    meta_path = default_checkpoint_path().with_suffix(".json")
+    meta = json.loads(meta_path.read_text())
+    scorer = HaltScorer.load_default()
+    data = data_dir / TRAINING_FILE
+    test = load_answers(data, meta["split"]["test_ids"])
+    val = load_answers(data, meta["split"]["val_ids"])
+    rows, headline = auroc_table(scorer, test)
+    print("\n".join(rows))
+    prefix = choose_threshold(scorer, val, rescore_every)
+    print(json.dumps(prefix, indent=1))
+    cuts = simulate_cuts(scorer, test, rescore_every, holdback, prefix["threshold"])
+    if write_checkpoint:
+        meta["prefix"] = prefix
+        meta_path.write_text(json.dumps(meta, indent=1, sort_keys=False) + "\n")
+    fields = {**headline, "prefix_threshold": prefix["threshold"],
+              "rescore_every": rescore_every, "holdback": holdback, **cuts,
+              "n_test": len(test), "n_val": len(val)}
+    print("RESULT " + " ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}"
+                               for k, v in fields.items()))
+
+
+if __name__ == "__main__":
+    typer.run(main)
