@@ -223,5 +223,6 @@ def apply_hard_rule(policy: Policy, profile: Profile, prompt: str,
     if signal is None:
         return profile, None
     judged = policy.profiles[target].model_copy(
-        update={"action": profile.action, "streaming": profile.streaming})
+        update={"action": profile.action, "streaming": profile.streaming,
+                "progressive": profile.progressive})
     return judged, Escalation(from_profile=profile.name, reason=signal.describe())

@@ -178,6 +178,18 @@ class CombineConfig(_Strict):
         return self.weights.get(detector, 1.0)
 
 
+class ProgressiveKnobs(_Strict):
+    """`streaming: progressive`: release the answer W tokens behind the upstream while HALT
+    judges the growing prefix; cut the stream when the prefix risk crosses ``threshold``."""
+
+    holdback_tokens: int = Field(8, ge=0, le=4096)  # W: tokens held back from the client;
+    # a cut discards them, so at most (tokens read − W) of a cut answer were ever shown
+    rescore_every: int = Field(8, ge=1, le=4096)  # k: HALT scores the prefix every k tokens
+    # (a bidirectional model rescores the whole prefix: cost ~ T²/k token-steps per answer)
+    threshold: UnitInterval | None = None  # prefix risk >= threshold -> cut; None = the
+    # checkpoint's prefix threshold (chosen on validation prefixes by bench/halt_prefix.py)
+
+
 # --------------------------------------------------------------------------- profile
 
 # Knobs a request may override with an ``x-hallgate-*`` header, when the profile lists
@@ -185,6 +197,7 @@ class CombineConfig(_Strict):
 OVERRIDABLE_KNOBS: tuple[str, ...] = (
     "h_star", "action", "streaming", "fail_mode", "combine.mode", "combine.threshold",
     "skeletons.masking",
+    "progressive.holdback_tokens", "progressive.rescore_every", "progressive.threshold",
     "halt.enabled", "halt.threshold",
     "edfl.enabled", "edfl.isr_threshold", "edfl.margin", "edfl.m", "edfl.n", "edfl.clip",
     "semantic.enabled", "semantic.M", "semantic.temperature", "semantic.isr_threshold",
@@ -209,8 +222,11 @@ class Profile(_Strict):
     action: Literal["abstain", "annotate", "shadow"] = "abstain"  # abstain = return the
     # abstention text; annotate = return the answer, the `hallgate` object says what the
     # decision would have been; shadow = return the answer, log the decision only
-    streaming: Literal["buffer", "passthrough"] = "buffer"  # buffer = hold the stream until
-    # the decision; passthrough = stream at once, report the verdict in a final chunk
+    streaming: Literal["buffer", "passthrough", "progressive"] = "buffer"  # buffer = hold
+    # the stream until the decision; passthrough = stream at once, report the verdict in a
+    # final chunk; progressive = release W tokens behind the upstream, cut when HALT's
+    # prefix risk crosses the threshold (needs HALT; not with the semantic gate)
+    progressive: ProgressiveKnobs = ProgressiveKnobs()  # knobs of `streaming: progressive`
     fail_mode: Literal["open", "closed"] = "closed"  # a detector error or missing logprobs:
     # open = ignore that detector, closed = count it as an abstention
     abstention_text: str = Field(DEFAULT_ABSTENTION_TEXT, min_length=1)
@@ -258,6 +274,17 @@ class Profile(_Strict):
         return self
 
     @model_validator(mode="after")
+    def _progressive_can_judge_prefixes(self) -> Profile:
+        """progressive needs HALT (it judges the prefixes) and cannot take the semantic
+        gate, which needs its sampled answers before it can judge anything."""
+        if self.streaming != "progressive":
+            return self
+        problems = progressive_problems(self)
+        if problems:
+            raise LocatedError([(("streaming",), why) for why in problems])
+        return self
+
+    @model_validator(mode="after")
     def _runs_what_it_weighs(self) -> Profile:
         if self.combine.mode != "weighted":
             return self
@@ -266,6 +293,19 @@ class Profile(_Strict):
             raise LocatedError([(("combine", "weights"),
                                  "the enabled detectors' weights sum to 0")])
         return self
+
+
+def progressive_problems(profile: Profile) -> list[str]:
+    """Why ``profile`` cannot stream progressively (empty when it can)."""
+    problems = []
+    if not profile.detectors.halt.enabled:
+        problems.append("streaming 'progressive' judges prefixes with HALT; enable "
+                        "detectors.halt or use 'buffer' / 'passthrough'")
+    if profile.detectors.semantic.enabled:
+        problems.append("streaming 'progressive' cannot be combined with the semantic gate: "
+                        "it judges only once all its sampled answers are in, so nothing "
+                        "could be released early; use 'buffer' (or 'passthrough')")
+    return problems
 
 
 # --------------------------------------------------------------------------- routes
@@ -398,6 +438,10 @@ def _profile_problems(profiles: dict[str, Profile], available: Iterable[str] | N
         elif target is not None and profiles[target].escalate_factual_to is not None:
             problems.append((("profiles", key, "escalate_factual_to"),
                              f"'{target}' escalates further; the target must judge itself"))
+        elif target is not None and profile.streaming == "progressive":
+            problems += [(("profiles", key, "escalate_factual_to"), f"'{target}' judges "
+                          f"this route's progressive streams: {why}")
+                         for why in progressive_problems(profiles[target])]
         if available is not None:
             for det in profile.detectors.enabled():
                 if det not in available:

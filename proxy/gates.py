@@ -41,8 +41,9 @@ from policies.detector_configs import (
     sample_instruction,
     semantic_config,
 )
+from policies.schema import CombineConfig, HaltKnobs, progressive_problems
 from proxy.audit import AuditLog
-from proxy.chat.gating import Answer, GateOutcome, RequestContext
+from proxy.chat.gating import Answer, GateOutcome, ProgressivePlan, RequestContext
 from proxy.chat.schemas import ChatCompletionRequest
 from proxy.errors import InvalidRequest
 from proxy.metrics import Metrics
@@ -136,6 +137,10 @@ class PolicyGatekeeper:
                              model)
 
 
+class CutFirst(Exception):
+    """A prompt-only gate that had not answered when the stream was cut."""
+
+
 async def _result_or_error(work: Awaitable[Any]) -> Any:
     """The work's result, or its exception as the result (judged later by the fail mode)."""
     try:
@@ -155,7 +160,7 @@ class PolicySession:
         self.ctx, self.model = ctx, model
         self.streaming_mode = profile.streaming
         self.headers = {"x-hallgate-route": route, "x-hallgate-profile": profile.name}
-        if profile.streaming == "passthrough":
+        if profile.streaming in ("passthrough", "progressive"):
             self.headers["x-hallgate-decision"] = "deferred"  # see the stream's last chunk
         self.enabled = profile.detectors.enabled()
         self._tasks: dict[str, asyncio.Task] = {}
@@ -207,13 +212,82 @@ class PolicySession:
             results["semantic"] = await self._semantic(primary)
         decision = decide(self.profile, results, route=self.route, escalation=self.escalation,
                           answer=answer_features(primary.tokens))
+        self._record(decision)
+        return self._outcome(decision, answers, results.get("semantic"))
+
+    def _record(self, decision: Decision) -> None:
+        """Metrics, tracing events and the audit record of a decision."""
         self.keeper.metrics.decisions.labels(decision.profile, decision.verdict.value).inc()
         record_decision(decision)  # gen_ai.evaluation.result events when tracing is on
         if self.keeper.audit is not None:
             self.keeper.audit.record(request_id=self.ctx.request_id, model=self.model,
                                      messages=self.messages, decision=decision.to_dict(),
                                      usage=self._gate_usage(), key_name=self.ctx.key_name)
-        return self._outcome(decision, answers, results.get("semantic"))
+
+    # --- progressive streaming (proxy/chat/progressive.py drives these) --------------
+
+    def progressive_plan(self) -> ProgressivePlan | None:
+        """The release rules of a progressive stream; None when this gateway has no HALT
+        or the profile cannot stream progressively (policy check refuses such profiles;
+        this guards header overrides and hard-rule targets)."""
+        halt = self.keeper.suite.halt
+        if (self.profile.streaming != "progressive" or halt is None
+                or progressive_problems(self.profile)):
+            return None
+        knobs = self.profile.progressive
+        threshold = knobs.threshold
+        if threshold is None:  # the checkpoint's prefix threshold (bench/halt_prefix.py)
+            threshold = getattr(halt, "prefix_threshold", None) or halt_threshold(self.profile)
+        return ProgressivePlan(knobs.holdback_tokens, knobs.rescore_every,
+                               float(threshold if threshold is not None else 0.5),
+                               cut=self.profile.action == "abstain")
+
+    async def prompt_verdict(self) -> GateOutcome | None:
+        """Wait for EDFL (prompt-only, started in begin); the abstention when it decides
+        the answer on its own (combine `any`, action abstain), else None."""
+        task = self._tasks.get("edfl")
+        if task is None:
+            return None
+        result = await asyncio.shield(task)  # judge() awaits the same task later
+        if self.profile.combine.mode != "any" or self.profile.action != "abstain":
+            return None
+        without_halt = self.profile.detectors.model_copy(update={"halt": HaltKnobs(
+            enabled=False)})
+        decision = decide(self.profile.model_copy(update={"detectors": without_halt}),
+                          {"edfl": result}, route=self.route, escalation=self.escalation)
+        if not decision.abstained:
+            return None
+        self._tasks.pop("edfl", None)
+        self._record(decision)
+        return self._outcome(decision, [])
+
+    async def score_prefix(self, tokens: list[dict]) -> Any | None:
+        """HALT on an answer prefix; None when it cannot be scored (the stream goes on and
+        the whole answer is judged at its end)."""
+        try:
+            return await self.keeper.suite.halt.score(tokens)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.warning("prefix scoring failed: %r", exc)
+            return None
+
+    async def judge_cut(self, answer: Answer, halt_result: Any,
+                        threshold: float) -> GateOutcome:
+        """The decision of a stream cut at a prefix: HALT's prefix verdict decides (combine
+        `any` over it); EDFL is reported when it has answered, else as cut short."""
+        results: dict[str, Any] = {"halt": dataclasses.replace(
+            halt_result, verdict=Verdict.ABSTAIN, threshold=threshold)}
+        task = self._tasks.pop("edfl", None)
+        if task is not None:
+            results["edfl"] = (task.result() if task.done() and not task.cancelled()
+                               else CutFirst("the stream was cut before EDFL answered"))
+            task.cancel()
+        profile = self.profile.model_copy(update={"combine": CombineConfig()})
+        decision = decide(profile, results, route=self.route, escalation=self.escalation,
+                          answer=answer_features(answer.tokens))
+        self._record(decision)
+        return self._outcome(decision, [answer])
 
     def _gate_usage(self) -> dict:
         """What the gates themselves cost upstream (the answer's own usage is separate)."""

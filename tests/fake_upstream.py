@@ -40,16 +40,32 @@ class Script:
     top_k: int = 20  # alternatives per token in the reply
     no_logprobs: bool = False  # like a provider without logprobs: never sends them
     texts: deque = field(default_factory=deque)  # per-call texts, consumed first
+    token_shapes: tuple[tuple[float, float], ...] = ()  # per token (chosen logprob, gap in
+    # nats between consecutive alternatives); tokens past the end use (logprob, 1.0). A
+    # wide gap (8) reads as confident to HALT, 1.0 as risky: scripts risk rising mid-answer
+    token_delay_s: float = 0.0  # between streamed tokens, like a generating model
 
 
-def token_logprobs(words: list[str], logprob: float, top_k: int) -> list[dict]:
-    """Deterministic logprobs: the chosen word first, then alternatives 1 nat apart."""
+@dataclass
+class StreamRecord:
+    """What one streamed answer did: tokens sent, and whether it ran to its end."""
+
+    total: int  # tokens the answer had
+    sent: int = 0  # tokens written before the stream ended
+    completed: bool = False  # False: the client went away (or closed) before the end
+
+
+def token_logprobs(words: list[str], logprob: float, top_k: int,
+                   shapes: tuple[tuple[float, float], ...] = (), start: int = 0) -> list[dict]:
+    """Deterministic logprobs: the chosen word first, then alternatives ``gap`` nats apart
+    (1 unless ``shapes[start + i]`` gives (logprob, gap) for the i-th word)."""
     out = []
-    for w in words:
-        top = [{"token": w, "logprob": logprob, "bytes": None}]
-        top += [{"token": f"{w}~{j}", "logprob": logprob - 1.0 - j, "bytes": None}
+    for i, w in enumerate(words):
+        lp, gap = shapes[start + i] if start + i < len(shapes) else (logprob, 1.0)
+        top = [{"token": w, "logprob": lp, "bytes": None}]
+        top += [{"token": f"{w}~{j}", "logprob": lp - gap * (1 + j), "bytes": None}
                 for j in range(top_k - 1)]
-        out.append({"token": w, "logprob": logprob, "bytes": None, "top_logprobs": top})
+        out.append({"token": w, "logprob": lp, "bytes": None, "top_logprobs": top})
     return out
 
 
@@ -58,6 +74,7 @@ class FakeUpstream:
         self.script = script or Script()
         self.faults: deque[Fault] = deque()
         self.requests: list[dict] = []
+        self.streams: list[StreamRecord] = []  # one per streamed answer, in order
         self.port: int | None = None
         self._server: uvicorn.Server | None = None
         self.app = Starlette(routes=[
@@ -71,6 +88,7 @@ class FakeUpstream:
         self.script = Script()
         self.faults.clear()
         self.requests.clear()
+        self.streams.clear()
 
     def fail_next(self, kind: str, times: int = 1, **kw) -> None:
         self.faults.extend(Fault(kind, **kw) for _ in range(times))
@@ -121,7 +139,8 @@ class FakeUpstream:
         choices = []
         for i, text in enumerate(texts):
             words = _words(text)
-            logprobs = ({"content": token_logprobs(words, self.script.logprob, top_k)}
+            logprobs = ({"content": token_logprobs(words, self.script.logprob, top_k,
+                                                   self.script.token_shapes)}
                         if self._wants_logprobs(body) else None)
             choices.append({"index": i, "message": {"role": "assistant", "content": text},
                             "logprobs": logprobs, "finish_reason": "stop"})
@@ -141,13 +160,16 @@ class FakeUpstream:
                                                                "content": ""},
                                           "logprobs": None, "finish_reason": None}]}
             yield _sse(first)
-            for j, w in enumerate(words):
+            record = StreamRecord(total=len(words))
+            self.streams.append(record)
+            for j, w in enumerate(words):  # a client that leaves cancels this generator
                 if drop and j == max(1, len(words) // 2):
                     raise ConnectionError("injected drop")  # uvicorn cuts the connection
-                lp = ({"content": token_logprobs([w], self.script.logprob, top_k)}
-                      if self._wants_logprobs(body) else None)
-                yield _sse({**base, "choices": [{"index": i, "delta": {"content": w},
-                                                 "logprobs": lp, "finish_reason": None}]})
+                if self.script.token_delay_s:
+                    await asyncio.sleep(self.script.token_delay_s)
+                yield self._token_chunk(base, body, i, w, j, top_k)
+                record.sent = j + 1
+            record.completed = True
             yield _sse({**base, "choices": [{"index": i, "delta": {}, "logprobs": None,
                                              "finish_reason": "stop"}]})
         if (body.get("stream_options") or {}).get("include_usage"):
@@ -156,6 +178,14 @@ class FakeUpstream:
                 "prompt_tokens": 10, "completion_tokens": n_tokens,
                 "total_tokens": 10 + n_tokens}})
         yield b"data: [DONE]\n\n"
+
+    def _token_chunk(self, base: dict, body: dict, index: int, word: str, position: int,
+                     top_k: int) -> bytes:
+        lp = ({"content": token_logprobs([word], self.script.logprob, top_k,
+                                         self.script.token_shapes, position)}
+              if self._wants_logprobs(body) else None)
+        return _sse({**base, "choices": [{"index": index, "delta": {"content": word},
+                                          "logprobs": lp, "finish_reason": None}]})
 
     # --- serving ---------------------------------------------------------------------
 

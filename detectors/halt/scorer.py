@@ -57,9 +57,14 @@ class HaltResult:
 
 class HaltScorer:
     def __init__(self, model: HaltModel, threshold: float, model_name: str,
-                 max_batch: int = 64):
+                 max_batch: int = 64, prefix_threshold: float | None = None):
         self.model = model.eval()
         self.threshold = float(threshold)
+        # the threshold for prefixes of a streamed answer (chosen on validation prefixes by
+        # bench/halt_prefix.py, stored under `prefix` in the checkpoint JSON); the
+        # full-answer threshold when the checkpoint has none
+        self.prefix_threshold = float(threshold if prefix_threshold is None
+                                      else prefix_threshold)
         self.model_name = model_name
         self.max_batch = max_batch  # the most answers one forward pass takes
         # a short answer alone scores inline (about 0.6 ms on one core); longer ones and
@@ -70,6 +75,7 @@ class HaltScorer:
     @classmethod
     def load(cls, path: str | Path, **kwargs) -> HaltScorer:
         ckpt = load_checkpoint(path)
+        kwargs.setdefault("prefix_threshold", (ckpt.meta.get("prefix") or {}).get("threshold"))
         return cls(ckpt.model, ckpt.threshold, ckpt.upstream_model, **kwargs)
 
     @classmethod

@@ -9,7 +9,7 @@ response or accumulated from a stream — and applies the :class:`GateOutcome`.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from proxy.chat.schemas import ChatCompletionRequest
 
@@ -44,11 +44,34 @@ class GateOutcome:
     headers: dict[str, str] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class ProgressivePlan:
+    """How a progressive stream releases and cuts (from the profile's `progressive` knobs)."""
+
+    holdback_tokens: int  # W: the client stays this many tokens behind the upstream
+    rescore_every: int  # k: HALT scores the prefix every k tokens
+    threshold: float  # prefix risk >= this crosses
+    cut: bool  # the stream may be cut (action abstain); annotate/shadow only report
+
+
 class GateSession(Protocol):
-    streaming_mode: Literal["buffer", "passthrough"]
+    streaming_mode: Literal["buffer", "passthrough", "progressive"]
     headers: dict[str, str]  # known before the answer: route, profile
 
     async def judge(self, answers: list[Answer]) -> GateOutcome: ...
+
+    def progressive_plan(self) -> ProgressivePlan | None:
+        """None when this request cannot stream progressively (the service buffers)."""
+
+    async def prompt_verdict(self) -> GateOutcome | None:
+        """Waits for the prompt-only gates; an abstaining outcome when they decide alone."""
+
+    async def score_prefix(self, tokens: list[dict]) -> Any | None:
+        """HALT's result (``.risk``) on an answer prefix; None when it cannot be scored."""
+
+    async def judge_cut(self, answer: Answer, halt_result: Any,
+                        threshold: float) -> GateOutcome:
+        """The decision of a stream cut by its prefix risk."""
 
     async def aclose(self) -> None: ...
 

@@ -4,18 +4,25 @@ ignores it, let the gates judge the answer, shape what the client gets back.
     router -> ChatService.complete(request)     -> (body, headers)
            -> ChatService.open_stream(request)  -> StreamPlan(headers, SSE byte chunks)
 
+Streams by the profile's mode: ``buffer`` (hold, judge, replay), ``passthrough`` (forward,
+verdict chunk at the end), ``progressive`` (proxy/chat/progressive.py: release W tokens
+behind the upstream, cut on HALT's prefix risk).
+
 ``open_stream`` pulls the first upstream chunk before it returns, so a failing upstream is
 still an HTTP error status; after that, a failure ends the stream with an error chunk.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from proxy.chat import shaping
 from proxy.chat.gating import Answer, Gatekeeper, GateOutcome, GateSession, RequestContext
+from proxy.chat.progressive import ProgressiveStream
 from proxy.chat.schemas import ChatCompletionRequest
 from proxy.errors import HallgateError, InvalidRequest, UpstreamError
 from proxy.registry import UpstreamRegistry
@@ -78,7 +85,13 @@ class ChatService:
         except BaseException:
             await session.aclose()
             raise
-        if session.streaming_mode == "buffer":
+        mode = session.streaming_mode
+        plan = session.progressive_plan() if mode == "progressive" and req.n == 1 else None
+        if plan is not None:
+            tail = functools.partial(self._tail, req, first)  # (outcome, usage) -> SSE end
+            stream = ProgressiveStream(req, session, plan, first, chunks, tail)
+            return StreamPlan(dict(session.headers), stream.events())
+        if mode != "passthrough":  # buffer, or progressive that cannot be (n > 1, no HALT)
             return await self._buffered(req, session, first, chunks)
         return StreamPlan(dict(session.headers), self._passthrough(req, session, first, chunks))
 
@@ -86,8 +99,11 @@ class ChatService:
                                req: ChatCompletionRequest) -> AsyncIterator[dict]:
         body = req.upstream_body(upstream.config.max_tokens_field)
         if req.n == 1 or upstream.config.supports_n:
-            async for chunk in upstream.stream(body):
-                yield chunk
+            # aclosing: closing this generator closes the upstream response at once (a
+            # progressive cut relies on it), not whenever the inner generator is collected
+            async with contextlib.aclosing(upstream.stream(body)) as stream:
+                async for chunk in stream:
+                    yield chunk
             return
         async for chunk in merge_streams(upstream, body, req.n):
             yield chunk

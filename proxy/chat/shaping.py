@@ -64,6 +64,19 @@ def replacement_chunks(template: dict, indices: list[int], outcome: GateOutcome)
     return chunks
 
 
+def refusal_chunks(template: dict, text: str, *, with_role: bool) -> list[dict]:
+    """The end of a cut stream (choice 0): the abstention as ``delta.refusal`` (no
+    ``content``: what was released stays as sent), then ``finish_reason: stop``, like a
+    buffered abstention. ``with_role``: nothing was released yet, so the role goes first."""
+    base = {k: template.get(k) for k in ("id", "created", "model")}
+    base["object"] = "chat.completion.chunk"
+    delta = {"role": "assistant", "refusal": text} if with_role else {"refusal": text}
+    return [{**base, "choices": [{"index": 0, "delta": delta, "logprobs": None,
+                                  "finish_reason": None}]},
+            {**base, "choices": [{"index": 0, "delta": {}, "logprobs": None,
+                                  "finish_reason": "stop"}]}]
+
+
 def verdict_chunk(template: dict, metadata: dict) -> dict:
     """The final chunk of a gated stream: no choices, the ``hallgate`` decision."""
     return {"id": template.get("id") or f"chatcmpl-{uuid.uuid4().hex}",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import AsyncIterator
 
@@ -44,10 +45,11 @@ class InstrumentedUpstream:
     async def stream(self, body: dict) -> AsyncIterator[dict]:
         start = time.perf_counter()
         try:
-            async for chunk in self.inner.stream(body):
-                if chunk.get("usage"):
-                    self._count_tokens(chunk["usage"])
-                yield chunk
+            async with contextlib.aclosing(self.inner.stream(body)) as stream:
+                async for chunk in stream:
+                    if chunk.get("usage"):
+                        self._count_tokens(chunk["usage"])
+                    yield chunk
         except HallgateError:
             self._errors.inc()
             raise
