@@ -156,3 +156,35 @@ def test_edfl_abstaining_first_cancels_the_answer_before_any_token(live, fake_up
     answer_streams = [s for s in fake_upstream.streams if s.total == len(WORDS)]
     wait_for_end(fake_upstream, len(WORDS) * 0.1 + 1.0)
     assert answer_streams and not answer_streams[-1].completed
+
+
+def test_edfl_answering_lets_a_confident_answer_through_whole(live, fake_upstream):
+    """The fake's decision answers start with the label 'answer', so EDFL finds the prior
+    sufficient and answers; the stream is then released as without EDFL."""
+    text = "answer " + " ".join(f"w{i}" for i in range(1, 40))
+    fake_upstream.script = Script(text=text, token_shapes=(CONFIDENT,) * 40,
+                                  token_delay_s=0.01)
+    _, chunks = stream(live, "gated")
+    content, refusal, _, verdict, _ = split(chunks)
+    assert verdict["detectors"]["edfl"]["verdict"] == "answer"
+    assert content == text and refusal == "" and verdict["decision"] == "answer"
+    assert verdict["progressive"]["cut"] is False
+
+
+def test_without_logprobs_nothing_is_released_before_the_fail_mode_decides(live,
+                                                                           fake_upstream):
+    """Content without logprobs cannot be judged early: held whole; `closed` abstains."""
+    fake_upstream.script = Script(text=TEXT, no_logprobs=True)
+    _, chunks = stream(live, "live")
+    content, refusal, finish, verdict, _ = split(chunks)
+    assert content == "" and refusal == ABSTAIN_TEXT and finish == ["stop"]
+    assert verdict["detectors"]["halt"]["status"] == "missing_logprobs"
+    assert verdict["progressive"]["released_tokens"] == 0
+
+
+def test_several_choices_are_buffered(live, fake_upstream):
+    script(fake_upstream, [CONFIDENT] * 40, delay=0.0)
+    headers, chunks = stream(live, "live", n=2)
+    assert headers["x-hallgate-decision"] == "answer"  # buffered: decided before the body
+    content, _, _, verdict, _ = split(chunks)
+    assert content == TEXT + TEXT and "progressive" not in verdict
