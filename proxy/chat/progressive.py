@@ -102,23 +102,30 @@ class ProgressiveStream:
 
     async def _run(self, prompt: asyncio.Future) -> AsyncIterator[bytes]:
         chunk: dict | None = self.first
-        while chunk is not None:
+        early: GateOutcome | None = None
+        while chunk is not None and early is None:
             self._take(chunk)
-            if not self.blind and self.read >= self.next_check:
+            early = self._early(prompt)
+            if early is None and not self.blind and self.read >= self.next_check:
                 result = await self._check()
-                if result is not None:
+                early = self._early(prompt)  # EDFL may have answered during the check
+                if early is None and result is not None:
+                    prompt.cancel()  # the cut decides; EDFL is reported as it stands
                     async for data in self._cut(result):
                         yield data
                     return
-            for data in self._releasable():
-                yield data
-            chunk, early = await self._next(prompt)
-            if early is not None:  # EDFL abstained before anything was released
-                await self._close_upstream()
-                async for data in self._end_with_refusal(early, "edfl abstained before any "
-                                                         "token was released"):
+            if early is None:
+                for data in self._releasable():
                     yield data
-                return
+                chunk, early = await self._next(prompt)
+        early = early or self._early(prompt)
+        if early is not None:  # EDFL abstained before anything was released
+            await self._close_upstream()
+            async for data in self._end_with_refusal(early, "edfl abstained before any "
+                                                     "token was released"):
+                yield data
+            return
+        prompt.cancel()  # judge() waits for EDFL itself
         async for data in self._finish():
             yield data
 
@@ -155,6 +162,12 @@ class ProgressiveStream:
 
     async def _read(self) -> dict | None:
         return await anext(self.chunks, None)
+
+    def _early(self, prompt: asyncio.Future) -> GateOutcome | None:
+        """The prompt gates' abstention once they have answered (consumed once)."""
+        if self.gate_passed or not prompt.done() or prompt.cancelled():
+            return None
+        return self._gate(prompt)
 
     def _gate(self, prompt: asyncio.Future) -> GateOutcome | None:
         outcome = prompt.result()
