@@ -6,6 +6,7 @@
     └── profiles: {name: Profile}  the file's own plus the built-ins it reaches
         ├── detectors: halt | edfl | semantic     on/off and their knobs
         ├── combine: any | weighted               how detector results become one verdict
+        ├── progressive: holdback_tokens | rescore_every | threshold   (streaming: progressive)
         └── action, streaming, fail_mode, abstention_text, allow_overrides, ...
 
 Every model forbids unknown keys (``extra="forbid"``) and is frozen: a loaded policy is

@@ -237,9 +237,10 @@ class PolicySession:
         knobs = self.profile.progressive
         threshold = knobs.threshold
         if threshold is None:  # the checkpoint's prefix threshold (bench/halt_prefix.py)
-            threshold = getattr(halt, "prefix_threshold", None) or halt_threshold(self.profile)
-        return ProgressivePlan(knobs.holdback_tokens, knobs.rescore_every,
-                               float(threshold if threshold is not None else 0.5),
+            threshold = getattr(halt, "prefix_threshold", None)
+        if threshold is None:  # a scorer without one: the full-answer threshold
+            threshold = halt_threshold(self.profile) or getattr(halt, "threshold", 0.5)
+        return ProgressivePlan(knobs.holdback_tokens, knobs.rescore_every, float(threshold),
                                cut=self.profile.action == "abstain")
 
     async def prompt_verdict(self) -> GateOutcome | None:
@@ -264,13 +265,18 @@ class PolicySession:
     async def score_prefix(self, tokens: list[dict]) -> Any | None:
         """HALT on an answer prefix; None when it cannot be scored (the stream goes on and
         the whole answer is judged at its end)."""
+        start = time.perf_counter()
         try:
             return await self.keeper.suite.halt.score(tokens)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             log.warning("prefix scoring failed: %r", exc)
+            self.keeper.metrics.detector_errors.labels("halt_prefix").inc()
             return None
+        finally:  # one observation per check, beside the full answer's "halt"
+            self.keeper.metrics.detector_seconds.labels("halt_prefix").observe(
+                time.perf_counter() - start)
 
     async def judge_cut(self, answer: Answer, halt_result: Any,
                         threshold: float) -> GateOutcome:

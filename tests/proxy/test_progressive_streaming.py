@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import time
 
+import httpx
 import openai
 import pytest
 
@@ -129,6 +130,9 @@ def test_confident_answer_arrives_whole_with_its_verdict(live, fake_upstream):
     assert report["checks"] == len(WORDS) // K and report["max_prefix_risk"] < 0.5
     assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == len(WORDS)
     assert fake_upstream.streams[-1].completed
+    metrics = httpx.get(f"{live}/metrics").text  # one latency observation per check
+    assert f'hallgate_detector_seconds_count{{detector="halt_prefix"}} {len(WORDS) // K}.0' \
+        in metrics
 
 
 def test_annotate_never_cuts_but_says_where_it_would_have(live, fake_upstream):
