@@ -81,6 +81,7 @@ class ProgressiveStream:
         self.crossed: tuple[int, float] | None = None  # first check at/over the threshold
         self.gate_passed = False  # prompt-only gates answered and did not abstain
         self.blind = False  # content without logprobs: hold everything to the end
+        self.reading: asyncio.Future | None = None  # a read racing the prompt gates
 
     async def events(self) -> AsyncIterator[bytes]:
         prompt = asyncio.ensure_future(self.session.prompt_verdict())
@@ -95,8 +96,10 @@ class ProgressiveStream:
             yield shaping.sse(HallgateError("The gateway hit an internal error mid-stream; "
                                             "see its logs.").to_body())
         finally:
-            prompt.cancel()
-            await asyncio.wait({prompt})
+            for task in (prompt, self.reading):
+                if task is not None:  # a read in flight must end before the close
+                    task.cancel()
+                    await asyncio.wait({task})
             await self._close_upstream()
             await self.session.aclose()
 
@@ -145,7 +148,7 @@ class ProgressiveStream:
         """The next upstream chunk, or the prompt gate's abstention if it comes first."""
         if not self.gate_passed:
             if not prompt.done():
-                read = asyncio.ensure_future(self._read())
+                self.reading = read = asyncio.ensure_future(self._read())
                 await asyncio.wait({read, prompt}, return_when=asyncio.FIRST_COMPLETED)
                 if read.done():
                     return read.result(), None

@@ -192,3 +192,17 @@ def test_several_choices_are_buffered(live, fake_upstream):
     assert headers["x-hallgate-decision"] == "answer"  # buffered: decided before the body
     content, _, _, verdict, _ = split(chunks)
     assert content == TEXT + TEXT and "progressive" not in verdict
+
+
+def test_a_client_that_leaves_mid_stream_closes_the_upstream(live, fake_upstream):
+    script(fake_upstream, [CONFIDENT] * 40, delay=0.05)
+    client = openai.OpenAI(base_url=f"{live}/v1", api_key="x", max_retries=0,
+                           default_headers={"x-hallgate-route": "live"})
+    events = client.chat.completions.create(model="fake", messages=QUESTION, stream=True)
+    for chunk in events:
+        if chunk.choices and chunk.choices[0].delta.content:
+            break  # the first released token: W + 1 tokens were generated
+    events.close()
+    wait_for_end(fake_upstream, len(WORDS) * 0.05 + 1.0)
+    record = fake_upstream.streams[-1]
+    assert not record.completed and record.sent < len(WORDS)
