@@ -21,7 +21,9 @@ import time
 from collections.abc import Awaitable
 from typing import Any, Protocol
 
+from detectors.bounds import PromptBounds, bound_text
 from detectors.combiner import answer_features
+from detectors.offload import CpuLimiter
 from detectors.sampling import TokenLogprob
 from detectors.verdict import Verdict
 from policies import (
@@ -72,8 +74,9 @@ def load_halt_scorer() -> HaltScoring | None:
 class DetectorSuite:
     """The detectors this gateway offers, loaded once; gates cached per config."""
 
-    def __init__(self, halt: HaltScoring | None):
+    def __init__(self, halt: HaltScoring | None, cpu: CpuLimiter | None = None):
         self.halt = halt
+        self.cpu = cpu or CpuLimiter(limit=2)  # detector CPU work, off the event loop
         self._edfl: dict[Any, Any] = {}
         self._semantic: dict[Any, Any] = {}
 
@@ -85,7 +88,7 @@ class DetectorSuite:
 
         config = edfl_config(profile)
         if config not in self._edfl:
-            self._edfl[config] = EdflGate(config)
+            self._edfl[config] = EdflGate(config, cpu=self.cpu)
         return self._edfl[config]
 
     def semantic_gate(self, profile: Profile):
@@ -93,7 +96,7 @@ class DetectorSuite:
 
         config = semantic_config(profile)
         if config not in self._semantic:
-            self._semantic[config] = SemanticGate(config)
+            self._semantic[config] = SemanticGate(config, cpu=self.cpu)
         return self._semantic[config]
 
 
@@ -130,7 +133,9 @@ class PolicyGatekeeper:
         except OverrideError as exc:
             raise InvalidRequest(str(exc), param=exc.header, code="override_refused") from None
         messages = request.raw_messages()
-        profile, escalation = apply_hard_rule(policy, profile, prompt_text(messages))
+        # The hard rule reads a bounded text: its regexes take 0.2 s on 1 MB.
+        text = bound_text(prompt_text(messages), PromptBounds().max_chars)
+        profile, escalation = apply_hard_rule(policy, profile, text)
         sampler = UpstreamSampler(self.registry.get(model))
         return PolicySession(self, route.name, profile, escalation, messages, sampler, ctx,
                              model)
@@ -169,7 +174,8 @@ class PolicySession:
                 self._timed("edfl", gate.run(self.messages, self.sampler, model=self.model)))
         if "semantic" in self.enabled:
             gate = suite.semantic_gate(self.profile)
-            instruction = sample_instruction(self.profile, prompt_text(self.messages))
+            instruction = sample_instruction(
+                self.profile, bound_text(prompt_text(self.messages), PromptBounds().max_chars))
             sample_messages = ([{"role": "system", "content": instruction}, *self.messages]
                                if instruction else self.messages)
             self._tasks["semantic"] = asyncio.ensure_future(
