@@ -1,7 +1,10 @@
 """One JSON line per gated request: what was decided, why, and at what cost.
 
-Records carry a SHA-256 of the prompt, and the prompt text only when configured. They
-never carry keys: the gateway key appears by its configured *name* only.
+Records carry a SHA-256 of the prompt, and the prompt text only when configured. Without
+``include_prompt`` no prompt-derived text goes in either: skeletons, sampled answers,
+escalation reasons and error messages are cut out (:mod:`proxy.audit_redact`), leaving
+hashes and scores. Records never carry keys: the gateway key appears by its configured
+*name* only.
 """
 
 from __future__ import annotations
@@ -11,6 +14,8 @@ import json
 import threading
 import time
 from pathlib import Path
+
+from proxy.audit_redact import redact_decision
 
 
 def prompt_sha256(messages: list[dict]) -> str:
@@ -27,6 +32,8 @@ class AuditLog:
 
     def record(self, *, request_id: str, model: str, messages: list[dict], decision: dict,
                usage: dict | None, key_name: str | None) -> dict:
+        if not self.include_prompt:
+            decision = redact_decision(decision)
         entry = {
             "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "request_id": request_id,
@@ -40,7 +47,11 @@ class AuditLog:
             "scores": decision.get("detectors", {}),
             "usage": usage or {},
             "prompt_sha256": prompt_sha256(messages),
+            "escalated_by_hard_rule": decision.get("escalated_by_hard_rule"),
+            "escalation_reason": decision.get("escalation_reason"),
         }
+        if decision.get("escalation_reason_sha256"):
+            entry["escalation_reason_sha256"] = decision["escalation_reason_sha256"]
         if self.include_prompt:
             entry["prompt"] = messages
         line = json.dumps(entry, separators=(",", ":"), default=str) + "\n"
