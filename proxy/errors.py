@@ -3,6 +3,7 @@
     HallgateError                      500 server_error
     ├── InvalidRequest                 400 invalid_request_error (names the field in `param`)
     ├── AuthenticationFailed           401 authentication_error
+    ├── PermissionDenied               403 permission_error (e.g. a key bound to a route)
     ├── ModelNotFound                  404 invalid_request_error, code model_not_found
     ├── PayloadTooLarge                413 invalid_request_error
     ├── UpstreamError                  502 upstream_error (retries exhausted, bad reply)
@@ -52,6 +53,11 @@ class AuthenticationFailed(HallgateError):
     status = 401
     type = "authentication_error"
     code = "invalid_api_key"
+
+
+class PermissionDenied(HallgateError):
+    status = 403
+    type = "permission_error"
 
 
 class ModelNotFound(HallgateError):

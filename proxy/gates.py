@@ -30,12 +30,17 @@ from policies import (
     Decision,
     MissingLogprobs,
     OverrideError,
+    Policy,
     PolicyStore,
     Profile,
+    Route,
+    RouteNotAllowed,
+    RoutingError,
     apply_hard_rule,
     apply_overrides,
     decide,
     prompt_text,
+    resolve_route,
 )
 from policies.detector_configs import (
     edfl_config,
@@ -46,7 +51,7 @@ from policies.detector_configs import (
 from proxy.audit import AuditLog
 from proxy.chat.gating import Answer, GateOutcome, RequestContext
 from proxy.chat.schemas import ChatCompletionRequest
-from proxy.errors import InvalidRequest
+from proxy.errors import InvalidRequest, PermissionDenied
 from proxy.metrics import Metrics
 from proxy.registry import UpstreamRegistry
 from proxy.sampler import UpstreamSampler
@@ -113,6 +118,19 @@ def decision_headers(decision: Decision) -> dict[str, str]:
     return headers
 
 
+def resolve(policy: Policy, ctx: RequestContext, model: str) -> tuple[Route, Profile]:
+    """The request's route and profile; a route it names but cannot have is an error
+    (unknown: 400, not allowed for its key: 403), never silently the default route."""
+    try:
+        chosen = resolve_route(policy, path=ctx.path, route_header=ctx.route_header,
+                               model=model, key_name=ctx.key_name)
+    except RouteNotAllowed as exc:
+        raise PermissionDenied(str(exc), param=exc.param, code="route_not_allowed") from None
+    except RoutingError as exc:
+        raise InvalidRequest(str(exc), param=exc.param, code="unknown_route") from None
+    return chosen.route, chosen.profile
+
+
 class PolicyGatekeeper:
     def __init__(self, store: PolicyStore, suite: DetectorSuite, registry: UpstreamRegistry,
                  metrics: Metrics, audit: AuditLog | None = None):
@@ -125,8 +143,7 @@ class PolicyGatekeeper:
     def begin(self, request: ChatCompletionRequest, ctx: RequestContext,
               model: str) -> PolicySession:
         policy = self.store.policy  # read once: a reload mid-request does not affect it
-        route, profile = policy.match(path=ctx.path, route_header=ctx.route_header,
-                                      model=model, key_name=ctx.key_name)
+        route, profile = resolve(policy, ctx, model)
         try:
             profile = apply_overrides(profile, ctx.override_headers,
                                       available_detectors=self.suite.available())
