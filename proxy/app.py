@@ -37,6 +37,7 @@ from proxy.registry import UpstreamRegistry
 from proxy.responses.router import router as responses_router
 from proxy.tracing import build_tracing
 from proxy.upstream import Upstream, build_upstream
+from proxy.upstream.capabilities import LogprobsCapability, rejection_counter
 from proxy.upstream.instrumented import InstrumentedUpstream
 from proxy.upstream.openai_http import http_session
 from proxy.upstream.recording import Recording, RecordingUpstream, ReplayUpstream
@@ -119,7 +120,8 @@ def create_app(settings: Settings | None = None, halt: HaltScoring | None = None
                 await embedded.start()
                 stack.push_async_callback(embedded.stop)
                 configs.append(embedded_upstream_config(embedded))
-            upstreams = [InstrumentedUpstream(u, app.state.metrics)
+            rejected = rejection_counter(app.state.metrics.registry)
+            upstreams = [InstrumentedUpstream(LogprobsCapability(u, rejected), app.state.metrics)
                          for u in build_upstreams(settings, configs, session)]
             for upstream in upstreams:  # closed before the session they share
                 stack.push_async_callback(upstream.aclose)

@@ -3,7 +3,8 @@
 In tests it runs in-process (``FakeUpstream.serve()`` in a thread) and each test scripts
 it; ``python -m tests.fake_upstream --port 9001 --latency-ms 20`` runs it alone for the
 benchmarks. It answers with a given text and deterministic top-20 logprobs, streams,
-optionally ignores ``n``, and injects faults: slowness, 429 with Retry-After, 500,
+optionally ignores ``n``, rejects ``logprobs`` like OpenAI's reasoning models
+(``Script.rejects_logprobs``), and injects faults: slowness, 429 with Retry-After, 500,
 malformed JSON, a connection dropped mid-stream.
 """
 
@@ -23,6 +24,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+# What OpenAI's reasoning models answer to a request with logprobs (2025-2026).
+REASONING_MODEL_ERROR = {"error": {
+    "message": "Unsupported parameter: 'logprobs' is not supported with this model.",
+    "type": "invalid_request_error", "param": "logprobs", "code": "unsupported_parameter"}}
+
 
 @dataclass
 class Fault:
@@ -39,6 +45,8 @@ class Script:
     logprob: float = -0.05  # chosen token's logprob
     top_k: int = 20  # alternatives per token in the reply
     no_logprobs: bool = False  # like a provider without logprobs: never sends them
+    rejects_logprobs: int | None = None  # 400 or 403: like OpenAI's o1/o3/o4-mini, refuse
+    # any request that carries `logprobs` or `top_logprobs`
     texts: deque = field(default_factory=deque)  # per-call texts, consumed first
 
 
@@ -96,6 +104,8 @@ class FakeUpstream:
             headers = {"retry-after": str(fault.retry_after)} if fault.retry_after else {}
             err = {"error": {"message": f"injected {fault.kind}", "type": "fake"}}
             return JSONResponse(err, status_code=int(fault.kind), headers=headers)
+        if self.script.rejects_logprobs and ("logprobs" in body or "top_logprobs" in body):
+            return JSONResponse(REASONING_MODEL_ERROR, status_code=self.script.rejects_logprobs)
         if fault and fault.kind == "malformed":
             return Response(b'{"id": "broken", "choices": [', media_type="application/json")
         n = body.get("n", 1) if self.script.honours_n else 1
