@@ -57,7 +57,8 @@ class RetrySettings(BaseModel):
     max_attempts: int = Field(3, ge=1, le=10)  # attempts per upstream call, first included
     deadline_s: float = Field(120.0, gt=0)  # total time budget across attempts
     backoff_initial_s: float = 0.25  # first backoff; doubles each attempt, with jitter
-    backoff_max_s: float = 8.0  # cap on one backoff (and on an honoured Retry-After)
+    backoff_max_s: float = 8.0  # cap on one backoff (an upstream Retry-After is honoured
+    # in full while it fits in deadline_s; beyond it the client gets the 429)
 
 
 class EmbeddedSettings(BaseModel):

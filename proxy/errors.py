@@ -7,7 +7,8 @@
     ├── ModelNotFound                  404 invalid_request_error, code model_not_found
     ├── PayloadTooLarge                413 invalid_request_error
     ├── UpstreamError                  502 upstream_error (retries exhausted, bad reply)
-    │   └── UpstreamRejected           the upstream's own 4xx status (not retryable)
+    │   ├── UpstreamRejected           the upstream's own 4xx status (not retryable)
+    │   └── UpstreamRateLimited        429 rate_limit_error + the upstream's Retry-After
     └── UpstreamTimeout                504 upstream_timeout (total deadline passed)
 
 Code raises these; ``install_error_handlers`` registers the single conversion to
@@ -19,6 +20,7 @@ client as a bare 500 or a stack trace.
 from __future__ import annotations
 
 import logging
+import math
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -42,6 +44,11 @@ class HallgateError(Exception):
 
     def to_body(self) -> dict:
         return error_body(self.message, self.type, self.param, self.code)
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """Extra response headers (Retry-After on a 429)."""
+        return {}
 
 
 class InvalidRequest(HallgateError):
@@ -86,6 +93,25 @@ class UpstreamRejected(UpstreamError):
         self.status = status
 
 
+class UpstreamRateLimited(UpstreamError):
+    """The upstream kept answering 429 and its Retry-After does not fit in the deadline:
+    pass the 429 on with that Retry-After, since the SDKs retry 429 themselves."""
+
+    status = 429
+    type = "rate_limit_error"
+    code = "upstream_rate_limited"
+
+    def __init__(self, message: str, *, retry_after: float | None = None):
+        super().__init__(message)
+        self.retry_after = retry_after  # seconds, from the upstream's Retry-After
+
+    @property
+    def headers(self) -> dict[str, str]:
+        if self.retry_after is None:
+            return {}
+        return {"retry-after": str(max(1, math.ceil(self.retry_after)))}
+
+
 class UpstreamTimeout(HallgateError):
     status = 504
     type = "upstream_timeout"
@@ -117,7 +143,7 @@ def validation_error(errors: list[dict]) -> InvalidRequest:
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(HallgateError)
     async def _hallgate(_: Request, exc: HallgateError) -> JSONResponse:
-        return JSONResponse(exc.to_body(), status_code=exc.status)
+        return JSONResponse(exc.to_body(), status_code=exc.status, headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
