@@ -31,6 +31,7 @@ from proxy.embedded import EmbeddedModel, embedded_upstream_config
 from proxy.errors import install_error_handlers
 from proxy.gates import DetectorSuite, HaltScoring, PolicyGatekeeper, load_halt_scorer
 from proxy.guardrail.router import router as guardrail_router
+from proxy.limits import ConcurrencyLimitMiddleware, InFlightLimits
 from proxy.metrics import Metrics, MetricsMiddleware
 from proxy.middleware import BodyLimitMiddleware, RequestIdMiddleware
 from proxy.registry import UpstreamRegistry
@@ -148,11 +149,15 @@ def create_app(settings: Settings | None = None, halt: HaltScoring | None = None
     app.include_router(responses_router)
     app.include_router(guardrail_router)
     _add_service_routes(app)
-    # One middleware chain, innermost first: body limit, auth, metrics, (tracing), request
-    # id. FastAPI runs it before its routes; chat completions run the same chain straight
-    # into ChatEndpoint, without Starlette's routing and FastAPI's own middleware.
+    # One middleware chain, innermost first: body limit, in-flight limits, auth, metrics,
+    # (tracing), request id. FastAPI runs it before its routes; chat completions run the
+    # same chain straight into ChatEndpoint, without Starlette's routing and FastAPI's own
+    # middleware. The limits sit inside auth (they need the key's name) and share one
+    # state between the two chains.
+    limits = InFlightLimits(settings.limits, app.state.metrics.registry)
     chain: list[tuple[type, dict]] = [
         (BodyLimitMiddleware, {"max_bytes": settings.max_body_bytes}),
+        (ConcurrencyLimitMiddleware, {"limits": limits}),
         (ApiKeyMiddleware, {"keys": load_keys(settings.api_keys, dict(os.environ))}),
         (MetricsMiddleware, {"metrics": app.state.metrics}),
     ]

@@ -61,6 +61,17 @@ class RetrySettings(BaseModel):
     # in full while it fits in deadline_s; beyond it the client gets the 429)
 
 
+class LimitSettings(BaseModel):
+    """Backpressure (proxy/limits.py): past a limit, 429 with Retry-After, no queueing."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_in_flight: int | None = Field(512, ge=1)  # chat requests in flight in all; None = no
+    # limit. Each costs a few ms of CPU and, on gated routes, several upstream calls
+    max_in_flight_per_key: int | None = Field(128, ge=1)  # per gateway API key; None = none
+    retry_after_s: float = Field(1.0, gt=0)  # the Retry-After sent with a 429
+
+
 class EmbeddedSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -106,6 +117,7 @@ class Settings(BaseSettings):
     models: list[UpstreamModel] = []
     embedded: EmbeddedSettings = EmbeddedSettings()
     retry: RetrySettings = RetrySettings()
+    limits: LimitSettings = LimitSettings()
     max_body_bytes: int = 1024 * 1024  # larger request bodies get 413
     max_n: int = 16  # largest `n` a client may ask for
     api_keys: list[ApiKey] = []  # empty = no gateway auth

@@ -6,6 +6,7 @@
     ├── PermissionDenied               403 permission_error (e.g. a key bound to a route)
     ├── ModelNotFound                  404 invalid_request_error, code model_not_found
     ├── PayloadTooLarge                413 invalid_request_error
+    ├── Overloaded                     429 rate_limit_error: the gateway's own in-flight limit
     ├── UpstreamError                  502 upstream_error (retries exhausted, bad reply)
     │   ├── UpstreamRejected           the upstream's own 4xx status (not retryable)
     │   └── UpstreamRateLimited        429 rate_limit_error + the upstream's Retry-After
@@ -77,6 +78,22 @@ class PayloadTooLarge(HallgateError):
     status = 413
     type = "invalid_request_error"
     code = "payload_too_large"
+
+
+class Overloaded(HallgateError):
+    """The gateway's own global or per-key in-flight limit is reached (proxy/limits.py)."""
+
+    status = 429
+    type = "rate_limit_error"
+
+    def __init__(self, message: str, *, scope: str, retry_after: float):
+        super().__init__(message, code=f"{scope}_concurrency_limit")
+        self.scope = scope  # "global" or "key"
+        self.retry_after = retry_after
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"retry-after": str(max(1, math.ceil(self.retry_after)))}
 
 
 class UpstreamError(HallgateError):

@@ -66,6 +66,8 @@ class FakeUpstream:
         self.script = script or Script()
         self.faults: deque[Fault] = deque()
         self.requests: list[dict] = []
+        self.in_flight = 0  # requests being answered now (non-streaming: until the reply)
+        self.max_in_flight = 0  # the most at once since the last reset
         self.port: int | None = None
         self._server: uvicorn.Server | None = None
         self.app = Starlette(routes=[
@@ -79,6 +81,7 @@ class FakeUpstream:
         self.script = Script()
         self.faults.clear()
         self.requests.clear()
+        self.max_in_flight = 0
 
     def fail_next(self, kind: str, times: int = 1, **kw) -> None:
         self.faults.extend(Fault(kind, **kw) for _ in range(times))
@@ -93,6 +96,14 @@ class FakeUpstream:
         return JSONResponse({"object": "list", "data": [{"id": "fake", "object": "model"}]})
 
     async def chat(self, request: Request) -> Response:
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            return await self._chat(request)
+        finally:
+            self.in_flight -= 1
+
+    async def _chat(self, request: Request) -> Response:
         body = json.loads(await request.body())
         self.requests.append(body)
         fault = self.faults.popleft() if self.faults else None
