@@ -28,6 +28,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from proxy.audit import audit_failure
+
 log = logging.getLogger("hallgate.errors")
 
 
@@ -160,6 +162,7 @@ def validation_error(errors: list[dict]) -> InvalidRequest:
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(HallgateError)
     async def _hallgate(_: Request, exc: HallgateError) -> JSONResponse:
+        audit_failure(exc.status, exc.type, exc.code, exc.message)
         return JSONResponse(exc.to_body(), status_code=exc.status, headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)
@@ -176,5 +179,6 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error")
+        audit_failure(500, "server_error", None, repr(exc))
         body = error_body("The gateway hit an internal error; see its logs.", "server_error")
         return JSONResponse(body, status_code=500)

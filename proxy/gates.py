@@ -48,7 +48,7 @@ from policies.detector_configs import (
     sample_instruction,
     semantic_config,
 )
-from proxy.audit import AuditLog
+from proxy.audit import AuditLog, PendingAudit, pending_audit
 from proxy.chat.gating import Answer, GateOutcome, RequestContext
 from proxy.chat.schemas import ChatCompletionRequest
 from proxy.errors import InvalidRequest, PermissionDenied
@@ -180,6 +180,9 @@ class PolicySession:
         if profile.streaming == "passthrough":
             self.headers["x-hallgate-decision"] = "deferred"  # see the stream's last chunk
         self.enabled = profile.detectors.enabled()
+        if keeper.audit is not None:  # a failure before the decision is audited too
+            pending_audit.set(PendingAudit(keeper.audit, ctx.request_id, model, messages,
+                                           route, profile.name, ctx.key_name))
         self._tasks: dict[str, asyncio.Task] = {}
         self._start_prompt_only_work()
 
@@ -233,6 +236,7 @@ class PolicySession:
         self.keeper.metrics.decisions.labels(decision.profile, decision.verdict.value).inc()
         record_decision(decision)  # gen_ai.evaluation.result events when tracing is on
         if self.keeper.audit is not None:
+            pending_audit.set(None)
             self.keeper.audit.record(request_id=self.ctx.request_id, model=self.model,
                                      messages=self.messages, decision=decision.to_dict(),
                                      usage=self._gate_usage(), key_name=self.ctx.key_name)
