@@ -34,6 +34,7 @@ from proxy.guardrail.router import router as guardrail_router
 from proxy.limits import ConcurrencyLimitMiddleware, InFlightLimits
 from proxy.metrics import Metrics, MetricsMiddleware
 from proxy.middleware import BodyLimitMiddleware, RequestIdMiddleware
+from proxy.openapi import install_openapi
 from proxy.registry import UpstreamRegistry
 from proxy.responses.router import router as responses_router
 from proxy.tracing import build_tracing
@@ -148,6 +149,7 @@ def create_app(settings: Settings | None = None, halt: HaltScoring | None = None
     install_error_handlers(app)
     app.include_router(responses_router)
     app.include_router(guardrail_router)
+    install_openapi(app)
     _add_service_routes(app)
     # One middleware chain, innermost first: body limit, in-flight limits, auth, metrics,
     # (tracing), request id. FastAPI runs it before its routes; chat completions run the
