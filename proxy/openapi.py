@@ -1,7 +1,8 @@
-"""The served OpenAPI spec, completed: the chat endpoint reads its body raw (for speed and
-for error messages that name the field), so FastAPI cannot see the request model. This
-adds what spec-driven tools (schemathesis, client generators) need:
+"""The served OpenAPI spec, completed: the chat endpoint is a plain ASGI app in front of
+FastAPI (proxy/chat/router.py), so FastAPI knows neither the path nor its request model.
+This adds what spec-driven tools (schemathesis, client generators) need:
 
+- ``POST /v1/chat/completions`` and ``POST /{route_prefix}/v1/chat/completions``;
 - the chat request schema (:class:`ChatCompletionRequest` and its parts) as the body;
 - the ``route_prefix`` path parameter of ``/{route_prefix}/v1/...`` and the
   ``x-hallgate-route`` header;
@@ -59,7 +60,13 @@ def _error(description: str, retry_after: bool = False) -> dict:
     return out
 
 
+CHAT_PATHS = ("/v1/chat/completions", "/{route_prefix}/v1/chat/completions")
+
+
 def _chat_operation(op: dict, prefixed: bool) -> None:
+    op.setdefault("summary", "Create a chat completion (gated by the route's policy)")
+    op.setdefault("operationId", "chat_completions_prefixed" if prefixed
+                  else "chat_completions")
     op["parameters"] = ([ROUTE_PREFIX] if prefixed else []) + [ROUTE_HEADER]
     op["requestBody"] = {"required": True, "content": {"application/json": {
         "schema": {"$ref": REF.format(model="ChatCompletionRequest")}}}}
@@ -79,7 +86,10 @@ def complete_spec(spec: dict) -> dict:
     schemas.update(request.pop("$defs", {}))
     schemas["ChatCompletionRequest"] = request
     schemas["ErrorResponse"] = ERROR_SCHEMA
-    for path, item in spec.get("paths", {}).items():
+    paths = spec.setdefault("paths", {})
+    for path in CHAT_PATHS:
+        paths.setdefault(path, {}).setdefault("post", {})
+    for path, item in paths.items():
         prefixed = "{route_prefix}" in path
         for method, op in item.items():
             if path.endswith("/chat/completions") and method == "post":

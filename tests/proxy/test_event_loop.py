@@ -61,7 +61,9 @@ def probe_while(url: str, busy: threading.Event) -> list[float]:
 
 
 @pytest.mark.parametrize("messages", [big_prompt, many_messages], ids=["1MB", "30k_messages"])
-def test_healthz_stays_fast_while_a_huge_strict_request_is_in_flight(strict_gateway, messages):
+def test_healthz_stays_fast_while_a_huge_strict_request_is_in_flight(strict_gateway, messages,
+                                                                     fake_upstream):
+    fake_upstream.script.latency_s = 0.3  # keep the request in flight long enough to probe
     client = openai.OpenAI(base_url=f"{strict_gateway}/v1", api_key="x", max_retries=0,
                            timeout=120, default_headers={"x-hallgate-route": "strict"})
     body = messages()
