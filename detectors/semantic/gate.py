@@ -197,9 +197,8 @@ class SemanticGate:
     async def sample(self, messages: Sequence[Message], sampler: Sampler) -> SampleSet:
         """M full-prompt answers and the skeletons' answers, all requested concurrently."""
         cfg = self.config
-        skeletons = await self.cpu.run(build_skeletons,
-                                       bound_messages(messages, self.bounds).messages,
-                                       cfg.skeleton_config())
+        view = bound_messages(messages, self.bounds).messages  # what the judges read too
+        skeletons = await self.cpu.run(build_skeletons, view, cfg.skeleton_config())
         options = {"temperature": cfg.temperature, "top_p": cfg.top_p,
                    "max_tokens": cfg.max_tokens, "top_logprobs": cfg.top_logprobs}
         start = time.perf_counter()
@@ -208,7 +207,7 @@ class SemanticGate:
             *(sampler(s.messages, n=cfg.skeleton_samples, **options) for s in skeletons),
         )
         return SampleSet(
-            question=last_user_text(messages),
+            question=last_user_text(view),
             full=tuple(full),
             skeletons=tuple(tuple(row) for row in per_skeleton),
             sampler_calls=1 + len(skeletons),
