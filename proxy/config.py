@@ -66,8 +66,8 @@ class LimitSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    max_in_flight: int | None = Field(512, ge=1)  # chat requests in flight in all; None = no
-    # limit. Each costs a few ms of CPU and, on gated routes, several upstream calls
+    max_in_flight: int | None = Field(512, ge=1)  # POSTs in flight (chat, responses,
+    # guardrail); None = no limit. Each costs CPU and, on gated routes, upstream calls
     max_in_flight_per_key: int | None = Field(128, ge=1)  # per gateway API key; None = none
     retry_after_s: float = Field(1.0, gt=0)  # the Retry-After sent with a 429
 

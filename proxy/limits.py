@@ -1,16 +1,17 @@
-"""Backpressure: a global and a per-key limit on chat requests in flight.
+"""Backpressure: a global and a per-key limit on gated requests in flight.
 
 Past a limit the gateway answers at once with 429 in the OpenAI error shape and a
 ``Retry-After`` header (the SDKs back off and retry 429 by themselves) instead of queueing
 without bound: at 500 connections requests used to wait up to 20 s with no signal.
 
 A request holds its slot until its response is complete (a stream until its last
-chunk). Only chat completions are limited; health, readiness, metrics and the model list
-never are. The per-key limit applies to requests with a gateway API key (by the key's
+chunk). Every POST is limited (chat completions, responses, the guardrail endpoint: each
+costs upstream calls and detector work); health, readiness, metrics and the model list
+(GETs) never are. The per-key limit applies to requests with a gateway API key (by the key's
 name, so it needs ``ApiKeyMiddleware`` outside this one).
 
     hallgate_limit_rejected_total{scope="global"|"key"}   requests answered 429 here
-    hallgate_limit_in_flight                              chat requests holding a slot
+    hallgate_limit_in_flight                              requests holding a slot
 """
 
 from __future__ import annotations
@@ -30,10 +31,10 @@ class InFlightLimits:
         self.settings = settings
         self.in_flight = 0
         self.per_key: dict[str, int] = {}
-        self.rejected = Counter("hallgate_limit_rejected", "Chat requests refused with 429 "
+        self.rejected = Counter("hallgate_limit_rejected", "Requests refused with 429 "
                                 "by the gateway's own in-flight limits", ["scope"],
                                 registry=registry)
-        self.gauge = Gauge("hallgate_limit_in_flight", "Chat requests holding an in-flight "
+        self.gauge = Gauge("hallgate_limit_in_flight", "Requests holding an in-flight "
                            "slot", registry=registry)
 
     def refusal(self, key: str | None) -> Overloaded | None:
@@ -72,7 +73,7 @@ class ConcurrencyLimitMiddleware:
         self.limits = limits
 
     async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] != "http" or not scope["path"].endswith("/chat/completions"):
+        if scope["type"] != "http" or scope["method"] != "POST":
             return await self.app(scope, receive, send)
         key = (scope.get("state") or {}).get("key_name")
         refused = self.limits.refusal(key)
