@@ -7,7 +7,7 @@ and typed ``stirct``, or a base_url of ``/x/strict/v1``, would silently get the 
 route, which may only annotate. :func:`resolve_route` refuses those instead:
 
 - an ``x-hallgate-route`` value that no route lists                    -> UnknownRoute
-- a path prefix (whatever precedes ``/v1/``) that no route covers      -> UnknownRoute
+- a path prefix (whatever precedes ``/v1/`` or ``/beta/``) no route covers -> UnknownRoute
 - a header and a path prefix that select different routes              -> UnknownRoute
 - a key whose ``keys:`` entry does not list the selected route         -> RouteNotAllowed
 
@@ -25,7 +25,9 @@ from dataclasses import dataclass
 
 from policies.schema import ROUTE_HEADER, KeyPolicy, Policy, Profile, Route, normalise_path
 
-API_ROOT = "/v1/"
+# Where a gateway API path starts; whatever precedes it is the route prefix. /v1/ for the
+# OpenAI endpoints, /beta/ for the LiteLLM guardrail endpoint (/beta/litellm_basic_...).
+API_ROOTS = ("/v1/", "/beta/")
 
 
 class RoutingError(ValueError):
@@ -51,9 +53,10 @@ class Resolution:
 
 
 def path_prefix(path: str) -> str:
-    """``/strict/v1/chat/completions`` -> ``/strict``; ``/v1/...`` -> ``""``."""
+    """``/strict/v1/chat/completions`` -> ``/strict``; ``/v1/...`` -> ``""``;
+    ``/strict/beta/litellm_basic_guardrail_api`` -> ``/strict``."""
     norm = normalise_path(path)
-    cut = norm.rfind(API_ROOT)
+    cut = max(norm.rfind(root) for root in API_ROOTS)
     return norm[:cut] if cut > 0 else ""
 
 

@@ -27,7 +27,9 @@ def policy():
 
 @pytest.mark.parametrize(("path", "prefix"), [
     ("/v1/chat/completions", ""), ("/strict/v1/chat/completions", "/strict"),
-    ("//Strict//v1/chat/completions", "/strict"), ("/a/b/v1/chat/completions", "/a/b")])
+    ("//Strict//v1/chat/completions", "/strict"), ("/a/b/v1/chat/completions", "/a/b"),
+    ("/strict/beta/litellm_basic_guardrail_api", "/strict"),
+    ("/beta/litellm_basic_guardrail_api", "")])
 def test_path_prefix(path, prefix):
     assert path_prefix(path) == prefix
 
