@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator
 import orjson
 from pydantic import ValidationError
 
+from proxy.audit import audit_failure
 from proxy.chat.gating import RequestContext
 from proxy.chat.schemas import ChatCompletionRequest
 from proxy.chat.service import ChatService
@@ -129,10 +130,12 @@ class ChatEndpoint:
                 return
             result = await service.complete(request, ctx)
         except HallgateError as exc:
+            audit_failure(exc.status, exc.type, exc.code, exc.message)
             await send_json(send, exc.status, exc.to_body(), getattr(exc, "headers", None))
             return
-        except Exception:  # a bug of ours: logged, and still an OpenAI-shaped 500
+        except Exception as exc:  # a bug of ours: logged, and still an OpenAI-shaped 500
             log.exception("chat request failed")
+            audit_failure(500, "server_error", None, repr(exc))
             error = HallgateError("The gateway hit an internal error; see its logs.")
             await send_json(send, error.status, error.to_body())
             return
