@@ -1,159 +1,161 @@
-"""Progressive vs buffer streaming through the gateway on the embedded model (SmolLM2-135M).
+"""Progressive vs buffered streaming on the embedded model: time to first token, cuts,
+false cuts, upstream tokens saved.
 
-Each question is asked twice, back to back, on the same gateway (the default policy, HALT
-only), greedy (temperature 0, 48 tokens), streamed with the openai SDK:
+    .venv/bin/python bench/streaming_gate.py [--items 40] [--max-tokens 64]
 
-- ``buffer`` with ``action: annotate`` (the default route's): held until judged, then the
-  whole answer, which labels the item (correct or hallucinated, evaluation.data rules);
-- ``progressive`` with ``x-hallgate-action: abstain``: released W tokens behind the model,
-  cut when HALT's prefix risk crosses the checkpoint's prefix threshold.
+One gateway on the embedded SmolLM2-135M with two routes that differ only in how they
+stream: `buffer` (HALT on the whole answer, action annotate, so the answer and its
+verdict come back) and `progressive` (HALT on the growing prefix, action abstain, so a
+risky prefix cuts the stream). Each question is asked once per route, one request at a
+time, temperature 0 (llama.cpp is then deterministic: both routes see the same tokens
+until a cut). The questions are the first items of the recorded corpus
+(recordings/smollm2-135m/items.jsonl); an answer's label comes from the buffered run's
+full text (evaluation/data.py's rules).
 
-Greedy decoding makes both runs generate the same answer; the bench counts the items
-where the released text is not a prefix of the buffered answer (``mismatch``).
-
-Reported: time to first visible token (content or refusal) p50 of each mode on the same
-items, on all and on answers longer than 2W tokens, and the median per-item ratio
-progressive / buffer there (the two runs of an item are back to back, so the ratio is
-less exposed to a shared machine's load than either p50); on hallucinated answers the fraction
-cut with at most W tokens released, and the fraction cut at all; on correct answers the
-fraction cut by a prefix check (the false-cut rate) and the fraction refused at all, next
-to the full-answer HALT's false-abstain rate on the same answers (the buffer run's
-verdict); and the share of upstream tokens not generated because of cuts. Items come from
-evaluation.data (never HALT's training or validation answers).
-
-    .venv/bin/python bench/streaming_gate.py [--per-source 6]
+Reported:
+- time to the first content chunk, p50, progressive vs buffer, on answers longer than
+  2W tokens (where progressive can release early) and on all;
+- on hallucinated answers: the share cut with at most W tokens released;
+- on correct answers: the false-cut rate, next to the whole-answer HALT's false-abstain
+  rate at its own threshold on the same answers;
+- upstream tokens saved: tokens the buffered run generated beyond where progressive cut.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import statistics
 import sys
-import threading
+import tempfile
 import time
 from pathlib import Path
 
-import openai
+import httpx
 import typer
-import uvicorn
+import yaml
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from evaluation.data import is_correct, load_items
+from evaluation.evaluate import local_gateway
 
-from evaluation.data import DEFAULT_DATA_DIR, is_correct, load_items  # noqa: E402
-from proxy.app import create_app  # noqa: E402
-from proxy.config import EMBEDDED_MODEL_NAME, Settings  # noqa: E402
-
-
-def start_gateway() -> tuple[uvicorn.Server, str]:
-    """The gateway on the embedded model, in a thread, on a free loopback port."""
-    server = uvicorn.Server(uvicorn.Config(create_app(Settings()), host="127.0.0.1", port=0,
-                                           log_level="warning", lifespan="on"))
-    threading.Thread(target=server.run, daemon=True).start()
-    deadline = time.monotonic() + 300
-    while not server.started:
-        if time.monotonic() > deadline:
-            raise RuntimeError("gateway did not start")
-        time.sleep(0.05)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    return server, f"http://127.0.0.1:{port}"
+REPO = Path(__file__).resolve().parent.parent
+ITEMS = REPO / "recordings" / "smollm2-135m" / "items.jsonl"
 
 
-def ask(client: openai.OpenAI, prompt: str, headers: dict[str, str]) -> dict:
-    """One streamed answer: time to the first visible token, texts and the verdict."""
+def policy(holdback: int, every: int) -> dict:
+    halt_only = {"halt": {"enabled": True}, "edfl": {"enabled": False},
+                 "semantic": {"enabled": False}}
+    return {"version": 1, "routes": [
+        {"name": "progressive", "match": {"header": "progressive"}, "profile": "progressive"},
+        {"name": "buffer", "default": True, "profile": "buffered"}],
+        "profiles": {
+            "buffered": {"detectors": halt_only, "streaming": "buffer", "action": "annotate",
+                         "fail_mode": "open"},
+            "progressive": {"detectors": halt_only, "streaming": "progressive",
+                            "progressive": {"holdback_tokens": holdback,
+                                            "rescore_every": every},
+                            "action": "abstain", "fail_mode": "open"}}}
+
+
+def stream_once(client: httpx.Client, url: str, route: str, prompt: str,
+                max_tokens: int) -> dict:
+    """One streamed request: time to the first content chunk, the text, the chunks that
+    carried content, the refusal and the verdict chunk's `hallgate` object."""
+    body = {"model": "local/smollm2-135m-instruct", "stream": True, "temperature": 0,
+            "seed": 1, "max_tokens": max_tokens,
+            "messages": [{"role": "user", "content": prompt}]}
     start = time.perf_counter()
-    first = None
-    content, refusal, verdict, tokens = [], [], {}, 0
-    for chunk in client.chat.completions.create(
-            model=EMBEDDED_MODEL_NAME, messages=[{"role": "user", "content": prompt}],
-            max_tokens=48, temperature=0, stream=True, extra_headers=headers,
-            logprobs=True, top_logprobs=0):  # logprobs: one entry per released token
-        verdict = (chunk.model_extra or {}).get("hallgate", verdict)
-        for choice in chunk.choices:
-            tokens += len(choice.logprobs.content or ()) if choice.logprobs else 0
-            delta = choice.delta
-            if (delta.content or delta.refusal) and first is None:
-                first = time.perf_counter() - start
-            content.append(delta.content or "")
-            refusal.append(delta.refusal or "")
-    return {"ttft": first, "seconds": time.perf_counter() - start, "content": "".join(content),
-            "refusal": "".join(refusal), "verdict": verdict,
-            "tokens": tokens}
+    first, text, refusal, chunks, meta = None, [], [], 0, {}
+    with client.stream("POST", f"{url}/v1/chat/completions", json=body,
+                       headers={"x-hallgate-route": route}) as resp:
+        resp.raise_for_status()
+        for line in resp.iter_lines():
+            if not line.startswith("data:") or line.strip() == "data: [DONE]":
+                continue
+            data = json.loads(line[5:])
+            meta = data.get("hallgate") or meta
+            for choice in data.get("choices") or ():
+                delta = choice.get("delta") or {}
+                if delta.get("content"):
+                    first = first if first is not None else time.perf_counter() - start
+                    text.append(delta["content"])
+                    chunks += 1
+                if delta.get("refusal"):
+                    refusal.append(delta["refusal"])
+    return {"ttft_s": first, "text": "".join(text), "content_chunks": chunks,
+            "refusal": "".join(refusal), "hallgate": meta,
+            "wall_s": time.perf_counter() - start}
 
 
-def p50(values: list[float]) -> float:
-    return statistics.median(values) if values else float("nan")
-
-
-def rate(flags: list[bool]) -> float:
-    return sum(flags) / len(flags) if flags else float("nan")
-
-
-def report(row: dict) -> dict:
-    """The progressive run's ``hallgate.progressive`` object."""
-    return row["progressive"]["verdict"].get("progressive") or {}
-
-
-def summarise(rows: list[dict]) -> dict:
-    """The RESULT fields (see the module docstring)."""
-    w = report(rows[0])["holdback_tokens"] if rows else 8
-    long = [r for r in rows if r["buffer"]["tokens"] > 2 * w]
-    halluc = [r for r in rows if not r["correct"]]
+def summarise(rows: list[dict], holdback: int) -> dict:
+    long = [r for r in rows if r["buffer"]["content_chunks"] > 2 * holdback]
+    hallucinated = [r for r in rows if not r["correct"]]
     correct = [r for r in rows if r["correct"]]
-    saved = sum(max(0, r["buffer"]["tokens"] - report(r)["tokens_read"]) for r in rows)
+
+    def p50(values):
+        values = [v for v in values if v is not None]
+        return statistics.median(values) if values else float("nan")
+
+    def cut(r) -> dict:
+        return (r["progressive"]["hallgate"] or {}).get("progressive") or {}
+
+    early = [r for r in hallucinated if cut(r).get("cut")
+             and (cut(r).get("released_tokens") or 0) <= holdback]
+    false_cuts = [r for r in correct if cut(r).get("cut")]
+    halt_false = [r for r in correct if ((r["buffer"]["hallgate"].get("detectors") or {})
+                                         .get("halt") or {}).get("verdict") == "abstain"]
+    generated = sum(r["buffer"]["content_chunks"] for r in rows)
+    saved = sum(max(0, r["buffer"]["content_chunks"] - (cut(r).get("tokens_read") or 0))
+                for r in rows if cut(r).get("cut"))
+    ttft_prog_long = p50([r["progressive"]["ttft_s"] for r in long])
+    ttft_buf_long = p50([r["buffer"]["ttft_s"] for r in long])
     return {
-        "items": len(rows), "correct": len(correct), "holdback": w,
-        "ttft_p50_buffer_s": p50([r["buffer"]["ttft"] for r in rows]),
-        "ttft_p50_progressive_s": p50([r["progressive"]["ttft"] for r in rows]),
-        "long_items": len(long),
-        "ttft_p50_buffer_long_s": p50([r["buffer"]["ttft"] for r in long]),
-        "ttft_p50_progressive_long_s": p50([r["progressive"]["ttft"] for r in long]),
-        "ttft_ratio_p50_long": p50([r["progressive"]["ttft"] / r["buffer"]["ttft"]
-                                    for r in long]),  # per item, same prompt: robust to load
-        "halluc_cut_within_w": rate([r["cut"] and report(r)["released_tokens"] <= w
-                                     for r in halluc]),
-        "halluc_cut": rate([r["cut"] for r in halluc]),
-        "correct_prefix_cut": rate([r["prefix_cut"] for r in correct]),
-        "correct_refused": rate([r["cut"] for r in correct]),
-        "correct_full_halt_abstain": rate([r["buffer"]["verdict"].get("decision") == "abstain"
-                                           for r in correct]),
-        "tokens_saved_frac": saved / max(1, sum(r["buffer"]["tokens"] for r in rows)),
-        "mismatch": sum(not r["buffer"]["content"].startswith(r["progressive"]["content"])
-                        for r in rows),
+        "items": len(rows), "hallucinated": len(hallucinated), "correct": len(correct),
+        "long_answers": len(long),
+        "ttft_p50_buffer_long_s": ttft_buf_long, "ttft_p50_progressive_long_s": ttft_prog_long,
+        "ttft_ratio_long": ttft_prog_long / ttft_buf_long if ttft_buf_long else float("nan"),
+        "ttft_p50_buffer_s": p50([r["buffer"]["ttft_s"] for r in rows]),
+        "ttft_p50_progressive_s": p50([r["progressive"]["ttft_s"] for r in rows]),
+        "cut_within_w_hallucinated": len(early) / len(hallucinated) if hallucinated else 0.0,
+        "cut_any_hallucinated": (sum(1 for r in hallucinated if cut(r).get("cut"))
+                                 / len(hallucinated)) if hallucinated else 0.0,
+        "false_cut_rate": len(false_cuts) / len(correct) if correct else float("nan"),
+        "halt_false_abstain_rate": len(halt_false) / len(correct) if correct else float("nan"),
+        "upstream_tokens_saved": saved, "upstream_tokens_buffer": generated,
+        "tokens_saved_share": saved / generated if generated else 0.0,
     }
 
 
-def main(per_source: int = typer.Option(6, help="items per source (4 sources)"),
-         data_dir: Path = typer.Option(DEFAULT_DATA_DIR, help="the shared data directory"),
-         out: Path | None = typer.Option(None, help="write every item's runs here (JSON)"),
-         ) -> None:
-    items = load_items("all", data_dir, per_source=per_source, seed=0)
-    server, url = start_gateway()
-    client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0,
-                           timeout=600)
+def main(items: int = typer.Option(40, help="Questions (the corpus' first ones)."),
+         max_tokens: int = typer.Option(64, help="Answer length cap."),
+         holdback: int = typer.Option(8, help="W: progressive.holdback_tokens."),
+         every: int = typer.Option(8, help="k: progressive.rescore_every."),
+         json_out: Path = typer.Option(REPO / "runs" / "bench_streaming_gate.json")) -> None:
+    questions = load_items(str(ITEMS), ITEMS.parent)[:items]
     rows = []
-    try:
-        for item in items:
-            buffer = ask(client, item.prompt, {"x-hallgate-streaming": "buffer"})
-            progressive = ask(client, item.prompt, {"x-hallgate-streaming": "progressive",
-                                                    "x-hallgate-action": "abstain"})
-            row = {"id": item.id, "correct": is_correct(item, buffer["content"]),
-                   "buffer": buffer, "progressive": progressive}
-            cut = bool(report(row).get("cut"))
-            row.update(cut=cut, prefix_cut=cut and report(row)["reason"].startswith("halt"))
+    with tempfile.TemporaryDirectory(prefix="hallgate-streaming-") as tmp, \
+            contextlib.ExitStack() as stack:
+        policy_path = Path(tmp) / "policy.yaml"
+        policy_path.write_text(yaml.safe_dump(policy(holdback, every), sort_keys=False))
+        url = stack.enter_context(local_gateway(policy_path, Path(tmp) / "audit.jsonl"))
+        client = stack.enter_context(httpx.Client(timeout=600))
+        stream_once(client, url, "buffer", "Say hello.", 8)  # warm-up
+        for i, item in enumerate(questions):
+            row = {"id": item.id, "source": item.source}
+            row["buffer"] = stream_once(client, url, "buffer", item.prompt, max_tokens)
+            row["progressive"] = stream_once(client, url, "progressive", item.prompt,
+                                             max_tokens)
+            row["correct"] = is_correct(item, row["buffer"]["text"])
             rows.append(row)
-            print(f"{item.id}: correct={row['correct']} cut={cut} "
-                  f"released={report(row).get('released_tokens')}/"
-                  f"{report(row).get('tokens_read')} "
-                  f"ttft buffer={buffer['ttft']:.2f}s progressive={progressive['ttft']:.2f}s",
-                  flush=True)
-    finally:
-        server.should_exit = True
-    if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(rows, indent=1) + "\n")
-    fields = summarise(rows)
+            print(f"{i + 1}/{len(questions)} {item.id} correct={row['correct']} "
+                  f"cut={(row['progressive']['hallgate'].get('progressive') or {}).get('cut')}",
+                  file=sys.stderr, flush=True)
+    summary = summarise(rows, holdback)
+    json_out.parent.mkdir(parents=True, exist_ok=True)
+    json_out.write_text(json.dumps({"summary": summary, "rows": rows}, indent=1))
+    print(json.dumps(summary, indent=1))
     print("RESULT " + " ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}"
-                               for k, v in fields.items()))
+                               for k, v in summary.items()))
 
 
 if __name__ == "__main__":

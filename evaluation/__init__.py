@@ -6,7 +6,9 @@
                        intervals, per source and pooled
     data.py            the labelled QA sets (the shared data directory) and their prompts
     halt_commands.py   ``hallgate halt collect | train | evaluate``
-    recordings/        recorded upstream exchanges that ``--replay`` re-runs offline
+    combiner.py        fitting the learned combiner (``calibrate --fit-combiner``)
+
+Recordings that ``--replay`` re-runs offline are data, not code: ../recordings/.
 
 The gateway is only ever reached over HTTP (the official openai client) or started as a
 child process, so these commands measure exactly what clients get.

@@ -1,7 +1,8 @@
 """Per-route policies: which profile judges a request, and how detector results decide.
 
     policy = load_policy("policy.yaml")                      # or PolicyStore(path).policy
-    route, profile = policy.match(path=..., route_header=..., model=..., key_name=...)
+    chosen = resolve_route(policy, path=..., route_header=..., model=..., key_name=...)
+    route, profile = chosen.route, chosen.profile            # RoutingError -> HTTP 400/403
     profile = apply_overrides(profile, request_headers)      # OverrideError -> HTTP 400
     profile, escalation = apply_hard_rule(policy, profile, prompt_text(messages))
     ... run profile.detectors.enabled() ...
@@ -15,6 +16,13 @@ from policies.decision import Decision, DetectorScore, Escalation, MissingLogpro
 from policies.hard_rule import FactualSignal, apply_hard_rule, factual_signal, prompt_text
 from policies.loader import builtin_profile_names, load_policy, load_policy_text
 from policies.overrides import OverrideError, apply_overrides, knob_header
+from policies.routing import (
+    Resolution,
+    RouteNotAllowed,
+    RoutingError,
+    UnknownRoute,
+    resolve_route,
+)
 from policies.schema import KNOWN_DETECTORS, ROUTE_HEADER, Policy, Profile, Route
 from policies.store import PolicyStore, ReloadResult
 from policies.yaml_source import PolicyError, PolicyIssue
@@ -22,7 +30,8 @@ from policies.yaml_source import PolicyError, PolicyIssue
 __all__ = [
     "KNOWN_DETECTORS", "ROUTE_HEADER", "Decision", "DetectorScore", "Escalation",
     "FactualSignal", "MissingLogprobs", "OverrideError", "Policy", "PolicyError",
-    "PolicyIssue", "PolicyStore", "Profile", "ReloadResult", "Route", "apply_hard_rule",
+    "PolicyIssue", "PolicyStore", "Profile", "ReloadResult", "Resolution", "Route",
+    "RouteNotAllowed", "RoutingError", "UnknownRoute", "apply_hard_rule",
     "apply_overrides", "builtin_profile_names", "decide", "factual_signal", "knob_header",
-    "load_policy", "load_policy_text", "prompt_text",
+    "load_policy", "load_policy_text", "prompt_text", "resolve_route",
 ]

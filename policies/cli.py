@@ -16,6 +16,7 @@ import yaml
 
 from policies.hard_rule import factual_signal
 from policies.loader import BUILTIN_DIR, builtin_profile_names, load_policy, load_policy_text
+from policies.routing import RoutingError, resolve_route
 from policies.schema import KNOWN_DETECTORS, Policy, Profile
 from policies.yaml_source import PolicyError
 
@@ -77,10 +78,17 @@ def match(
     model: str | None = typer.Option(None, help="The request's model name."),
     key: str | None = typer.Option(None, help="Name of the gateway API key used."),
 ) -> None:
-    """Show which route and profile a request would get, with every knob of the profile."""
+    """Show which route and profile a request would get, with every knob of the profile
+    (or, exit 1, why the gateway would refuse it: an unknown route, a key's binding)."""
     policy = _load_or_exit(file, None)
-    chosen, profile = policy.match(path=path, route_header=route, model=model, key_name=key)
-    typer.echo(f"route: {chosen.name}\nprofile: {profile.name}")
+    try:
+        chosen = resolve_route(policy, path=path, route_header=route, model=model,
+                               key_name=key)
+    except RoutingError as exc:
+        typer.echo(f"refused ({type(exc).__name__}): {exc}", err=True)
+        raise typer.Exit(1) from None
+    profile = chosen.profile
+    typer.echo(f"route: {chosen.route.name}\nprofile: {profile.name}")
     typer.echo(yaml.safe_dump(profile.model_dump(mode="json"), sort_keys=False,
                               default_flow_style=None, width=100).rstrip())
 

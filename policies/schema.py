@@ -19,6 +19,7 @@ of each problem relative to the model, so the loader can point at the right YAML
 from __future__ import annotations
 
 import fnmatch
+import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -42,6 +43,7 @@ KNOWN_DETECTORS: tuple[str, ...] = ("halt", "edfl", "semantic")
 DEFAULT_MASKING_LEVELS: tuple[float, ...] = (0.25, 0.35, 0.5, 0.65, 0.8, 0.9)
 
 ROUTE_HEADER = "x-hallgate-route"
+_SLASHES = re.compile(r"/{2,}")
 
 
 class LocatedError(ValueError):
@@ -334,7 +336,8 @@ class RouteMatch(_Strict):
 
     def matches(self, *, path: str | None, route_header: str | None, model: str | None,
                 key_name: str | None) -> bool:
-        if path is not None and any(_under(path, p) for p in self.path_prefix):
+        if path is not None and any(_under(normalise_path(path), p.lower())
+                                    for p in self.path_prefix):
             return True
         if route_header is not None and route_header.strip().lower() in (
                 h.lower() for h in self.header):
@@ -344,9 +347,33 @@ class RouteMatch(_Strict):
         return key_name is not None and key_name in self.key
 
 
+def normalise_path(path: str) -> str:
+    """Paths as routes compare them: duplicate slashes collapsed, lower case
+    (``//STRICT/v1/...`` is ``/strict/v1/...``), no trailing slash."""
+    return _SLASHES.sub("/", path).lower().rstrip("/") or "/"
+
+
 def _under(path: str, prefix: str) -> bool:
     """``/strict`` covers ``/strict`` and ``/strict/v1/...`` but not ``/strictly``."""
     return prefix == "/" or path == prefix or path.startswith(prefix + "/")
+
+
+class KeyPolicy(_Strict):
+    """What one gateway API key may do (by the key's configured name)."""
+
+    routes: StrTuple = ()  # routes the key may use; the first is its home route, used when
+    # the request names none. Empty = any route
+    allow_overrides: StrTuple | None = None  # knobs it may send with x-hallgate-* headers
+    # (on top of the profile's own list); None = whatever the profile allows
+
+    @field_validator("allow_overrides")
+    @classmethod
+    def _overridable_only(cls, knobs: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        problems = [((i,), f"'{knob}' cannot be overridden per request")
+                    for i, knob in enumerate(knobs or ()) if knob not in OVERRIDABLE_KNOBS]
+        if problems:
+            raise LocatedError(problems)
+        return knobs
 
 
 class Route(_Strict):
@@ -375,6 +402,7 @@ class Policy(_Strict):
     version: Literal[1] = 1
     routes: tuple[Route, ...]  # first match wins; the last one is the default
     profiles: dict[str, Profile] = {}  # the file's profiles plus the built-ins they reach
+    keys: dict[str, KeyPolicy] = {}  # per gateway API key name: routes and overrides allowed
     source: str | None = None  # the file it came from (set by the loader)
 
     @model_validator(mode="after")
@@ -383,6 +411,7 @@ class Policy(_Strict):
         available = context.get("available_detectors")
         known = sorted({*self.profiles, *context.get("profile_names", ())})
         problems = _route_problems(self.routes, self.profiles, known)
+        problems += _key_problems(self.keys, [r.name for r in self.routes])
         problems += _profile_problems(self.profiles, available)
         if problems:
             raise LocatedError(problems)
@@ -423,6 +452,14 @@ def _route_problems(routes: Iterable[Route], profiles: dict[str, Profile], known
         problems.append((("routes", defaults[0], "default"), "the default route must be last: "
                          "routes after it could never match"))
     return problems
+
+
+def _key_problems(keys: dict[str, KeyPolicy], routes: list[str],
+                  ) -> list[tuple[tuple[str | int, ...], str]]:
+    return [(("keys", name, "routes", i), f"unknown route '{route}' (routes: "
+             f"{', '.join(routes)})")
+            for name, key in keys.items() for i, route in enumerate(key.routes)
+            if route not in routes]
 
 
 def _profile_problems(profiles: dict[str, Profile], available: Iterable[str] | None,

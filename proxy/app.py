@@ -31,12 +31,15 @@ from proxy.embedded import EmbeddedModel, embedded_upstream_config
 from proxy.errors import install_error_handlers
 from proxy.gates import DetectorSuite, HaltScoring, PolicyGatekeeper, load_halt_scorer
 from proxy.guardrail.router import router as guardrail_router
+from proxy.limits import ConcurrencyLimitMiddleware, InFlightLimits
 from proxy.metrics import Metrics, MetricsMiddleware
 from proxy.middleware import BodyLimitMiddleware, RequestIdMiddleware
+from proxy.openapi import install_openapi
 from proxy.registry import UpstreamRegistry
 from proxy.responses.router import router as responses_router
 from proxy.tracing import build_tracing
 from proxy.upstream import Upstream, build_upstream
+from proxy.upstream.capabilities import LogprobsCapability, rejection_counter
 from proxy.upstream.instrumented import InstrumentedUpstream
 from proxy.upstream.openai_http import http_session
 from proxy.upstream.recording import Recording, RecordingUpstream, ReplayUpstream
@@ -119,7 +122,8 @@ def create_app(settings: Settings | None = None, halt: HaltScoring | None = None
                 await embedded.start()
                 stack.push_async_callback(embedded.stop)
                 configs.append(embedded_upstream_config(embedded))
-            upstreams = [InstrumentedUpstream(u, app.state.metrics)
+            rejected = rejection_counter(app.state.metrics.registry)
+            upstreams = [InstrumentedUpstream(LogprobsCapability(u, rejected), app.state.metrics)
                          for u in build_upstreams(settings, configs, session)]
             for upstream in upstreams:  # closed before the session they share
                 stack.push_async_callback(upstream.aclose)
@@ -145,12 +149,17 @@ def create_app(settings: Settings | None = None, halt: HaltScoring | None = None
     install_error_handlers(app)
     app.include_router(responses_router)
     app.include_router(guardrail_router)
+    install_openapi(app)
     _add_service_routes(app)
-    # One middleware chain, innermost first: body limit, auth, metrics, (tracing), request
-    # id. FastAPI runs it before its routes; chat completions run the same chain straight
-    # into ChatEndpoint, without Starlette's routing and FastAPI's own middleware.
+    # One middleware chain, innermost first: body limit, in-flight limits, auth, metrics,
+    # (tracing), request id. FastAPI runs it before its routes; chat completions run the
+    # same chain straight into ChatEndpoint, without Starlette's routing and FastAPI's own
+    # middleware. The limits sit inside auth (they need the key's name) and share one
+    # state between the two chains.
+    limits = InFlightLimits(settings.limits, app.state.metrics.registry)
     chain: list[tuple[type, dict]] = [
         (BodyLimitMiddleware, {"max_bytes": settings.max_body_bytes}),
+        (ConcurrencyLimitMiddleware, {"limits": limits}),
         (ApiKeyMiddleware, {"keys": load_keys(settings.api_keys, dict(os.environ))}),
         (MetricsMiddleware, {"metrics": app.state.metrics}),
     ]

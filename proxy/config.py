@@ -43,6 +43,9 @@ class UpstreamModel(BaseModel):
     deadline_s: float | None = None  # total retry budget; None = retry.deadline_s
     supports_n: bool = True  # False: fan out n concurrent single calls (llama.cpp ignores n)
     max_tokens_field: Literal["max_tokens", "max_completion_tokens"] = "max_completion_tokens"
+    logprobs: Literal["auto"] | bool = "auto"  # ask for token logprobs: true = always,
+    # false = never (o1/o3/o4-mini, Anthropic), auto = ask, and on a 400/403 that names
+    # logprobs retry without them and stop asking (proxy/upstream/capabilities.py)
 
     def api_key(self) -> str | None:
         return os.environ.get(self.api_key_env) if self.api_key_env else None
@@ -54,7 +57,19 @@ class RetrySettings(BaseModel):
     max_attempts: int = Field(3, ge=1, le=10)  # attempts per upstream call, first included
     deadline_s: float = Field(120.0, gt=0)  # total time budget across attempts
     backoff_initial_s: float = 0.25  # first backoff; doubles each attempt, with jitter
-    backoff_max_s: float = 8.0  # cap on one backoff (and on an honoured Retry-After)
+    backoff_max_s: float = 8.0  # cap on one backoff (an upstream Retry-After is honoured
+    # in full while it fits in deadline_s; beyond it the client gets the 429)
+
+
+class LimitSettings(BaseModel):
+    """Backpressure (proxy/limits.py): past a limit, 429 with Retry-After, no queueing."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_in_flight: int | None = Field(512, ge=1)  # POSTs in flight (chat, responses,
+    # guardrail); None = no limit. Each costs CPU and, on gated routes, upstream calls
+    max_in_flight_per_key: int | None = Field(128, ge=1)  # per gateway API key; None = none
+    retry_after_s: float = Field(1.0, gt=0)  # the Retry-After sent with a 429
 
 
 class EmbeddedSettings(BaseModel):
@@ -102,6 +117,7 @@ class Settings(BaseSettings):
     models: list[UpstreamModel] = []
     embedded: EmbeddedSettings = EmbeddedSettings()
     retry: RetrySettings = RetrySettings()
+    limits: LimitSettings = LimitSettings()
     max_body_bytes: int = 1024 * 1024  # larger request bodies get 413
     max_n: int = 16  # largest `n` a client may ask for
     api_keys: list[ApiKey] = []  # empty = no gateway auth

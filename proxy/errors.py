@@ -3,10 +3,13 @@
     HallgateError                      500 server_error
     ├── InvalidRequest                 400 invalid_request_error (names the field in `param`)
     ├── AuthenticationFailed           401 authentication_error
+    ├── PermissionDenied               403 permission_error (e.g. a key bound to a route)
     ├── ModelNotFound                  404 invalid_request_error, code model_not_found
     ├── PayloadTooLarge                413 invalid_request_error
+    ├── Overloaded                     429 rate_limit_error: the gateway's own in-flight limit
     ├── UpstreamError                  502 upstream_error (retries exhausted, bad reply)
-    │   └── UpstreamRejected           the upstream's own 4xx status (not retryable)
+    │   ├── UpstreamRejected           the upstream's own 4xx status (not retryable)
+    │   └── UpstreamRateLimited        429 rate_limit_error + the upstream's Retry-After
     └── UpstreamTimeout                504 upstream_timeout (total deadline passed)
 
 Code raises these; ``install_error_handlers`` registers the single conversion to
@@ -18,11 +21,14 @@ client as a bare 500 or a stack trace.
 from __future__ import annotations
 
 import logging
+import math
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from proxy.audit import audit_failure
 
 log = logging.getLogger("hallgate.errors")
 
@@ -42,6 +48,11 @@ class HallgateError(Exception):
     def to_body(self) -> dict:
         return error_body(self.message, self.type, self.param, self.code)
 
+    @property
+    def headers(self) -> dict[str, str]:
+        """Extra response headers (Retry-After on a 429)."""
+        return {}
+
 
 class InvalidRequest(HallgateError):
     status = 400
@@ -52,6 +63,11 @@ class AuthenticationFailed(HallgateError):
     status = 401
     type = "authentication_error"
     code = "invalid_api_key"
+
+
+class PermissionDenied(HallgateError):
+    status = 403
+    type = "permission_error"
 
 
 class ModelNotFound(HallgateError):
@@ -66,6 +82,22 @@ class PayloadTooLarge(HallgateError):
     code = "payload_too_large"
 
 
+class Overloaded(HallgateError):
+    """The gateway's own global or per-key in-flight limit is reached (proxy/limits.py)."""
+
+    status = 429
+    type = "rate_limit_error"
+
+    def __init__(self, message: str, *, scope: str, retry_after: float):
+        super().__init__(message, code=f"{scope}_concurrency_limit")
+        self.scope = scope  # "global" or "key"
+        self.retry_after = retry_after
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"retry-after": str(max(1, math.ceil(self.retry_after)))}
+
+
 class UpstreamError(HallgateError):
     status = 502
     type = "upstream_error"
@@ -78,6 +110,25 @@ class UpstreamRejected(UpstreamError):
                  code: str | None = None):
         super().__init__(message, param=param, code=code)
         self.status = status
+
+
+class UpstreamRateLimited(UpstreamError):
+    """The upstream kept answering 429 and its Retry-After does not fit in the deadline:
+    pass the 429 on with that Retry-After, since the SDKs retry 429 themselves."""
+
+    status = 429
+    type = "rate_limit_error"
+    code = "upstream_rate_limited"
+
+    def __init__(self, message: str, *, retry_after: float | None = None):
+        super().__init__(message)
+        self.retry_after = retry_after  # seconds, from the upstream's Retry-After
+
+    @property
+    def headers(self) -> dict[str, str]:
+        if self.retry_after is None:
+            return {}
+        return {"retry-after": str(max(1, math.ceil(self.retry_after)))}
 
 
 class UpstreamTimeout(HallgateError):
@@ -111,7 +162,8 @@ def validation_error(errors: list[dict]) -> InvalidRequest:
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(HallgateError)
     async def _hallgate(_: Request, exc: HallgateError) -> JSONResponse:
-        return JSONResponse(exc.to_body(), status_code=exc.status)
+        audit_failure(exc.status, exc.type, exc.code, exc.message)
+        return JSONResponse(exc.to_body(), status_code=exc.status, headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -127,5 +179,6 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error")
+        audit_failure(500, "server_error", None, repr(exc))
         body = error_body("The gateway hit an internal error; see its logs.", "server_error")
         return JSONResponse(body, status_code=500)

@@ -21,19 +21,26 @@ import time
 from collections.abc import Awaitable
 from typing import Any, Protocol
 
+from detectors.bounds import PromptBounds, bound_text
 from detectors.combiner import answer_features
+from detectors.offload import CpuLimiter
 from detectors.sampling import TokenLogprob
 from detectors.verdict import Verdict
 from policies import (
     Decision,
     MissingLogprobs,
     OverrideError,
+    Policy,
     PolicyStore,
     Profile,
+    Route,
+    RouteNotAllowed,
+    RoutingError,
     apply_hard_rule,
     apply_overrides,
     decide,
     prompt_text,
+    resolve_route,
 )
 from policies.detector_configs import (
     edfl_config,
@@ -42,10 +49,10 @@ from policies.detector_configs import (
     semantic_config,
 )
 from policies.schema import CombineConfig, HaltKnobs, progressive_problems
-from proxy.audit import AuditLog
+from proxy.audit import AuditLog, PendingAudit, pending_audit
 from proxy.chat.gating import Answer, GateOutcome, ProgressivePlan, RequestContext
 from proxy.chat.schemas import ChatCompletionRequest
-from proxy.errors import InvalidRequest
+from proxy.errors import InvalidRequest, PermissionDenied
 from proxy.metrics import Metrics
 from proxy.registry import UpstreamRegistry
 from proxy.sampler import UpstreamSampler
@@ -73,8 +80,9 @@ def load_halt_scorer() -> HaltScoring | None:
 class DetectorSuite:
     """The detectors this gateway offers, loaded once; gates cached per config."""
 
-    def __init__(self, halt: HaltScoring | None):
+    def __init__(self, halt: HaltScoring | None, cpu: CpuLimiter | None = None):
         self.halt = halt
+        self.cpu = cpu or CpuLimiter(limit=2)  # detector CPU work, off the event loop
         self._edfl: dict[Any, Any] = {}
         self._semantic: dict[Any, Any] = {}
 
@@ -86,7 +94,7 @@ class DetectorSuite:
 
         config = edfl_config(profile)
         if config not in self._edfl:
-            self._edfl[config] = EdflGate(config)
+            self._edfl[config] = EdflGate(config, cpu=self.cpu)
         return self._edfl[config]
 
     def semantic_gate(self, profile: Profile):
@@ -94,7 +102,7 @@ class DetectorSuite:
 
         config = semantic_config(profile)
         if config not in self._semantic:
-            self._semantic[config] = SemanticGate(config)
+            self._semantic[config] = SemanticGate(config, cpu=self.cpu)
         return self._semantic[config]
 
 
@@ -111,6 +119,19 @@ def decision_headers(decision: Decision) -> dict[str, str]:
     return headers
 
 
+def resolve(policy: Policy, ctx: RequestContext, model: str) -> tuple[Route, Profile]:
+    """The request's route and profile; a route it names but cannot have is an error
+    (unknown: 400, not allowed for its key: 403), never silently the default route."""
+    try:
+        chosen = resolve_route(policy, path=ctx.path, route_header=ctx.route_header,
+                               model=model, key_name=ctx.key_name)
+    except RouteNotAllowed as exc:
+        raise PermissionDenied(str(exc), param=exc.param, code="route_not_allowed") from None
+    except RoutingError as exc:
+        raise InvalidRequest(str(exc), param=exc.param, code="unknown_route") from None
+    return chosen.route, chosen.profile
+
+
 class PolicyGatekeeper:
     def __init__(self, store: PolicyStore, suite: DetectorSuite, registry: UpstreamRegistry,
                  metrics: Metrics, audit: AuditLog | None = None):
@@ -123,15 +144,16 @@ class PolicyGatekeeper:
     def begin(self, request: ChatCompletionRequest, ctx: RequestContext,
               model: str) -> PolicySession:
         policy = self.store.policy  # read once: a reload mid-request does not affect it
-        route, profile = policy.match(path=ctx.path, route_header=ctx.route_header,
-                                      model=model, key_name=ctx.key_name)
+        route, profile = resolve(policy, ctx, model)
         try:
             profile = apply_overrides(profile, ctx.override_headers,
                                       available_detectors=self.suite.available())
         except OverrideError as exc:
             raise InvalidRequest(str(exc), param=exc.header, code="override_refused") from None
         messages = request.raw_messages()
-        profile, escalation = apply_hard_rule(policy, profile, prompt_text(messages))
+        # The hard rule reads a bounded text: its regexes take 0.2 s on 1 MB.
+        text = bound_text(prompt_text(messages), PromptBounds().max_chars)
+        profile, escalation = apply_hard_rule(policy, profile, text)
         sampler = UpstreamSampler(self.registry.get(model))
         return PolicySession(self, route.name, profile, escalation, messages, sampler, ctx,
                              model)
@@ -163,6 +185,9 @@ class PolicySession:
         if profile.streaming in ("passthrough", "progressive"):
             self.headers["x-hallgate-decision"] = "deferred"  # see the stream's last chunk
         self.enabled = profile.detectors.enabled()
+        if keeper.audit is not None:  # a failure before the decision is audited too
+            pending_audit.set(PendingAudit(keeper.audit, ctx.request_id, model, messages,
+                                           route, profile.name, ctx.key_name))
         self._tasks: dict[str, asyncio.Task] = {}
         self._start_prompt_only_work()
 
@@ -174,7 +199,8 @@ class PolicySession:
                 self._timed("edfl", gate.run(self.messages, self.sampler, model=self.model)))
         if "semantic" in self.enabled:
             gate = suite.semantic_gate(self.profile)
-            instruction = sample_instruction(self.profile, prompt_text(self.messages))
+            instruction = sample_instruction(
+                self.profile, bound_text(prompt_text(self.messages), PromptBounds().max_chars))
             sample_messages = ([{"role": "system", "content": instruction}, *self.messages]
                                if instruction else self.messages)
             self._tasks["semantic"] = asyncio.ensure_future(
@@ -220,6 +246,7 @@ class PolicySession:
         self.keeper.metrics.decisions.labels(decision.profile, decision.verdict.value).inc()
         record_decision(decision)  # gen_ai.evaluation.result events when tracing is on
         if self.keeper.audit is not None:
+            pending_audit.set(None)
             self.keeper.audit.record(request_id=self.ctx.request_id, model=self.model,
                                      messages=self.messages, decision=decision.to_dict(),
                                      usage=self._gate_usage(), key_name=self.ctx.key_name)

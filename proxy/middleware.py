@@ -1,6 +1,8 @@
 """Pure ASGI middleware (no BaseHTTPMiddleware: it costs a task per request).
 
-- request ids: ``x-request-id`` taken from the client or made up, echoed on the response;
+- request ids: ``x-request-id`` taken from the client (printable ASCII, at most 128
+  characters; anything else, such as bytes 0xFF 0xFE, is replaced) or made up, echoed on
+  the response;
 - body limit: a body over ``max_body_bytes`` is a 413 in the OpenAI error shape.
 """
 
@@ -15,6 +17,15 @@ from proxy.logs import request_id_var
 Scope = dict
 
 
+def client_request_id(raw: bytes | None) -> str:
+    """The client's id when it is printable ASCII (cut to 128 characters), else a new one:
+    header bytes are not guaranteed to be text, and the id goes into logs and headers."""
+    text = raw[:128].decode("ascii", errors="replace") if raw else ""
+    if text and text.isprintable() and "\ufffd" not in text:
+        return text
+    return uuid.uuid4().hex
+
+
 class RequestIdMiddleware:
     def __init__(self, app, header: bytes = b"x-request-id"):
         self.app = app
@@ -23,15 +34,14 @@ class RequestIdMiddleware:
     async def __call__(self, scope: Scope, receive, send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        request_id = next((v.decode() for k, v in scope["headers"] if k == self.header),
-                          None) or uuid.uuid4().hex
-        scope.setdefault("state", {})["request_id"] = request_id[:128]
-        token = request_id_var.set(request_id[:128])
+        request_id = client_request_id(
+            next((v for k, v in scope["headers"] if k == self.header), None))
+        scope.setdefault("state", {})["request_id"] = request_id
+        token = request_id_var.set(request_id)
 
         async def send_with_id(message: dict) -> None:
             if message["type"] == "http.response.start":
-                message.setdefault("headers", []).append(
-                    (self.header, request_id[:128].encode()))
+                message.setdefault("headers", []).append((self.header, request_id.encode()))
             await send(message)
 
         try:

@@ -65,7 +65,8 @@ def fake_settings(fake: FakeUpstream, **overrides) -> Settings:
     """Settings with one model ``fake`` on the fake upstream and fast retries."""
     model = UpstreamModel(name="fake", provider="openai", model="fake-model",
                           api_base=fake.api_base, timeout_s=2.0,
-                          supports_n=overrides.pop("supports_n", True))
+                          supports_n=overrides.pop("supports_n", True),
+                          logprobs=overrides.pop("logprobs", "auto"))
     retry = overrides.pop("retry", RetrySettings(max_attempts=3, deadline_s=5.0,
                                                  backoff_initial_s=0.01, backoff_max_s=0.5))
     return Settings(models=[model], retry=retry, **overrides)

@@ -3,7 +3,8 @@
 In tests it runs in-process (``FakeUpstream.serve()`` in a thread) and each test scripts
 it; ``python -m tests.fake_upstream --port 9001 --latency-ms 20`` runs it alone for the
 benchmarks. It answers with a given text and deterministic top-20 logprobs, streams,
-optionally ignores ``n``, and injects faults: slowness, 429 with Retry-After, 500,
+optionally ignores ``n``, rejects ``logprobs`` like OpenAI's reasoning models
+(``Script.rejects_logprobs``), and injects faults: slowness, 429 with Retry-After, 500,
 malformed JSON, a connection dropped mid-stream.
 """
 
@@ -23,6 +24,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+# What OpenAI's reasoning models answer to a request with logprobs (2025-2026).
+REASONING_MODEL_ERROR = {"error": {
+    "message": "Unsupported parameter: 'logprobs' is not supported with this model.",
+    "type": "invalid_request_error", "param": "logprobs", "code": "unsupported_parameter"}}
+
 
 @dataclass
 class Fault:
@@ -39,6 +45,8 @@ class Script:
     logprob: float = -0.05  # chosen token's logprob
     top_k: int = 20  # alternatives per token in the reply
     no_logprobs: bool = False  # like a provider without logprobs: never sends them
+    rejects_logprobs: int | None = None  # 400 or 403: like OpenAI's o1/o3/o4-mini, refuse
+    # any request that carries `logprobs` or `top_logprobs`
     texts: deque = field(default_factory=deque)  # per-call texts, consumed first
     token_shapes: tuple[tuple[float, float], ...] = ()  # per token (chosen logprob, gap in
     # nats between consecutive alternatives); tokens past the end use (logprob, 1.0). A
@@ -75,6 +83,8 @@ class FakeUpstream:
         self.faults: deque[Fault] = deque()
         self.requests: list[dict] = []
         self.streams: list[StreamRecord] = []  # one per streamed answer, in order
+        self.in_flight = 0  # requests being answered now (non-streaming: until the reply)
+        self.max_in_flight = 0  # the most at once since the last reset
         self.port: int | None = None
         self._server: uvicorn.Server | None = None
         self.app = Starlette(routes=[
@@ -89,6 +99,7 @@ class FakeUpstream:
         self.faults.clear()
         self.requests.clear()
         self.streams.clear()
+        self.max_in_flight = 0
 
     def fail_next(self, kind: str, times: int = 1, **kw) -> None:
         self.faults.extend(Fault(kind, **kw) for _ in range(times))
@@ -103,6 +114,14 @@ class FakeUpstream:
         return JSONResponse({"object": "list", "data": [{"id": "fake", "object": "model"}]})
 
     async def chat(self, request: Request) -> Response:
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            return await self._chat(request)
+        finally:
+            self.in_flight -= 1
+
+    async def _chat(self, request: Request) -> Response:
         body = json.loads(await request.body())
         self.requests.append(body)
         fault = self.faults.popleft() if self.faults else None
@@ -114,6 +133,8 @@ class FakeUpstream:
             headers = {"retry-after": str(fault.retry_after)} if fault.retry_after else {}
             err = {"error": {"message": f"injected {fault.kind}", "type": "fake"}}
             return JSONResponse(err, status_code=int(fault.kind), headers=headers)
+        if self.script.rejects_logprobs and ("logprobs" in body or "top_logprobs" in body):
+            return JSONResponse(REASONING_MODEL_ERROR, status_code=self.script.rejects_logprobs)
         if fault and fault.kind == "malformed":
             return Response(b'{"id": "broken", "choices": [', media_type="application/json")
         n = body.get("n", 1) if self.script.honours_n else 1

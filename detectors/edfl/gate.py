@@ -18,6 +18,7 @@ from collections import OrderedDict
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 
+from detectors.bounds import PromptBounds, bound_messages
 from detectors.edfl import budget
 from detectors.edfl.config import EdflConfig
 from detectors.edfl.decision import (
@@ -27,6 +28,7 @@ from detectors.edfl.decision import (
     prompt_key,
 )
 from detectors.edfl.skeletons import build_skeletons, resolve_mode
+from detectors.offload import CpuLimiter
 from detectors.sampling import Message, Sampler
 from detectors.verdict import Verdict
 
@@ -137,11 +139,24 @@ def _reason(p: float, prior_sufficient: bool, isr: float, dbar: float, b2t: floa
     return "information sufficient"
 
 
-class EdflGate:
-    """The classical (binary-event) EDFL head. Owns a bounded LRU of decision estimates."""
+def _skeletons_and_mode(messages: Sequence[Message], config) -> tuple[list, str]:
+    """The CPU part of a run, for a worker thread."""
+    return build_skeletons(messages, config), resolve_mode(messages, config)
 
-    def __init__(self, config: EdflConfig | None = None):
+
+class EdflGate:
+    """The classical (binary-event) EDFL head. Owns a bounded LRU of decision estimates.
+
+    The gate judges a bounded view of the conversation (``bounds``, see
+    :mod:`detectors.bounds`), and builds its skeletons in a worker thread (``cpu``), so a
+    huge prompt neither stalls the event loop nor costs seconds of masking.
+    """
+
+    def __init__(self, config: EdflConfig | None = None, *, cpu: CpuLimiter | None = None,
+                 bounds: PromptBounds = PromptBounds()):
         self.config = config or EdflConfig()
+        self.cpu = cpu or CpuLimiter()
+        self.bounds = bounds
         self.cache = LruCache(self.config.cache_size)
         self._no_logprobs: set[Hashable] = set()  # models seen answering without logprobs
         self._inflight: dict[Hashable, asyncio.Future] = {}
@@ -157,12 +172,13 @@ class EdflGate:
         cfg = self.config
         started = time.perf_counter()
         model_key = model or getattr(sampler, "model", None) or sampler
-        skeletons = build_skeletons(messages, cfg.skeleton_config())
-        prompts = [list(messages)] + [s.messages for s in skeletons]
+        view = bound_messages(messages, self.bounds)
+        skeletons, mode = await self.cpu.run(_skeletons_and_mode, view.messages,
+                                             cfg.skeleton_config())
+        prompts = [list(view.messages)] + [s.messages for s in skeletons]
         estimates, costs, hits = await self._estimate_all(prompts, sampler, model_key)
         return self._result(
-            estimates, costs, hits, skeletons, resolve_mode(messages, cfg.skeleton_config()),
-            time.perf_counter() - started,
+            estimates, costs, hits, skeletons, mode, time.perf_counter() - started,
         )  # fmt: skip
 
     async def _estimate_all(self, prompts, sampler, model_key):

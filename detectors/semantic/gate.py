@@ -29,8 +29,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from detectors.bounds import PromptBounds, bound_messages
 from detectors.edfl import budget
 from detectors.edfl.skeletons import build_skeletons, message_text
+from detectors.offload import CpuLimiter
 from detectors.sampling import Message, Sample, Sampler, TokenLogprob
 from detectors.semantic.backend import Entailment
 from detectors.semantic.clustering import (
@@ -163,9 +165,12 @@ def decision_cost(draws: SampleSet, judge: EquivalenceJudge, seconds: float) -> 
 class SemanticGate:
     """One per profile: holds the config, the (lazily built) backend and the judge cache."""
 
-    def __init__(self, config: SemanticConfig | None = None, backend: Entailment | None = None):
+    def __init__(self, config: SemanticConfig | None = None, backend: Entailment | None = None,
+                 *, cpu: CpuLimiter | None = None, bounds: PromptBounds = PromptBounds()):
         self.config = config or SemanticConfig()
         self._backend = backend
+        self.cpu = cpu or CpuLimiter()  # skeleton masking runs in a worker thread
+        self.bounds = bounds  # skeletons are built from a bounded view of the prompt
         self._judge_cache = JudgeCache()
 
     def backend_for(self, sampler: Sampler) -> Entailment:
@@ -192,7 +197,8 @@ class SemanticGate:
     async def sample(self, messages: Sequence[Message], sampler: Sampler) -> SampleSet:
         """M full-prompt answers and the skeletons' answers, all requested concurrently."""
         cfg = self.config
-        skeletons = build_skeletons(messages, cfg.skeleton_config())
+        view = bound_messages(messages, self.bounds).messages  # what the judges read too
+        skeletons = await self.cpu.run(build_skeletons, view, cfg.skeleton_config())
         options = {"temperature": cfg.temperature, "top_p": cfg.top_p,
                    "max_tokens": cfg.max_tokens, "top_logprobs": cfg.top_logprobs}
         start = time.perf_counter()
@@ -201,7 +207,7 @@ class SemanticGate:
             *(sampler(s.messages, n=cfg.skeleton_samples, **options) for s in skeletons),
         )
         return SampleSet(
-            question=last_user_text(messages),
+            question=last_user_text(view),
             full=tuple(full),
             skeletons=tuple(tuple(row) for row in per_skeleton),
             sampler_calls=1 + len(skeletons),

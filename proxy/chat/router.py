@@ -19,9 +19,11 @@ from collections.abc import AsyncIterator
 import orjson
 from pydantic import ValidationError
 
+from proxy.audit import audit_failure
 from proxy.chat.gating import RequestContext
 from proxy.chat.schemas import ChatCompletionRequest
 from proxy.chat.service import ChatService
+from proxy.chat.shaping import sse
 from proxy.errors import HallgateError, InvalidRequest, validation_error
 
 log = logging.getLogger("hallgate.chat")
@@ -101,6 +103,12 @@ async def send_stream(send, receive, headers: dict[str, str],
                 return
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
         await send({"type": "http.response.body", "body": b"", "more_body": False})
+    except Exception:  # a bug of ours mid-stream: logged, and the stream ends with an error
+        log.exception("stream failed after its first chunk")
+        error = HallgateError("The gateway hit an internal error mid-stream; see its logs.")
+        with contextlib.suppress(Exception):
+            await send({"type": "http.response.body", "body": sse(error.to_body()),
+                        "more_body": False})
     finally:
         gone.cancel()
         with contextlib.suppress(Exception):
@@ -125,15 +133,19 @@ class ChatEndpoint:
             ctx = request_context(scope)
             if request.stream:
                 plan = await service.open_stream(request, ctx)
-                await send_stream(send, receive, plan.headers, plan.body)
-                return
-            result = await service.complete(request, ctx)
+            else:
+                result = await service.complete(request, ctx)
         except HallgateError as exc:
+            audit_failure(exc.status, exc.type, exc.code, exc.message)
             await send_json(send, exc.status, exc.to_body(), getattr(exc, "headers", None))
             return
-        except Exception:  # a bug of ours: logged, and still an OpenAI-shaped 500
+        except Exception as exc:  # a bug of ours: logged, and still an OpenAI-shaped 500
             log.exception("chat request failed")
+            audit_failure(500, "server_error", None, repr(exc))
             error = HallgateError("The gateway hit an internal error; see its logs.")
             await send_json(send, error.status, error.to_body())
             return
-        await send_json(send, 200, result.body, result.headers)
+        if request.stream:  # the status is sent: from here on errors end the stream
+            await send_stream(send, receive, plan.headers, plan.body)
+        else:
+            await send_json(send, 200, result.body, result.headers)

@@ -17,7 +17,7 @@ from tenacity import (
 )
 
 from proxy.config import RetrySettings, UpstreamModel
-from proxy.errors import UpstreamError, UpstreamTimeout
+from proxy.errors import UpstreamError, UpstreamRateLimited, UpstreamTimeout
 
 T = TypeVar("T")
 RETRYABLE_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
@@ -59,10 +59,14 @@ def parse_retry_after(value: str | None) -> float | None:
 
 
 class _WaitRetryAfter:
-    """Exponential backoff with jitter, replaced by the server's Retry-After when given."""
+    """Exponential backoff with jitter, replaced by the server's Retry-After when given.
+
+    Retry-After is honoured in full, even above the backoff cap; when it does not fit in
+    what is left of the deadline, ``stop_before_delay`` gives up at once (no useless
+    early retry) and the client gets the upstream's 429 with its Retry-After.
+    """
 
     def __init__(self, settings: RetrySettings):
-        self.cap = settings.backoff_max_s
         self.backoff = wait_exponential_jitter(
             initial=settings.backoff_initial_s, max=settings.backoff_max_s
         )
@@ -70,7 +74,7 @@ class _WaitRetryAfter:
     def __call__(self, state: RetryCallState) -> float:
         exc = state.outcome.exception() if state.outcome else None
         if isinstance(exc, RetryableUpstreamError) and exc.retry_after is not None:
-            return min(exc.retry_after, self.cap)
+            return exc.retry_after
         return self.backoff(state)
 
 
@@ -134,6 +138,9 @@ def _give_up(exc: RetryableUpstreamError, attempts: int, start: float,
              settings: RetrySettings) -> UpstreamError:
     elapsed = time.monotonic() - start
     detail = f"{exc} (after {attempts} attempt(s), {elapsed:.1f}s)"
+    if exc.status == 429 and not exc.timed_out:
+        return UpstreamRateLimited(f"Upstream is rate-limiting: {detail}",
+                                   retry_after=exc.retry_after)
     if exc.timed_out or elapsed >= settings.deadline_s:
         return UpstreamTimeout(f"Upstream did not answer in time: {detail}")
     return UpstreamError(f"Upstream failed: {detail}", code=_code(exc))

@@ -10,6 +10,7 @@ import pytest
 
 from evaluation.evaluate import evaluate
 from proxy.upstream.recording import Recording, exchange_key, read_exchanges
+from tests.evaluation.test_eval_command import ITEMS
 
 POLICY = """\
 version: 1
@@ -25,14 +26,6 @@ profiles:
     fail_mode: open
 """
 
-ITEMS = [
-    {"id": "q-right", "source": "toy", "kind": "text", "prompt": "Capital of France?",
-     "gold": ["Paris"]},
-    {"id": "q-wrong", "source": "toy", "kind": "text", "prompt": "Capital of the UK?",
-     "gold": ["London"]},
-    {"id": "q-number", "source": "sums", "kind": "number", "prompt": "What is 1 + 2?",
-     "gold": [3]},
-]
 
 
 def test_exchange_key_ignores_what_does_not_shape_the_answer():

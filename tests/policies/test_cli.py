@@ -44,6 +44,13 @@ def test_match_shows_route_and_profile():
     assert "escalate_factual_to: strict-factual" in result.output
 
 
+def test_match_refuses_an_unknown_route_like_the_gateway():
+    result = runner.invoke(app, ["match", str(EXAMPLES_DIR / "default.yaml"),
+                                 "--route", "stirct"])
+    assert result.exit_code == 1
+    assert "Unknown route 'stirct'" in result.output and "strict (header strict" in result.output
+
+
 def test_profiles_lists_the_builtins():
     result = runner.invoke(app, ["profiles"])
     assert result.exit_code == 0, result.output

@@ -232,8 +232,8 @@ def test_route_errors_exact():
     assert problems == [
         "policy.yaml:2: routes: a default route is required (a last route with "
         "`default: true`)",
-        "policy.yaml:3: routes[0].profile: unknown profile 'nope' (known: code-creative, "
-        "shadow, strict-factual)",
+        "policy.yaml:3: routes[0].profile: unknown profile 'nope' (known: black-box, "
+        "code-creative, shadow, strict-factual)",
         "policy.yaml:4: routes[1].name: duplicate route name 'a'",
     ]
 
@@ -306,7 +306,7 @@ def test_extends_unknown_and_cycles():
           a: {extends: strict-factul}
     """)
     assert problems[0].startswith("policy.yaml:4: profiles.a.extends: unknown profile "
-                                  "'strict-factul' (known: a, code-creative")
+                                  "'strict-factul' (known: a, black-box, code-creative")
 
 
 def test_cross_field_checks():

@@ -17,9 +17,12 @@ CREATIVE_FACTUAL = [{"role": "user", "content": "Write a short poem about what B
                                                 "Obama did in 2009."}]
 
 
-def route_client(url: str, route: str, **headers: str) -> openai.OpenAI:
+def route_client(url: str, route: str | None, **headers: str) -> openai.OpenAI:
+    """A client for ``route`` by its header; None: no header, i.e. the default route (a
+    route header must name a route that has one: unknown values are a 400)."""
+    route_header = {"x-hallgate-route": route} if route else {}
     return openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0, timeout=600,
-                         default_headers={"x-hallgate-route": route, **headers})
+                         default_headers={**route_header, **headers})
 
 
 def ask(client: openai.OpenAI, messages: list[dict], **kw):
@@ -67,6 +70,6 @@ def test_header_overrides_are_refused_unless_allowed(embedded_gateway):
         ask(route_client(embedded_gateway, "strict", **{"x-hallgate-action": "shadow"}),
             FABRICATED)
     assert exc.value.body["code"] == "override_refused"
-    resp = ask(route_client(embedded_gateway, "default", **{"x-hallgate-action": "abstain"}),
+    resp = ask(route_client(embedded_gateway, None, **{"x-hallgate-action": "abstain"}),
                FABRICATED).parse()
     assert resp.model_extra["hallgate"]["action"] == "abstain"

@@ -27,7 +27,7 @@ PARENT_ID = "00f067aa0ba902b7"
 POLICY = """
 version: 1
 routes:
-  - {name: strict, match: {header: strict}, profile: strict}
+  - {name: strict, match: {header: strict, path_prefix: /strict}, profile: strict}
   - {name: gated, match: {header: gated}, profile: gated}
   - {name: live, match: {header: live}, profile: live}
   - {name: default, default: true, profile: relaxed}
