@@ -9,8 +9,9 @@ verdict come back) and `progressive` (HALT on the growing prefix, action abstain
 risky prefix cuts the stream). Each question is asked once per route, one request at a
 time, temperature 0 (llama.cpp is then deterministic: both routes see the same tokens
 until a cut). The questions are the first items of the recorded corpus
-(recordings/smollm2-135m/items.jsonl); an answer's label comes from the buffered run's
-full text (evaluation/data.py's rules).
+(recordings/smollm2-135m/items.jsonl; without it, evaluation.data's items that HALT
+never trained or validated on, equal numbers per source); an answer's label comes from
+the buffered run's full text (evaluation/data.py's rules).
 
 Reported:
 - time to the first content chunk, p50, progressive vs buffer, on answers longer than
@@ -35,7 +36,7 @@ import httpx
 import typer
 import yaml
 
-from evaluation.data import is_correct, load_items
+from evaluation.data import DEFAULT_DATA_DIR, is_correct, load_items
 from evaluation.evaluate import local_gateway
 
 REPO = Path(__file__).resolve().parent.parent
@@ -47,7 +48,9 @@ def policy(holdback: int, every: int) -> dict:
                  "semantic": {"enabled": False}}
     return {"version": 1, "routes": [
         {"name": "progressive", "match": {"header": "progressive"}, "profile": "progressive"},
-        {"name": "buffer", "default": True, "profile": "buffered"}],
+        {"name": "buffer", "match": {"header": "buffer"}, "profile": "buffered"},
+        {"name": "default", "default": True, "profile": "buffered"}],  # an x-hallgate-route
+    # value must name a route with that header (an unknown one is a 400)
         "profiles": {
             "buffered": {"detectors": halt_only, "streaming": "buffer", "action": "annotate",
                          "fail_mode": "open"},
@@ -131,7 +134,10 @@ def main(items: int = typer.Option(40, help="Questions (the corpus' first ones).
          holdback: int = typer.Option(8, help="W: progressive.holdback_tokens."),
          every: int = typer.Option(8, help="k: progressive.rescore_every."),
          json_out: Path = typer.Option(REPO / "runs" / "bench_streaming_gate.json")) -> None:
-    questions = load_items(str(ITEMS), ITEMS.parent)[:items]
+    if ITEMS.exists():
+        questions = load_items(str(ITEMS), ITEMS.parent)[:items]
+    else:  # a checkout without the recording: evaluation.data's held-out items
+        questions = load_items("all", DEFAULT_DATA_DIR, per_source=max(1, items // 4))[:items]
     rows = []
     with tempfile.TemporaryDirectory(prefix="hallgate-streaming-") as tmp, \
             contextlib.ExitStack() as stack:
