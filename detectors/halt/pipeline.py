@@ -4,6 +4,7 @@ load data, split, train, evaluate on the held-out split, write checkpoint and re
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -45,7 +46,9 @@ def run_training(data: Sequence[str | Path], out: str | Path, name: str, arch: s
                     "val": result.val, "test": {k: report[k] for k in
                                                 ("halt", "mean_logprob_baseline")}},
         "train_config": train_config.to_dict(),
-        "data": [str(p) for p in data] if not synthetic else [f"synthetic:{synthetic}"],
+        # provenance, relative to where the command ran (no machine's absolute paths)
+        "data": [os.path.relpath(p) for p in data] if not synthetic
+        else [f"synthetic:{synthetic}"],
         "split": {"seed": train_config.seed, "fractions": [0.70, 0.15, 0.15],
                   "stratified_by": ["source", "label"], "sizes": [len(split.train),
                   len(split.val), len(split.test)],
