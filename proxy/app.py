@@ -74,12 +74,16 @@ async def policy_gatekeeper(settings: Settings, registry: UpstreamRegistry, metr
 
 
 def build_upstreams(settings: Settings, configs: list[UpstreamModel],
-                    session: aiohttp.ClientSession) -> list[Upstream]:
-    """The transports for ``configs``; recording or replaying when the settings say so."""
+                    session: aiohttp.ClientSession, rejected) -> list[Upstream]:
+    """The transports for ``configs`` (each learning whether its model takes logprobs);
+    recording or replaying when the settings say so. A recording wraps the capability
+    layer, so it keeps the request as the gateway asked it and the answer it finally got:
+    a replay needs no retry without logprobs."""
     if settings.replay_dir:
         recording = Recording(settings.replay_dir)
         return [ReplayUpstream(c, recording) for c in recording.models()]
-    upstreams = [build_upstream(c, settings.retry, session) for c in configs]
+    upstreams = [LogprobsCapability(build_upstream(c, settings.retry, session), rejected)
+                 for c in configs]
     if settings.record_dir:
         recording = Recording(settings.record_dir)
         recording.start(configs)
@@ -123,8 +127,8 @@ def create_app(settings: Settings | None = None, halt: HaltScoring | None = None
                 stack.push_async_callback(embedded.stop)
                 configs.append(embedded_upstream_config(embedded))
             rejected = rejection_counter(app.state.metrics.registry)
-            upstreams = [InstrumentedUpstream(LogprobsCapability(u, rejected), app.state.metrics)
-                         for u in build_upstreams(settings, configs, session)]
+            upstreams = [InstrumentedUpstream(u, app.state.metrics)
+                         for u in build_upstreams(settings, configs, session, rejected)]
             for upstream in upstreams:  # closed before the session they share
                 stack.push_async_callback(upstream.aclose)
             if tracing is not None:

@@ -15,7 +15,6 @@ class InstrumentedUpstream:
     def __init__(self, inner: Upstream, metrics: Metrics):
         self.inner = inner
         self.config = inner.config
-        self.logprobs_supported = inner.logprobs_supported
         self.model = model = inner.config.name
         inner.on_retry = metrics.upstream_retries.labels(model).inc
         self.on_retry = inner.on_retry
@@ -29,6 +28,12 @@ class InstrumentedUpstream:
         if usage:
             for kind, counter in self._tokens.items():
                 counter.inc(int(usage.get(kind) or 0))
+
+
+    @property
+    def logprobs_supported(self) -> bool:
+        """The inner upstream's, asked each time: it can learn that a model refuses them."""
+        return self.inner.logprobs_supported
 
     async def complete(self, body: dict) -> dict:
         start = time.perf_counter()

@@ -152,8 +152,13 @@ class RecordingUpstream:
         self.inner = inner
         self.recording = recording
         self.config = inner.config
-        self.logprobs_supported = inner.logprobs_supported
         self.on_retry: Callable[[], None] | None = None
+
+
+    @property
+    def logprobs_supported(self) -> bool:
+        """The inner upstream's, asked each time: it can learn that a model refuses them."""
+        return self.inner.logprobs_supported
 
     async def complete(self, body: dict) -> dict:
         self.inner.on_retry = self.on_retry
