@@ -29,7 +29,6 @@ class InstrumentedUpstream:
             for kind, counter in self._tokens.items():
                 counter.inc(int(usage.get(kind) or 0))
 
-
     @property
     def logprobs_supported(self) -> bool:
         """The inner upstream's, asked each time: it can learn that a model refuses them."""

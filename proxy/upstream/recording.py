@@ -154,7 +154,6 @@ class RecordingUpstream:
         self.config = inner.config
         self.on_retry: Callable[[], None] | None = None
 
-
     @property
     def logprobs_supported(self) -> bool:
         """The inner upstream's, asked each time: it can learn that a model refuses them."""
