@@ -44,7 +44,7 @@ import httpx
 import typer
 import yaml
 
-from proxy.embedded import free_port
+from proxy.embedded import free_port, stop_process
 
 REPO = Path(__file__).resolve().parent.parent
 WRK_SCRIPT = REPO / "bench" / "wrk_chat.lua"
@@ -155,12 +155,7 @@ def server(name: str, argv: list[str], ready_url: str, log_dir: Path,
                   file=sys.stderr)
             raise
         finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop_process(proc, 30)
 
 
 def vm_rss_mb(pid: int) -> float:

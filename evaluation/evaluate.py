@@ -53,7 +53,7 @@ from policies.calibration import (
     split_indices,
 )
 from policies.schema import Policy, Profile
-from proxy.embedded import free_port
+from proxy.embedded import free_port, stop_process
 
 console = Console(stderr=True)
 
@@ -128,12 +128,7 @@ def local_gateway(policy_path: Path, audit_path: Path, startup_timeout_s: float 
         console.print(f"gateway started at {url} (log {log_path})")
         yield url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc, 60)
 
 
 def _wait_ready(url: str, proc: subprocess.Popen, log_path: Path, timeout_s: float) -> None:

@@ -33,6 +33,18 @@ from proxy.audit import audit_failure
 log = logging.getLogger("hallgate.errors")
 
 
+def mid_stream_error(exc: BaseException) -> dict:
+    """The error event that ends a stream broken after its first chunk (the status is
+    sent already): a HallgateError's own body; anything else is a bug of ours, logged with
+    its traceback and shown as an internal error."""
+    if isinstance(exc, HallgateError):
+        log.warning("stream ended by error: %s", exc.message)
+        return exc.to_body()
+    log.error("stream failed after its first chunk", exc_info=exc)
+    return HallgateError("The gateway hit an internal error mid-stream; see its logs."
+                         ).to_body()
+
+
 class HallgateError(Exception):
     status = 500
     type = "server_error"

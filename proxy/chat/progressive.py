@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -31,9 +30,7 @@ from typing import Any
 from proxy.chat import shaping
 from proxy.chat.gating import GateOutcome, GateSession, ProgressivePlan
 from proxy.chat.schemas import ChatCompletionRequest
-from proxy.errors import HallgateError
-
-log = logging.getLogger("hallgate.chat")
+from proxy.errors import mid_stream_error
 
 Tail = Callable[[GateOutcome, list[dict]], AsyncIterator[bytes]]  # verdict, usage, [DONE]
 
@@ -88,13 +85,8 @@ class ProgressiveStream:
         try:
             async for data in self._run(prompt):
                 yield data
-        except HallgateError as exc:
-            log.warning("stream ended by upstream error: %s", exc.message)
-            yield shaping.sse(exc.to_body())
-        except Exception:
-            log.exception("progressive stream failed")
-            yield shaping.sse(HallgateError("The gateway hit an internal error mid-stream; "
-                                            "see its logs.").to_body())
+        except Exception as exc:
+            yield shaping.sse(mid_stream_error(exc))
         finally:
             for task in (prompt, self.reading):
                 if task is not None:  # a read in flight must end before the close

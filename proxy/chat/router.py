@@ -24,7 +24,7 @@ from proxy.chat.gating import RequestContext
 from proxy.chat.schemas import ChatCompletionRequest
 from proxy.chat.service import ChatService
 from proxy.chat.shaping import sse
-from proxy.errors import HallgateError, InvalidRequest, validation_error
+from proxy.errors import HallgateError, InvalidRequest, mid_stream_error, validation_error
 
 log = logging.getLogger("hallgate.chat")
 CHAT_PATH_SUFFIX = "/v1/chat/completions"
@@ -103,11 +103,9 @@ async def send_stream(send, receive, headers: dict[str, str],
                 return
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
         await send({"type": "http.response.body", "body": b"", "more_body": False})
-    except Exception:  # a bug of ours mid-stream: logged, and the stream ends with an error
-        log.exception("stream failed after its first chunk")
-        error = HallgateError("The gateway hit an internal error mid-stream; see its logs.")
+    except Exception as exc:  # the status is sent: the stream ends with an error event
         with contextlib.suppress(Exception):
-            await send({"type": "http.response.body", "body": sse(error.to_body()),
+            await send({"type": "http.response.body", "body": sse(mid_stream_error(exc)),
                         "more_body": False})
     finally:
         gone.cancel()

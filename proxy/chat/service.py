@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -24,12 +23,10 @@ from proxy.chat import shaping
 from proxy.chat.gating import Answer, Gatekeeper, GateOutcome, GateSession, RequestContext
 from proxy.chat.progressive import ProgressiveStream
 from proxy.chat.schemas import ChatCompletionRequest
-from proxy.errors import HallgateError, InvalidRequest, UpstreamError
+from proxy.errors import InvalidRequest, UpstreamError, mid_stream_error
 from proxy.registry import UpstreamRegistry
 from proxy.upstream import Upstream
 from proxy.upstream.fanout import complete_n, merge_streams, sum_usage
-
-log = logging.getLogger("hallgate.chat")
 
 
 @dataclass
@@ -160,13 +157,8 @@ class ChatService:
             outcome = await session.judge(acc.answers())
             async for tail in self._tail(req, first, outcome, usage):
                 yield tail
-        except HallgateError as exc:
-            log.warning("stream ended by upstream error: %s", exc.message)
-            yield shaping.sse(exc.to_body())
-        except Exception:
-            log.exception("stream failed")
-            yield shaping.sse(HallgateError("The gateway hit an internal error mid-stream; "
-                                            "see its logs.").to_body())
+        except Exception as exc:
+            yield shaping.sse(mid_stream_error(exc))
         finally:
             await session.aclose()
 

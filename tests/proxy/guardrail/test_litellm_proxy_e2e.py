@@ -15,7 +15,7 @@ import openai
 import pytest
 import yaml
 
-from proxy.embedded import free_port
+from proxy.embedded import free_port, stop_process
 from tests.conftest import fake_settings
 from tests.proxy.guardrail.test_litellm_guardrail import POLICY, SCATTERED
 
@@ -70,11 +70,7 @@ def litellm_proxy(fake_upstream, start_gateway, tmp_path):
             time.sleep(0.5)
         yield openai.OpenAI(base_url=url, api_key="sk-unused", max_retries=0, timeout=60)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_process(proc, 20)
         log.close()
 
 
