@@ -18,6 +18,7 @@ from typing import Any
 
 import aiohttp
 import torch
+from threadpoolctl import threadpool_limits
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
@@ -43,6 +44,7 @@ from proxy.upstream.capabilities import LogprobsCapability, rejection_counter
 from proxy.upstream.instrumented import InstrumentedUpstream
 from proxy.upstream.openai_http import http_session
 from proxy.upstream.recording import Recording, RecordingUpstream, ReplayUpstream
+from proxy.upstream.usage import PromptTokenCounter, StreamUsage
 
 log = logging.getLogger("hallgate")
 
@@ -54,6 +56,9 @@ async def policy_gatekeeper(settings: Settings, registry: UpstreamRegistry, metr
     """Load detectors and the policy file (a bad file stops the start with file, line and
     key); reload it on change and on SIGHUP, keeping the old policy when a reload fails."""
     torch.set_num_threads(settings.torch_threads)
+    # numpy's BLAS too (HALT scores single answers in numpy): a thread pool that spins
+    # for a 1x128 matmul costs 10x the matmul on a busy machine
+    threadpool_limits(settings.torch_threads, user_api="blas")
     suite = DetectorSuite(halt=halt or load_halt_scorer())
     store = PolicyStore(settings.resolved_policy_file(), available_detectors=suite.available())
     log.info("policy %s loaded; detectors available: %s", store.path, suite.available())
@@ -74,16 +79,23 @@ async def policy_gatekeeper(settings: Settings, registry: UpstreamRegistry, metr
 
 
 def build_upstreams(settings: Settings, configs: list[UpstreamModel],
-                    session: aiohttp.ClientSession, rejected) -> list[Upstream]:
+                    session: aiohttp.ClientSession, rejected,
+                    stream_usage: dict[str, PromptTokenCounter] | None = None,
+                    ) -> list[Upstream]:
     """The transports for ``configs`` (each learning whether its model takes logprobs);
     recording or replaying when the settings say so. A recording wraps the capability
     layer, so it keeps the request as the gateway asked it and the answer it finally got:
-    a replay needs no retry without logprobs."""
+    a replay needs no retry without logprobs. ``stream_usage``: models whose streams carry
+    no usage, with the counter of their prompt tokens (the embedded model)."""
     if settings.replay_dir:
         recording = Recording(settings.replay_dir)
         return [ReplayUpstream(c, recording) for c in recording.models()]
-    upstreams = [LogprobsCapability(build_upstream(c, settings.retry, session), rejected)
-                 for c in configs]
+    upstreams: list[Upstream] = [
+        LogprobsCapability(build_upstream(c, settings.retry, session), rejected)
+        for c in configs]
+    counters = stream_usage or {}
+    upstreams = [StreamUsage(u, counters[u.config.name].count)
+                 if u.config.name in counters else u for u in upstreams]
     if settings.record_dir:
         recording = Recording(settings.record_dir)
         recording.start(configs)
@@ -121,14 +133,17 @@ def create_app(settings: Settings | None = None, halt: HaltScoring | None = None
             session = await stack.enter_async_context(http_session())
             configs = list(settings.models)
             embedded = None
+            stream_usage = {}
             if settings.use_embedded():
                 embedded = EmbeddedModel(settings.embedded)
                 await embedded.start()
                 stack.push_async_callback(embedded.stop)
-                configs.append(embedded_upstream_config(embedded))
+                configs.append(config := embedded_upstream_config(embedded))
+                # llama.cpp's streams carry no usage: the gateway counts it (same GGUF)
+                stream_usage[config.name] = PromptTokenCounter(embedded.gguf_path())
             rejected = rejection_counter(app.state.metrics.registry)
-            upstreams = [InstrumentedUpstream(u, app.state.metrics)
-                         for u in build_upstreams(settings, configs, session, rejected)]
+            upstreams = [InstrumentedUpstream(u, app.state.metrics) for u in
+                         build_upstreams(settings, configs, session, rejected, stream_usage)]
             for upstream in upstreams:  # closed before the session they share
                 stack.push_async_callback(upstream.aclose)
             if tracing is not None:

@@ -123,7 +123,7 @@ class Settings(BaseSettings):
     api_keys: list[ApiKey] = []  # empty = no gateway auth
     audit: AuditSettings = AuditSettings()
     log_level: str = "info"
-    torch_threads: int = Field(1, ge=1)  # intra-op threads of the in-process models (HALT,
+    torch_threads: int = Field(1, ge=1)  # torch and BLAS threads of the in-process models (HALT,
     # embeddings): they are tiny, and more threads cost more in sync than they gain
     record_dir: str | None = None  # append every upstream exchange here (hallgate eval --record)
     replay_dir: str | None = None  # answer from this recording; no upstream at all

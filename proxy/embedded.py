@@ -89,14 +89,20 @@ class EmbeddedModel:
         self._monitor: asyncio.Task | None = None
         self._stopping = False
 
+    def gguf_path(self) -> str:
+        return self.settings.gguf_path or str(find_gguf())
+
     def command(self) -> list[str]:
-        gguf = self.settings.gguf_path or str(find_gguf())
+        gguf = self.gguf_path()
         threads = self.settings.n_threads or os.cpu_count() or 1
         return [
             sys.executable, "-m", "llama_cpp.server", "--model", gguf,
             "--model_alias", self.model_name, "--host", "127.0.0.1", "--port", str(self.port),
             "--logits_all", "true", "--interrupt_requests", "false",
             "--n_ctx", str(self.settings.n_ctx), "--n_threads", str(threads),
+            # prompt processing too: llama_cpp.server gives it every core by default, and
+            # its spinning threads then fight the ones generating
+            "--n_threads_batch", str(threads),
         ]
 
     async def start(self) -> None:

@@ -12,7 +12,10 @@ a batch whose items all have the same length skips packing altogether.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
+
+import numpy as np
 
 import torch
 from torch import nn
@@ -66,6 +69,11 @@ class InputProjection(nn.Module):
 def salient_counts(lengths: torch.Tensor, q: float) -> torch.Tensor:
     """k_b = max(1, ceil(q · len_b)), the number of steps the pooling averages. (B,)."""
     return (lengths.to(torch.float32) * q).ceil().long().clamp(min=1)
+
+
+def salient_count(length: int, q: float) -> int:
+    """k = max(1, ceil(q · length)) for one answer, in float32 like :func:`salient_counts`."""
+    return max(1, math.ceil(np.float32(length) * np.float32(q)))
 
 
 def top_q_pool(hidden: torch.Tensor, lengths: torch.Tensor, q: float) -> torch.Tensor:

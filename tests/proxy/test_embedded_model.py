@@ -90,3 +90,29 @@ async def test_a_port_variable_in_the_environment_does_not_move_the_model(monkey
             assert (await client.get(f"{model.api_base}/models")).status_code == 200
     finally:
         await model.stop()
+
+
+def test_stream_ends_with_usage_when_asked(embedded_client):
+    """llama.cpp sends no usage in streams; the gateway counts it, and the counts equal the
+    ones llama.cpp reports for the same request without streaming."""
+    messages = [{"role": "system", "content": "Answer briefly."}, *QUESTION]
+    plain = embedded_client.chat.completions.create(
+        model=EMBEDDED_MODEL_NAME, messages=messages, max_tokens=12, temperature=0)
+    chunks = list(embedded_client.chat.completions.create(
+        model=EMBEDDED_MODEL_NAME, messages=messages, max_tokens=12, temperature=0,
+        stream=True, stream_options={"include_usage": True}))
+    last = [c for c in chunks if c.usage is not None]
+    assert len(last) == 1 and last[0].choices == []
+    usage = last[0].usage
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == plain.choices[0].message.content  # the same greedy answer
+    assert usage.prompt_tokens == plain.usage.prompt_tokens
+    assert usage.completion_tokens == plain.usage.completion_tokens
+    assert usage.total_tokens == usage.prompt_tokens + usage.completion_tokens
+
+
+def test_stream_without_include_usage_has_no_usage_chunk(embedded_client):
+    chunks = list(embedded_client.chat.completions.create(
+        model=EMBEDDED_MODEL_NAME, messages=QUESTION, max_tokens=4, temperature=0,
+        stream=True))
+    assert all(c.usage is None for c in chunks)

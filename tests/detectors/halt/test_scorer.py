@@ -51,6 +51,7 @@ async def test_an_idle_scorer_starts_at_once(tiny_scorer):
     """No waiting for companions: a lone short answer on a quiet scorer is scored inline,
     the next one right after it in the worker thread, each its own batch."""
     scorer = HaltScorer(tiny_scorer.model, 0.5, "tiny-test")
+    scorer._batcher.quiet_gap_s = 60.0  # "right after", however slow this machine is now
     first = await scorer.score(_tokens(3))
     second = await scorer.score(_tokens(5))
     assert scorer._batcher.inline_runs == 1 and scorer._batcher.batch_sizes == [1]
@@ -66,6 +67,7 @@ async def test_a_long_answer_never_runs_on_the_event_loop(tiny_scorer):
 
 async def test_concurrent_calls_share_one_forward_pass(tiny_scorer):
     scorer = HaltScorer(tiny_scorer.model, 0.5, "tiny-test")
+    scorer._batcher.quiet_gap_s = 60.0  # a slow inline run must not make the burst "quiet"
     answers = [_tokens(n) for n in range(1, 11)]
     results = await asyncio.gather(*(scorer.score(a) for a in answers))
     # the first of the burst found the scorer quiet and ran inline; the rest shared one pass
