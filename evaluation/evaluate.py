@@ -27,6 +27,7 @@ import tempfile
 import time
 import zlib
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -144,6 +145,36 @@ def _wait_ready(url: str, proc: subprocess.Popen, log_path: Path, timeout_s: flo
     raise EvalError(f"the gateway was not ready after {timeout_s:.0f} s (log {log_path})")
 
 
+def start_gateways(stack: contextlib.ExitStack, policy_path: Path, out: Path, shards: int,
+                   gateway: dict | None, record: bool, replay: Path | None,
+                   ) -> tuple[list[str], list[Path]]:
+    """``shards`` local gateways, one after another (each one's embedded model gets
+    cores / shards threads, and writes its own exchanges file when recording); their URLs
+    and audit logs. The CPU model serves one request at a time, so on a 2-core machine
+    two models of one thread each answer more than one of two threads."""
+    urls, audits = [], []
+    for k in range(shards):
+        audit_log = out / ("gateway_audit.jsonl" if shards == 1
+                           else f"gateway_audit.{k}.jsonl")
+        settings = dict(gateway or {})
+        if replay:
+            settings["replay_dir"] = str(replay.resolve())
+        elif record:
+            settings["record_dir"] = str(out.resolve())
+        if shards > 1:
+            threads = max(1, (os.cpu_count() or 1) // shards)
+            settings["embedded"] = {**settings.get("embedded", {}), "n_threads": threads}
+            if record:
+                settings["record_part"] = str(k)
+        urls.append(stack.enter_context(local_gateway(policy_path, audit_log, **settings)))
+        audits.append(audit_log)
+    return urls, audits
+
+
+def sum_counters(counters: list[dict[str, float]]) -> dict[str, float]:
+    return {k: sum(c[k] for c in counters) for k in counters[0]}
+
+
 def gateway_counters(base_url: str) -> dict[str, float]:
     """Upstream calls and tokens so far, summed over models, from /metrics."""
     from prometheus_client.parser import text_string_to_metric_families
@@ -258,19 +289,27 @@ def read_results(path: Path) -> dict[str, dict]:
     return records
 
 
-async def run_items(items: list[QAItem], base_url: str, headers: dict[str, str], model: str,
-                    results_path: Path, concurrency: int, max_tokens: int,
-                    temperature: float, audit: AuditTail,
-                    deadline: float = float("inf")) -> tuple[int, int]:
-    """Ask every item through the gateway, appending records as they come; the failures
-    and the items not started before ``deadline`` (time.monotonic()) are left for a rerun.
+@dataclass
+class Target:
+    """One gateway the items are asked through, and its audit log."""
+
+    url: str  # base URL with the route prefix, without /v1
+    audit: AuditTail
+
+
+async def run_items(items: list[QAItem], targets: list[Target], headers: dict[str, str],
+                    model: str, results_path: Path, concurrency: int, max_tokens: int,
+                    temperature: float, deadline: float = float("inf")) -> tuple[int, int]:
+    """Ask every item through the gateways (item i through ``targets[i % len(targets)]``,
+    ``concurrency`` at a time on each), appending records as they come; the failures and
+    the items not started before ``deadline`` (time.monotonic()) are left for a rerun.
     Returns (failures, skipped)."""
     import openai
 
-    client = openai.AsyncOpenAI(base_url=f"{base_url}/v1", max_retries=1, timeout=900,
-                                api_key=os.environ.get("HALLGATE_API_KEY", "unused"),
-                                default_headers=headers)
-    semaphore = asyncio.Semaphore(concurrency)
+    clients = [openai.AsyncOpenAI(base_url=f"{t.url}/v1", max_retries=1, timeout=900,
+                                  api_key=os.environ.get("HALLGATE_API_KEY", "unused"),
+                                  default_headers=headers) for t in targets]
+    semaphores = [asyncio.Semaphore(concurrency) for _ in targets]
     lock = asyncio.Lock()
     failures: list[str] = []
     skipped: list[str] = []
@@ -280,8 +319,10 @@ async def run_items(items: list[QAItem], base_url: str, headers: dict[str, str],
     with results_path.open("a") as sink, Progress(*columns, console=console) as progress:
         task = progress.add_task("eval", total=len(items))
 
-        async def one(item: QAItem) -> None:
-            async with semaphore:
+        async def one(i: int, item: QAItem) -> None:
+            k = i % len(targets)
+            client, audit = clients[k], targets[k].audit
+            async with semaphores[k]:
                 if time.monotonic() > deadline:
                     skipped.append(item.id)
                     progress.advance(task)
@@ -306,8 +347,9 @@ async def run_items(items: list[QAItem], base_url: str, headers: dict[str, str],
                 sink.flush()
             progress.advance(task)
 
-        await asyncio.gather(*(one(item) for item in items))
-    await client.close()
+        await asyncio.gather(*(one(i, item) for i, item in enumerate(items)))
+    for client in clients:
+        await client.close()
     for failure in failures[:10]:
         console.print(f"[red]failed[/red] {failure}")
     if skipped:
@@ -349,7 +391,7 @@ def evaluate(dataset: str, policy_path: Path, route: str, out: Path, *, limit: i
              exclude_halt_training: bool = True, audit_log: Path | None = None,
              plots: bool = True, time_budget_s: float | None = None,
              record: bool = False, replay: Path | None = None,
-             gateway: dict | None = None) -> dict:
+             gateway: dict | None = None, shards: int = 1) -> dict:
     """The whole ``eval`` run; returns the summary it writes to results.json.
 
     ``record``: the local gateway appends every upstream exchange to ``out`` (a recording
@@ -357,7 +399,8 @@ def evaluate(dataset: str, policy_path: Path, route: str, out: Path, *, limit: i
     ``replay``: a recording; its complete items are asked again through a local gateway
     that answers every upstream call from the recording (same gateway and detector code,
     no upstream). ``gateway``: more settings for the local gateway (e.g. ``models``, to
-    record through an upstream other than the embedded model)."""
+    record through an upstream other than the embedded model). ``shards``: local gateways
+    to spread the items over (:func:`start_gateways`)."""
     headers, prefix = route_access(load_policy(policy_path), route)
     if replay is not None:
         if replay.resolve() == out.resolve():
@@ -382,22 +425,20 @@ def evaluate(dataset: str, policy_path: Path, route: str, out: Path, *, limit: i
     console.print(f"{len(items)} items, {len(items) - len(todo)} already in {results_path}")
     with contextlib.ExitStack() as stack:
         if base_url:
-            url = base_url.rstrip("/")
+            urls, audits = [base_url.rstrip("/")], [audit_log]
         else:
-            audit_log = out / "gateway_audit.jsonl"
-            mode = ({"replay_dir": str(replay.resolve())} if replay else
-                    {"record_dir": str(out.resolve())} if record else {})
-            url = stack.enter_context(local_gateway(policy_path, audit_log,
-                                                    **{**(gateway or {}), **mode}))
-        model = model or _first_model(url)
-        before = gateway_counters(url)
+            urls, audits = start_gateways(stack, policy_path, out, shards, gateway, record,
+                                          replay)
+        model = model or _first_model(urls[0])
+        before = sum_counters([gateway_counters(u) for u in urls])
         started = time.perf_counter()
         deadline = time.monotonic() + (time_budget_s or float("inf"))
+        targets = [Target(u + prefix, AuditTail(a)) for u, a in zip(urls, audits, strict=True)]
         failures, skipped = asyncio.run(run_items(
-            todo, url + prefix, headers, model, results_path, concurrency, max_tokens,
-            temperature, AuditTail(audit_log), deadline)) if todo else (0, 0)
+            todo, targets, headers, model, results_path, concurrency, max_tokens,
+            temperature, deadline)) if todo else (0, 0)
         wall_s = time.perf_counter() - started
-        after = gateway_counters(url)
+        after = sum_counters([gateway_counters(u) for u in urls])
     ids = {item.id for item in items}
     records = [r for r in read_results(results_path).values() if r["id"] in ids]
     asked = len(todo) - failures - skipped
@@ -632,7 +673,11 @@ def eval_command(
         "for the gateway eval starts (e.g. `models:` to record through a real upstream)."),
     limit: int | None = typer.Option(None, "--limit", help="At most N items per source "
                                      "(a seeded random subset)."),
-    concurrency: int = typer.Option(4, "--concurrency", min=1),
+    concurrency: int = typer.Option(4, "--concurrency", min=1, help="Requests in flight "
+                                    "per gateway."),
+    shards: int = typer.Option(1, "--shards", min=1, help="Local gateways to spread the "
+                               "items over, each with its own embedded model on "
+                               "cores/N threads (and, recording, its own exchanges file)."),
     base_url: str | None = typer.Option(None, "--base-url", help="A running gateway; "
                                         "default: start one with --policy."),
     model: str | None = typer.Option(None, "--model", help="Default: the first model."),
@@ -658,6 +703,8 @@ def eval_command(
             raise EvalError("--record and --replay exclude each other")
         if (record or replay) and base_url:
             raise EvalError("--record/--replay run their own gateway; drop --base-url")
+        if shards > 1 and base_url:
+            raise EvalError("--shards starts its own gateways; drop --base-url")
         if replay is None and dataset is None:
             raise EvalError("--dataset is required (except with --replay)")
         if record and out and out.resolve() != record.resolve():
@@ -670,7 +717,7 @@ def eval_command(
                            base_url=base_url, model=model, max_tokens=max_tokens,
                            temperature=temperature, seed=seed, data_dir=data_dir,
                            command=command, exclude_halt_training=exclude_halt_training,
-                           audit_log=audit_log,
+                           audit_log=audit_log, shards=shards,
                            gateway=yaml.safe_load(gateway_config.read_text())
                            if gateway_config else None,
                            time_budget_s=time_budget_min * 60 if time_budget_min else None)

@@ -18,9 +18,9 @@ from typing import Any
 
 import aiohttp
 import torch
-from threadpoolctl import threadpool_limits
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
+from threadpoolctl import threadpool_limits
 
 from policies import PolicyStore
 from proxy.audit import AuditLog
@@ -97,7 +97,7 @@ def build_upstreams(settings: Settings, configs: list[UpstreamModel],
     upstreams = [StreamUsage(u, counters[u.config.name].count)
                  if u.config.name in counters else u for u in upstreams]
     if settings.record_dir:
-        recording = Recording(settings.record_dir)
+        recording = Recording(settings.record_dir, settings.record_part)
         recording.start(configs)
         upstreams = [RecordingUpstream(u, recording) for u in upstreams]
     return upstreams

@@ -126,6 +126,7 @@ class Settings(BaseSettings):
     torch_threads: int = Field(1, ge=1)  # torch and BLAS threads of the in-process models (HALT,
     # embeddings): they are tiny, and more threads cost more in sync than they gain
     record_dir: str | None = None  # append every upstream exchange here (hallgate eval --record)
+    record_part: str | None = None  # this gateway's own exchanges file in record_dir (shards)
     replay_dir: str | None = None  # answer from this recording; no upstream at all
     tracing: TracingSettings = TracingSettings()  # OpenTelemetry traces; off by default
 

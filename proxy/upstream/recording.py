@@ -10,6 +10,10 @@ A recording is a directory:
     exchanges.jsonl.gz   one line per upstream call: {"key", "response"}; appended as
                          separate gzip members, so an interrupted recording keeps every
                          call it finished and a later one appends to it
+    exchanges.K.jsonl.gz the same, written by gateway K of a sharded recording
+                         (``hallgate eval --record DIR --shards N``: one file per gateway
+                         process, so no two processes append to one file); a replay reads
+                         exchanges.jsonl.gz first, then the parts in order
 
 Key: SHA-256 of the request body as canonical JSON (sorted keys, ``None`` values, ``n: 1``
 and the stream flags dropped), so the same question finds its answer whatever built the
@@ -85,8 +89,9 @@ def _round(value: float | None) -> float | None:
 class Recording:
     """The exchanges of one recording directory: append (live) or look up (replay)."""
 
-    def __init__(self, directory: str | Path):
+    def __init__(self, directory: str | Path, part: str | None = None):
         self.dir = Path(directory)
+        self.path = self.dir / (EXCHANGES if part is None else f"exchanges.{part}.jsonl.gz")
         self._lock = threading.Lock()
         self._answers: dict[str, deque] | None = None
 
@@ -105,7 +110,7 @@ class Recording:
     def append(self, key: str, response: dict) -> None:
         line = json.dumps({"key": key, "response": compact_response(response)},
                           separators=(",", ":"), ensure_ascii=False) + "\n"
-        with self._lock, gzip.open(self.dir / EXCHANGES, "ab") as fh:
+        with self._lock, gzip.open(self.path, "ab") as fh:
             fh.write(line.encode())
 
     # --- reading ---------------------------------------------------------------------
@@ -127,9 +132,17 @@ class Recording:
 
     def _load(self) -> dict[str, deque]:
         answers: dict[str, deque] = defaultdict(deque)
-        for row in read_exchanges(self.dir / EXCHANGES):
-            answers[row["key"]].append(row["response"])
+        for path in exchange_files(self.dir):
+            for row in read_exchanges(path):
+                answers[row["key"]].append(row["response"])
         return answers
+
+
+def exchange_files(directory: Path) -> list[Path]:
+    """exchanges.jsonl.gz, then the parts of a sharded recording in order."""
+    parts = sorted(directory.glob("exchanges.*.jsonl.gz"),
+                   key=lambda p: (len(p.name), p.name))
+    return [directory / EXCHANGES, *parts]
 
 
 def read_exchanges(path: Path):

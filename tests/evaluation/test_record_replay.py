@@ -90,6 +90,43 @@ def test_record_then_replay_without_upstream_gives_the_same_scores(fake_upstream
                 record["scores"][name], abs=1e-3), (item_id, name)
 
 
+def test_a_sharded_recording_writes_one_exchanges_file_per_gateway_and_replays(
+        fake_upstream, tmp_path):
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(POLICY)
+    dataset = tmp_path / "items.jsonl"
+    dataset.write_text("".join(json.dumps(item) + "\n" for item in ITEMS))
+    fake_upstream.script.texts.extend(["Paris.", "Paris is in France.", "It is Lyon."] * 20)
+    gateway = {"models": [{"name": "fake", "provider": "openai", "model": "fake-model",
+                           "api_base": fake_upstream.api_base, "supports_n": False}]}
+    kwargs = dict(limit=None, concurrency=1, base_url=None, model=None, max_tokens=16,
+                  temperature=0.7, seed=0, data_dir=tmp_path, plots=False)
+    recorded_dir = tmp_path / "recording"
+    evaluate(str(dataset), policy, "evaluate", recorded_dir, command="record", record=True,
+             gateway=gateway, shards=2, **kwargs)
+    asked_live = len(fake_upstream.requests)
+    parts = [recorded_dir / f"exchanges.{k}.jsonl.gz" for k in (0, 1)]
+    counts = [sum(1 for _ in read_exchanges(p)) for p in parts]
+    assert min(counts) > 0 and sum(counts) == asked_live  # both gateways recorded
+    assert not (recorded_dir / "exchanges.jsonl.gz").exists()
+    summary = evaluate("", policy, "evaluate", tmp_path / "replayed", command="replay",
+                       replay=recorded_dir, **kwargs)
+    assert len(fake_upstream.requests) == asked_live and summary["failures"] == 0
+    live, again = _records(recorded_dir), _records(tmp_path / "replayed")
+    assert set(again) == set(live) == {item["id"] for item in ITEMS}
+    for item_id, record in live.items():
+        assert again[item_id]["scores"]["halt"] == pytest.approx(record["scores"]["halt"],
+                                                                 abs=1e-3)
+
+
+def test_a_replay_reads_the_main_exchanges_file_before_the_parts(tmp_path):
+    for part, text in ((None, "main"), ("1", "part 1"), ("0", "part 0"), ("10", "part 10")):
+        Recording(tmp_path, part).append("k", {"choices": [{"message": {"content": text}}]})
+    replay = Recording(tmp_path)
+    got = [replay.take("k")["choices"][0]["message"]["content"] for _ in range(4)]
+    assert got == ["main", "part 0", "part 1", "part 10"]
+
+
 def test_a_policy_asking_more_than_was_recorded_fails_that_detector_only(
         fake_upstream, tmp_path):
     policy = tmp_path / "policy.yaml"
