@@ -5,12 +5,15 @@ batch 64 with T uniform in [10, 150] (synthetic log-prob matrices from the refer
 generator; speed does not depend on the values). Each side runs its full inference path:
 log-prob matrices -> features -> padded batch -> forward -> sigmoid.
 
-Comparisons, each a throughput ratio measured in this run:
+Comparisons, each a throughput ratio measured in this run (one BLAS thread, as in the
+gateway):
   1. same architecture, same weights (full and small): implementation speed-up, with the
      largest output difference (must be <= 1e-5);
   2. deployed: our default checkpoint (the small model) vs the seed's module with the full
      recipe architecture (5 x 256), the speed-up a gateway sees from choosing the small
-     model; its AUROC is printed next to it from the checkpoint's metadata.
+     model; its AUROC is printed next to it from the checkpoint's metadata;
+  3. one answer alone (T = 8, 48, 256): the numpy path the scorer takes for a batch of one
+     (detectors/halt/single.py) vs the same weights through PyTorch, the gateway's c=1 case.
 
     .venv/bin/python bench/halt_speed.py [--repeats 5]
 """
@@ -24,12 +27,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from threadpoolctl import threadpool_limits
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.halt_reference import HALT, HALTConfig, predict_batch  # noqa: E402
 from detectors.halt.checkpoint import default_checkpoint_path, load_checkpoint  # noqa: E402
-from detectors.halt.data import synthetic_logprobs  # noqa: E402
+from detectors.halt.data import collate, synthetic_logprobs  # noqa: E402
+from detectors.halt.features import halt_input  # noqa: E402
 from detectors.halt.model import HaltConfig, HaltModel  # noqa: E402
 from detectors.halt.scorer import HaltScorer  # noqa: E402
 
@@ -68,11 +73,35 @@ def measure(scorer: HaltScorer, ref: HALT, batch: list[np.ndarray], repeats: int
             "ratio": ref_s / ours_s, "max_abs_diff": float(np.abs(ours - ref_out).max())}
 
 
+def torch_risks(scorer: HaltScorer, batch: list[np.ndarray]) -> np.ndarray:
+    """The PyTorch forward the scorer uses for batches, for any batch size."""
+    x, lengths = collate([halt_input(m) for m in batch])
+    with torch.inference_mode():
+        return torch.sigmoid(scorer.model(x, lengths)).double().numpy()
+
+
+def single_answer(scorer: HaltScorer, repeats: int, seed: int = 1) -> dict[str, float]:
+    rng = np.random.default_rng(seed)
+    out: dict[str, float] = {}
+    for length in (8, 48, 256):
+        answer = [synthetic_logprobs(length, True, rng)]
+        numpy_s, numpy_out = timed(lambda a=answer: scorer.risks(a), repeats * 20)
+        torch_s, torch_out = timed(lambda a=answer: torch_risks(scorer, a), repeats * 20)
+        out[f"single_T{length}_numpy_x"] = torch_s / numpy_s
+        out[f"single_T{length}_numpy_ms"] = numpy_s * 1e3
+        out[f"single_T{length}_torch_ms"] = torch_s * 1e3
+        out[f"single_T{length}_maxdiff"] = float(np.abs(numpy_out - torch_out).max())
+        print(f"single T={length:<4d} small: numpy {numpy_s * 1e3:.3f} ms  torch "
+              f"{torch_s * 1e3:.3f} ms  x{torch_s / numpy_s:.2f}")
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
     torch.set_num_threads(1)
+    threadpool_limits(1, user_api="blas")
     torch.manual_seed(0)
     loads = workloads()
     ckpt = load_checkpoint(default_checkpoint_path())
@@ -92,11 +121,13 @@ def main() -> None:
         deployed = result[f"{name}_small_ours_per_s"] / result[f"{name}_full_ref_per_s"]
         result[f"{name}_deployed_x"] = deployed
         print(f"{name:12s} deployed: our small default vs the seed's full module x{deployed:.2f}")
+    result.update(single_answer(default, args.repeats))
     auroc = ckpt.meta.get("metrics", {}).get("test_auroc", float("nan"))
     print(f"default checkpoint ({ckpt.meta.get('arch')}, {ckpt.meta.get('parameters')} params) "
           f"test AUROC {auroc:.3f}")
     keys = ["b1_T256_deployed_x", "b64_T10-150_deployed_x", "b1_T256_small_impl_x",
-            "b64_T10-150_small_impl_x", "b1_T256_full_impl_x", "b64_T10-150_full_impl_x"]
+            "b64_T10-150_small_impl_x", "b1_T256_full_impl_x", "b64_T10-150_full_impl_x",
+            "single_T8_numpy_x", "single_T48_numpy_x", "single_T256_numpy_x"]
     max_diff = max(v for k, v in result.items() if k.endswith("maxdiff"))
     print("RESULT " + " ".join(f"{k}={result[k]:.2f}" for k in keys)
           + f" max_abs_diff={max_diff:.1e} small_test_auroc={auroc:.3f}")

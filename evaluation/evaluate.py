@@ -159,6 +159,8 @@ def start_gateways(stack: contextlib.ExitStack, policy_path: Path, out: Path, sh
         settings = dict(gateway or {})
         if replay:
             settings["replay_dir"] = str(replay.resolve())
+            # the answers' embeddings are most of a replay's CPU: keep them for the next
+            settings.setdefault("embedding_cache", str((replay / EMBEDDING_CACHE).resolve()))
         elif record:
             settings["record_dir"] = str(out.resolve())
         if shards > 1:
@@ -364,6 +366,7 @@ def _first_model(base_url: str) -> str:
     return data[0]["id"]
 
 
+EMBEDDING_CACHE = "embeddings.cache.npz"  # a replay's sentence embeddings, beside the recording
 ITEMS_FILE = "items.jsonl"  # a recording's items, in the JSONL dataset format
 ASKED_FILE = "asked.json"  # how a recording asked its items (max_tokens, temperature)
 

@@ -36,6 +36,14 @@ def train(
                                        help="The generator the data came from."),
     threads: int = typer.Option(1, help="torch threads (the dev machine has 2 cores)."),
     synthetic: int = typer.Option(0, help="Smoke test: N synthetic answers, no --data."),
+    test_data: list[Path] = typer.Option([], "--test-data", help="JSONL(.gz) answers kept "
+                                         "for the test only (then --data is split 85/15 "
+                                         "into train and validation)."),
+    balance_by_source: bool = typer.Option(False, "--balance-by-source", help="Weigh every "
+                                           "(source, label) group the same in the loss."),
+    select_by: str = typer.Option("macro_f1", "--select-by", help="macro_f1 or "
+                                  "source_auroc (mean of per-source validation AUROCs): "
+                                  "what picks the epoch kept."),
 ) -> None:
     """Train HALT with the reference recipe; report validation and held-out test metrics."""
     import torch
@@ -46,15 +54,19 @@ def train(
     if not data and not synthetic:
         raise typer.BadParameter("give --data FILE (or --synthetic N for a smoke test)")
     torch.set_num_threads(threads)
-    cfg = TrainConfig(max_epochs=epochs, seed=seed, batch_size=batch_size)
+    if select_by not in ("macro_f1", "source_auroc"):
+        raise typer.BadParameter("--select-by is macro_f1 or source_auroc")
+    cfg = TrainConfig(max_epochs=epochs, seed=seed, batch_size=batch_size,
+                      balance_by_source=balance_by_source, select_by=select_by)
 
     def show(row: dict) -> None:
         typer.echo(f"epoch {row['epoch']:3d} loss {row['train_loss']:.4f} "
                    f"val macro-F1 {row['val_macro_f1']:.4f} AUROC {row['val_auroc']:.4f} "
+                   f"per-source AUROC {row['val_source_auroc']:.4f} "
                    f"lr {row['lr']:.2e} {row['seconds']:.0f}s")
 
     summary = run_training(data, out, name, arch, cfg, upstream_model, _command_line(),
-                           synthetic=synthetic, on_epoch=show)
+                           synthetic=synthetic, on_epoch=show, test_data=test_data)
     typer.echo(json.dumps({k: v for k, v in summary.items() if k not in ("val", "test")},
                           indent=1))
 
@@ -122,3 +134,34 @@ def collect(
     written = asyncio.run(go()) if todo else 0
     typer.echo(json.dumps({"items": len(items), "skipped": len(items) - todo,
                            "written": written, **counts}))
+
+
+@app.command("export-recording")
+def export_recording(
+    recording: Path = typer.Option(..., "--recording", exists=True, file_okay=False,
+                                   help="A `hallgate eval --record` directory."),
+    out: Path = typer.Option(..., "--out", file_okay=False, help="Writes halt_train.jsonl.gz "
+                             "and held_out.jsonl.gz here."),
+) -> None:
+    """A recording's answers as HALT training data, split by item id (40 % halt_train,
+    evaluation/recording_data.py): train with `halt train --data ../shared/data/... --data
+    OUT/halt_train.jsonl.gz --test-data OUT/held_out.jsonl.gz`."""
+    import gzip
+
+    from evaluation.recording_data import halt_records, recording_split
+
+    out.mkdir(parents=True, exist_ok=True)
+    counts: dict[str, dict[str, int]] = {}
+    handles = {part: gzip.open(out / f"{part}.jsonl.gz", "wt", encoding="utf-8")
+               for part in ("halt_train", "held_out")}
+    try:
+        for record in halt_records(recording):
+            part = recording_split(record["id"])
+            handles[part].write(json.dumps(record) + "\n")
+            row = counts.setdefault(part, {"answers": 0, "correct": 0})
+            row["answers"] += 1
+            row["correct"] += int(record["correct"])
+    finally:
+        for handle in handles.values():
+            handle.close()
+    typer.echo(json.dumps(counts))

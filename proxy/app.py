@@ -22,6 +22,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from threadpoolctl import threadpool_limits
 
+from detectors.semantic.embedding import EmbeddingStore, use_store
 from policies import PolicyStore
 from proxy.audit import AuditLog
 from proxy.auth import ApiKeyMiddleware, load_keys
@@ -103,6 +104,18 @@ def build_upstreams(settings: Settings, configs: list[UpstreamModel],
     return upstreams
 
 
+@contextlib.contextmanager
+def embedding_store(path: str):
+    """The semantic gate's embeddings read from and saved to ``path`` for this app's life."""
+    store = EmbeddingStore.open(path)
+    use_store(store)
+    try:
+        yield store
+    finally:
+        use_store(None)
+        store.save()
+
+
 class HallgateApp(FastAPI):
     """FastAPI for every path but chat completions, the request every client pays for:
     those go through ``chat_stack`` (the same middleware chain, ending in the plain-ASGI
@@ -130,6 +143,8 @@ def create_app(settings: Settings | None = None, halt: HaltScoring | None = None
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with contextlib.AsyncExitStack() as stack:
+            if settings.embedding_cache:  # saved again at shutdown
+                stack.enter_context(embedding_store(settings.embedding_cache))
             session = await stack.enter_async_context(http_session())
             configs = list(settings.models)
             embedded = None

@@ -128,6 +128,8 @@ class Settings(BaseSettings):
     record_dir: str | None = None  # append every upstream exchange here (hallgate eval --record)
     record_part: str | None = None  # this gateway's own exchanges file in record_dir (shards)
     replay_dir: str | None = None  # answer from this recording; no upstream at all
+    embedding_cache: str | None = None  # .npz of sentence embeddings kept between runs
+    # (hallgate eval --replay keeps one beside the recording); None = in memory only
     tracing: TracingSettings = TracingSettings()  # OpenTelemetry traces; off by default
 
     @classmethod

@@ -151,9 +151,11 @@ class PolicyGatekeeper:
         except OverrideError as exc:
             raise InvalidRequest(str(exc), param=exc.header, code="override_refused") from None
         messages = request.raw_messages()
-        # The hard rule reads a bounded text: its regexes take 0.2 s on 1 MB.
-        text = bound_text(prompt_text(messages), PromptBounds().max_chars)
-        profile, escalation = apply_hard_rule(policy, profile, text)
+        escalation = None
+        if profile.escalate_factual_to is not None:  # only such routes read the prompt
+            # The hard rule reads a bounded text: its regexes take 0.2 s on 1 MB.
+            text = bound_text(prompt_text(messages), PromptBounds().max_chars)
+            profile, escalation = apply_hard_rule(policy, profile, text)
         sampler = UpstreamSampler(self.registry.get(model))
         return PolicySession(self, route.name, profile, escalation, messages, sampler, ctx,
                              model)

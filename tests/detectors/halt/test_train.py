@@ -1,10 +1,14 @@
+import gzip
+import json
+
 import numpy as np
 
 from detectors.halt import metrics
 from detectors.halt.checkpoint import load_checkpoint, save_checkpoint
-from detectors.halt.data import stratified_split, synthetic_examples
+from detectors.halt.data import stratified_split, synthetic_examples, synthetic_logprobs
 from detectors.halt.evaluate import evaluate_model
 from detectors.halt.model import HaltConfig
+from detectors.halt.pipeline import run_training
 from detectors.halt.train import TrainConfig, predict_risks, train_halt
 
 TINY = HaltConfig(proj_dim=16, hidden_dim=8, num_layers=1)
@@ -41,3 +45,47 @@ def test_threshold_search_maximises_macro_f1():
     threshold, f1 = metrics.best_threshold(risks, labels)
     assert 0.35 < threshold <= 0.4 and f1 == 1.0
     assert metrics.macro_f1(risks, labels, 0.5) < 1.0
+
+
+def test_group_weights_make_every_source_and_label_weigh_the_same():
+    import dataclasses
+
+    from detectors.halt.train import group_weights
+
+    base = synthetic_examples(1, seed=0)[0]
+    groups = [("a", 1)] * 6 + [("a", 0)] * 2 + [("b", 1)] * 1 + [("b", 0)] * 3
+    examples = [dataclasses.replace(base, id=str(i), source=s, label=y)
+                for i, (s, y) in enumerate(groups)]
+    w = group_weights(examples)
+    sums = {g: w[[i for i, x in enumerate(groups) if x == g]].sum() for g in set(groups)}
+    assert np.allclose(list(sums.values()), len(examples) / 4)  # N / G each
+
+
+def _write_answers(path, n, seed, source):
+    """n synthetic answers in the collected JSONL format, every third one correct."""
+    rng = np.random.default_rng(seed)
+    with gzip.open(path, "wt") as fh:
+        for i in range(n):
+            bad = bool(i % 3)
+            matrix = synthetic_logprobs(int(rng.integers(3, 8)), bad, rng)
+            tokens = [{"token": "t", "logprob": float(row[0]),
+                       "top": [["t", float(row[0])]] + [[f"a{k}", float(v)]
+                                                        for k, v in enumerate(row[1:])]}
+                      for row in matrix]
+            fh.write(json.dumps({"id": f"{source}-{seed}-{i}", "source": source,
+                                 "hallucinated": bad, "tokens": tokens}) + "\n")
+
+
+def test_source_balanced_training_with_a_separate_test_file(tmp_path):
+    _write_answers(tmp_path / "train.jsonl.gz", 60, 0, "s1")
+    _write_answers(tmp_path / "test.jsonl.gz", 24, 1, "s1")
+    cfg = TrainConfig(max_epochs=2, batch_size=16, lr=3e-3, seed=0, balance_by_source=True,
+                      select_by="source_auroc")
+    summary = run_training([tmp_path / "train.jsonl.gz"], tmp_path, "t", "small", cfg, "syn",
+                           "test", test_data=[tmp_path / "test.jsonl.gz"])
+    meta = json.loads((tmp_path / "t.json").read_text())
+    test_ids = set(meta["split"]["test_ids"])
+    assert len(test_ids) == 24 and all(i.startswith("s1-1-") for i in test_ids)
+    assert not set(meta["split"]["val_ids"]) & test_ids
+    assert meta["train_config"]["balance_by_source"] is True
+    assert 0.0 <= summary["test_source_auroc"] <= 1.0
