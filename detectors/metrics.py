@@ -162,3 +162,35 @@ def bootstrap_interval(metric, scores, labels, *, resamples: int = 1000, level: 
         return None
     lo, hi = np.quantile(values, [(1 - level) / 2, (1 + level) / 2])
     return float(lo), float(hi)
+
+
+def mean_source_auroc(scores, labels, sources) -> float | None:
+    """The mean over sources of the AUROC within each source, over the sources that have
+    both classes: a score that only tells the sources apart gets about 0.5 here, whatever
+    its pooled AUROC (DESIGN.md, "Judging a detector honestly")."""
+    s, y = _as_arrays(scores, labels)
+    src = np.asarray(sources)
+    values = [auroc(s[src == name], y[src == name]) for name in np.unique(src)
+              if 0 < y[src == name].sum() < (src == name).sum()]
+    return float(np.mean(values)) if values else None
+
+
+def paired_source_bootstrap(score_sets: dict[str, np.ndarray], labels, sources, *,
+                            resamples: int = 1000, seed: int = 0) -> dict[str, np.ndarray]:
+    """Bootstrap samples of :func:`mean_source_auroc` for several scores of the same items,
+    resampled together (so differences between scores are paired) and within each source
+    (so every source keeps its size). Resamples in which a source that has both classes
+    loses one are skipped. {name: (R,) samples}."""
+    y = np.asarray(labels, dtype=np.int64)
+    src = np.asarray(sources)
+    groups = [np.flatnonzero(src == name) for name in np.unique(src)
+              if 0 < y[src == name].sum() < (src == name).sum()]
+    rng = np.random.default_rng(seed)
+    out: dict[str, list[float]] = {name: [] for name in score_sets}
+    for _ in range(resamples):
+        picks = [g[rng.integers(0, len(g), len(g))] for g in groups]
+        if any(y[p].min() == y[p].max() for p in picks):
+            continue
+        for name, s in score_sets.items():
+            out[name].append(float(np.mean([auroc(s[p], y[p]) for p in picks])))
+    return {name: np.array(v) for name, v in out.items()}

@@ -165,3 +165,68 @@ def export_recording(
         for handle in handles.values():
             handle.close()
     typer.echo(json.dumps(counts))
+
+
+@app.command()
+def compare(
+    checkpoint: list[Path] = typer.Option(..., "--checkpoint", help="NAME.pt; repeat to "
+                                          "compare several."),
+    data: list[Path] = typer.Option(..., "--data", help="JSONL(.gz) answers none of the "
+                                    "checkpoints trained or validated on."),
+    out: Path | None = typer.Option(None, "--out", dir_okay=False, help="JSON report."),
+    resamples: int = typer.Option(1000, "--resamples", min=50),
+    seed: int = typer.Option(0, "--seed"),
+) -> None:
+    """AUROC of each checkpoint and of -mean token logprob on the same answers: pooled and
+    per source, the mean of the per-source AUROCs with a 95 % bootstrap interval, and each
+    checkpoint's gain over -mean logprob in that mean with a paired interval."""
+    import numpy as np
+
+    from detectors.halt.checkpoint import load_checkpoint
+    from detectors.halt.data import load_examples
+    from detectors.halt.evaluate import baseline_risks
+    from detectors.halt.train import predict_risks
+    from detectors.metrics import (
+        auroc,
+        bootstrap_interval,
+        mean_source_auroc,
+        paired_source_bootstrap,
+    )
+
+    examples = load_examples(data)
+    labels = np.array([e.label for e in examples])
+    sources = np.array([e.source for e in examples])
+    scores = {"-mean logprob": baseline_risks(examples)}
+    for path in checkpoint:
+        scores[path.stem] = predict_risks(load_checkpoint(path).model, examples)
+    samples = paired_source_bootstrap(scores, labels, sources, resamples=resamples, seed=seed)
+    report: dict = {"answers": len(examples), "correct": int((labels == 0).sum()),
+                    "sources": {s: {"answers": int((sources == s).sum()),
+                                    "correct": int(((sources == s) & (labels == 0)).sum())}
+                                for s in np.unique(sources)}, "scores": {}}
+    base = samples["-mean logprob"]
+    for name, s in scores.items():
+        row = {"pooled_auroc": auroc(s, labels),
+               "pooled_ci": bootstrap_interval(auroc, s, labels, resamples=resamples,
+                                               seed=seed),
+               "per_source": {src: auroc(s[sources == src], labels[sources == src])
+                              for src in np.unique(sources)
+                              if 0 < labels[sources == src].sum() < (sources == src).sum()},
+               "mean_of_sources": mean_source_auroc(s, labels, sources),
+               "mean_of_sources_ci": [float(q) for q in np.quantile(samples[name],
+                                                                    [0.025, 0.975])]}
+        if name != "-mean logprob":
+            gain = samples[name] - base
+            row["gain_over_logprob"] = row["mean_of_sources"] - mean_source_auroc(
+                scores["-mean logprob"], labels, sources)
+            row["gain_ci"] = [float(q) for q in np.quantile(gain, [0.025, 0.975])]
+        report["scores"][name] = row
+        per = " ".join(f"{k}={v:.3f}" for k, v in row["per_source"].items())
+        gain = (f"  gain {row['gain_over_logprob']:+.3f} [{row['gain_ci'][0]:+.3f}, "
+                f"{row['gain_ci'][1]:+.3f}]" if "gain_ci" in row else "")
+        typer.echo(f"{name:24s} pooled {row['pooled_auroc']:.3f}  mean of sources "
+                   f"{row['mean_of_sources']:.3f} [{row['mean_of_sources_ci'][0]:.3f}, "
+                   f"{row['mean_of_sources_ci'][1]:.3f}]{gain}  {per}")
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(report, indent=1) + "\n")

@@ -94,3 +94,20 @@ def test_clopper_pearson_upper():
     assert stats.binom.cdf(3, 40, bound) == pytest.approx(0.05, abs=1e-9)
     assert clopper_pearson_upper(5, 5, 0.1) == 1.0
     assert clopper_pearson_upper(0, 0, 0.1) == 1.0
+
+
+def test_mean_source_auroc_ignores_what_only_tells_sources_apart():
+    from detectors.metrics import mean_source_auroc, paired_source_bootstrap
+
+    # source "a" is mostly hallucinated and scored high, "b" mostly right and scored low;
+    # within each source the score is random
+    rng = np.random.default_rng(0)
+    sources = np.array(["a"] * 200 + ["b"] * 200)
+    labels = np.concatenate([rng.random(200) < 0.9, rng.random(200) < 0.2]).astype(int)
+    source_only = np.where(sources == "a", 1.0, 0.0) + rng.random(400) * 0.01
+    assert auroc(source_only, labels) > 0.8
+    assert abs(mean_source_auroc(source_only, labels, sources) - 0.5) < 0.1
+    samples = paired_source_bootstrap({"x": source_only, "y": labels + 0.0}, labels, sources,
+                                      resamples=50)
+    assert len(samples["x"]) == len(samples["y"]) == 50
+    assert (samples["y"] == 1.0).all()  # a perfect score is perfect in every resample

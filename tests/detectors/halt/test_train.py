@@ -89,3 +89,30 @@ def test_source_balanced_training_with_a_separate_test_file(tmp_path):
     assert not set(meta["split"]["val_ids"]) & test_ids
     assert meta["train_config"]["balance_by_source"] is True
     assert 0.0 <= summary["test_source_auroc"] <= 1.0
+
+
+def test_halt_compare_reports_per_source_means_and_paired_gains(tmp_path):
+    from typer.testing import CliRunner
+
+    from evaluation.halt_commands import app
+
+    _write_answers(tmp_path / "a.jsonl.gz", 30, 2, "s1")
+    _write_answers(tmp_path / "b.jsonl.gz", 30, 3, "s2")
+    examples = synthetic_examples(40, seed=0, min_len=4, max_len=12)
+    split = stratified_split(examples, seed=0)
+    result = train_halt(split.train, split.val, TINY,
+                        TrainConfig(max_epochs=2, batch_size=16, lr=3e-3, seed=0))
+    save_checkpoint(tmp_path, "tiny", result.model, result.threshold, {"upstream_model": "s"})
+    out = tmp_path / "compare.json"
+    run = CliRunner().invoke(app, ["compare", "--checkpoint", str(tmp_path / "tiny.pt"),
+                                   "--data", str(tmp_path / "a.jsonl.gz"), "--data",
+                                   str(tmp_path / "b.jsonl.gz"), "--resamples", "50",
+                                   "--out", str(out)])
+    assert run.exit_code == 0, run.output
+    report = json.loads(out.read_text())
+    assert report["answers"] == 60 and set(report["sources"]) == {"s1", "s2"}
+    tiny = report["scores"]["tiny"]
+    assert set(tiny["per_source"]) == {"s1", "s2"}
+    assert np.isclose(tiny["mean_of_sources"], np.mean(list(tiny["per_source"].values())))
+    lo, hi = tiny["gain_ci"]
+    assert lo <= hi and "gain_ci" not in report["scores"]["-mean logprob"]
