@@ -31,6 +31,7 @@ FEATURES: dict[str, str | None] = {
     "edfl_neg_isr": "edfl",  # −ISR, capped at ±1e3
     "semantic": "semantic",  # semantic risk, H / log M
     "semantic_entropy": "semantic",  # semantic entropy over count clusters, nats
+    "semantic_entropy_prob": "semantic",  # ... over probability clusters, nats
     "neg_mean_logprob": None,  # −mean token logprob of the answer
     "neg_min_logprob": None,  # −min token logprob of the answer
     "answer_tokens": None,  # answer length in tokens
@@ -67,7 +68,8 @@ def detector_features(details: Mapping[str, Mapping]) -> dict[str, float | None]
     isr = edfl.get("isr")
     return {"halt": halt.get("risk"), "edfl": edfl.get("risk"),
             "edfl_neg_isr": -min(float(isr), 1e3) if isr is not None else None,
-            "semantic": semantic.get("risk"), "semantic_entropy": semantic.get("entropy_count")}
+            "semantic": semantic.get("risk"), "semantic_entropy": semantic.get("entropy_count"),
+            "semantic_entropy_prob": semantic.get("entropy_prob")}
 
 
 @dataclass(frozen=True)
