@@ -12,8 +12,9 @@ gateway):
   2. deployed: our default checkpoint (the small model) vs the seed's module with the full
      recipe architecture (5 x 256), the speed-up a gateway sees from choosing the small
      model; its AUROC is printed next to it from the checkpoint's metadata;
-  3. one answer alone (T = 8, 48, 256): the numpy path the scorer takes for a batch of one
-     (detectors/halt/single.py) vs the same weights through PyTorch, the gateway's c=1 case.
+  3. one answer alone (T = 8, 48, 256): the numpy path the scorer takes for a lone answer
+     on the event loop (detectors/halt/single.py) vs the same weights through PyTorch, the
+     gateway's c=1 case.
 
     .venv/bin/python bench/halt_speed.py [--repeats 5]
 """
@@ -85,7 +86,7 @@ def single_answer(scorer: HaltScorer, repeats: int, seed: int = 1) -> dict[str, 
     out: dict[str, float] = {}
     for length in (8, 48, 256):
         answer = [synthetic_logprobs(length, True, rng)]
-        numpy_s, numpy_out = timed(lambda a=answer: scorer.risks(a), repeats * 20)
+        numpy_s, numpy_out = timed(lambda a=answer: scorer.single_risks(a), repeats * 20)
         torch_s, torch_out = timed(lambda a=answer: torch_risks(scorer, a), repeats * 20)
         out[f"single_T{length}_numpy_x"] = torch_s / numpy_s
         out[f"single_T{length}_numpy_ms"] = numpy_s * 1e3

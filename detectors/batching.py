@@ -23,11 +23,14 @@ class MicroBatcher:
     When the batcher is quiet (nothing running, nothing pending, no request for
     ``quiet_gap_s``) a lone request that ``small`` accepts runs inline on the event loop: a
     thread hop costs about as much as a short answer's forward pass, and nothing else is
-    waiting for the loop. ``small=None``: always a worker thread."""
+    waiting for the loop. ``small=None``: always a worker thread. ``run_inline`` (default
+    ``run_batch``) is what such an inline run calls: a path tuned for one item, which
+    may hold the GIL (numpy on small arrays) where the worker thread's should release it."""
 
     def __init__(self, run_batch, max_batch: int, small=None, quiet_gap_s: float = 0.005,
-                 gather_s: float = 0.001):
+                 gather_s: float = 0.001, run_inline=None):
         self.run_batch = run_batch
+        self.run_inline = run_inline or run_batch
         self.max_batch = max_batch
         self.small = small
         self.quiet_gap_s = quiet_gap_s
@@ -46,7 +49,7 @@ class MicroBatcher:
         idle = not self._pending and (self._drainer is None or self._drainer.done())
         if quiet and idle and self.small is not None and self.small(item):
             self.inline_runs += 1
-            return self.run_batch([item])[0]
+            return self.run_inline([item])[0]
         loop = asyncio.get_running_loop()
         future = loop.create_future()
         self._pending.append((item, future))

@@ -73,7 +73,8 @@ class HaltScorer:
         # a short answer alone scores inline (about 0.6 ms on one core); longer ones and
         # any under load go to the worker thread
         self._batcher = MicroBatcher(self.score_batch, max_batch,
-                                     small=lambda tokens: len(tokens) <= INLINE_MAX_TOKENS)
+                                     small=lambda tokens: len(tokens) <= INLINE_MAX_TOKENS,
+                                     run_inline=self.score_one)
 
     @classmethod
     def load(cls, path: str | Path, **kwargs) -> HaltScorer:
@@ -97,25 +98,34 @@ class HaltScorer:
         """One forward pass over all answers. Raises MissingLogprobs (with the offending
         ``indices``) when any answer has no tokens; validate single answers with
         :meth:`score` to keep one bad answer from failing the others."""
+        return self._score(answers, self.risks)
+
+    def score_one(self, answers: Sequence[Sequence | None]) -> list[HaltResult]:
+        """:meth:`score_batch` for a batch of one, through the numpy path
+        (detectors/halt/single.py: 1.5-1.7x PyTorch's speed for one answer on one core,
+        bench/halt_speed.py). It holds the GIL, so the scorer runs it only inline on the
+        event loop; the worker thread keeps PyTorch, which releases the GIL."""
+        return self._score(answers, self.single_risks)
+
+    def _score(self, answers, risks_of) -> list[HaltResult]:
         matrices = [logprob_matrix(a) if a else None for a in answers]
         missing = [i for i, m in enumerate(matrices) if m is None or m.n_tokens == 0]
         if missing:
             raise MissingLogprobs(f"answers {missing} have no token logprobs", missing)
         if not matrices:
             return []
-        risks = self.risks([m.values for m in matrices])
+        risks = risks_of([m.values for m in matrices])
         return [self._result(float(r), m) for r, m in zip(risks, matrices, strict=True)]
 
     @torch.inference_mode()
     def risks(self, logprob_matrices: Sequence[np.ndarray]) -> np.ndarray:
-        """P(hallucinated) of (T_i, 20) log-prob matrices in one forward pass. (N,).
-        A single answer takes the numpy path (detectors/halt/single.py), which is about
-        twice as fast as PyTorch for one sequence; batches go through PyTorch."""
-        features = [halt_input(m) for m in logprob_matrices]
-        if len(features) == 1:
-            return np.array([expit(self._single.logit(features[0]))])
-        x, lengths = collate(features)  # (N, T, 25), (N,)
+        """P(hallucinated) of (T_i, 20) log-prob matrices in one forward pass. (N,)."""
+        x, lengths = collate([halt_input(m) for m in logprob_matrices])  # (N, T, 25), (N,)
         return torch.sigmoid(self.model(x, lengths)).double().numpy()
+
+    def single_risks(self, logprob_matrices: Sequence[np.ndarray]) -> np.ndarray:
+        """:meth:`risks` answer by answer through the numpy forward pass. (N,)."""
+        return np.array([expit(self._single.logit(halt_input(m))) for m in logprob_matrices])
 
     async def score(self, tokens: Sequence | None) -> HaltResult:
         """Score one answer; concurrent calls are grouped into one forward pass."""

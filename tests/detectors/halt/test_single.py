@@ -37,8 +37,11 @@ def test_the_shipped_checkpoint_scores_the_same_both_ways():
     rng = np.random.default_rng(1)
     answers = [synthetic_logprobs(n, n % 3 == 0, rng) for n in (1, 5, 8, 48, 64)]
     batched = scorer.risks(answers)  # one torch forward over all five
-    alone = np.array([scorer.risks([a])[0] for a in answers])  # the numpy path, one by one
+    alone = scorer.single_risks(answers)  # the numpy path, one by one
     np.testing.assert_allclose(alone, batched, atol=1e-5)
+    one = scorer.score_one([[{"token": "a", "logprob": -0.1, "top_logprobs": []}]])[0]
+    assert one.risk == pytest.approx(scorer.score_batch(
+        [[{"token": "a", "logprob": -0.1, "top_logprobs": []}]])[0].risk, abs=1e-5)
 
 
 def test_salient_count_equals_the_batched_one():
