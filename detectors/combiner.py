@@ -6,8 +6,10 @@ features in, one calibrated P(hallucinated) out.
 
 OR-ing binary verdicts throws the ranking away (docs/EVALUATION.md: `any` scored AUROC
 0.62 where −mean token logprob alone scored 0.87); a logistic regression over the scores
-keeps it, and an isotonic map of its logit turns it into a probability (Zadrozny & Elkan
-2002), so that Learn-then-Test can threshold it for a target risk. Inference is numpy
+keeps it, and Platt's sigmoid (Platt 1999) or an isotonic map (Zadrozny & Elkan 2002) of
+its logit turns it into a probability, so that Learn-then-Test can threshold it for a
+target risk. Platt is the default: with tens of correct answers an isotonic map has a
+handful of steps, and the ties it makes cost ranking (AUROC) that the logit had. Inference is numpy
 only; scikit-learn is needed to fit (evaluation/combiner.py), never to serve.
 
 A feature the combiner needs but the request lacks (its detector failed open, the
@@ -45,6 +47,12 @@ def linear_score(x: np.ndarray, mean: np.ndarray, scale: np.ndarray, coef: np.nd
     return float(intercept + np.dot(coef, (x - mean) / scale))
 
 
+def platt_probability(z: float, a: float, b: float) -> float:
+    """P(hallucinated | z) = σ(a·z + b), Platt's sigmoid fitted on out-of-fold logits
+    (Platt 1999): strictly increasing, so it keeps every distinction the logit makes."""
+    return float(1.0 / (1.0 + math.exp(-(a * z + b))))
+
+
 def isotonic_probability(z: float, knots_x: np.ndarray, knots_y: np.ndarray) -> float:
     """P(hallucinated | z): the fitted isotonic (monotone step) map of the logit, read by
     linear interpolation between its knots and clipped at both ends."""
@@ -80,9 +88,10 @@ class LearnedCombiner:
     scale: tuple[float, ...]  # standardisation σ_i (> 0)
     coef: tuple[float, ...]  # w_i
     intercept: float  # b
-    knots_x: tuple[float, ...]  # isotonic map: logit knots, increasing
+    knots_x: tuple[float, ...]  # isotonic map: logit knots, increasing (empty with platt)
     knots_y: tuple[float, ...]  # ... and P(hallucinated) at each, non-decreasing
     fitted_on: dict  # provenance: recording, items, split, seed, validation AUROC
+    platt: tuple[float, float] | None = None  # (a, b) of σ(a·z + b), instead of the knots
 
     def __post_init__(self) -> None:
         unknown = [f for f in self.features if f not in FEATURES]
@@ -91,7 +100,10 @@ class LearnedCombiner:
         n = len(self.features)
         if not all(len(v) == n for v in (self.impute, self.mean, self.scale, self.coef)):
             raise ValueError("features, impute, mean, scale and coef must have equal length")
-        if len(self.knots_x) != len(self.knots_y) or not self.knots_x:
+        if self.platt is not None:
+            if len(self.platt) != 2:
+                raise ValueError("platt is the pair (a, b) of sigmoid(a*z + b)")
+        elif len(self.knots_x) != len(self.knots_y) or not self.knots_x:
             raise ValueError("the isotonic map needs matching, non-empty knots")
 
     def detectors(self) -> set[str]:
@@ -105,6 +117,8 @@ class LearnedCombiner:
                      dtype=np.float64)  # (F,)
         z = linear_score(x, np.asarray(self.mean), np.asarray(self.scale),
                          np.asarray(self.coef), self.intercept)
+        if self.platt is not None:
+            return platt_probability(z, *self.platt)
         return isotonic_probability(z, np.asarray(self.knots_x), np.asarray(self.knots_y))
 
     def save(self, path: str | Path) -> None:

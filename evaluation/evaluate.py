@@ -39,7 +39,12 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedCo
 
 from detectors.combiner import answer_features, detector_features
 from detectors.halt.metrics import auroc
-from detectors.metrics import clopper_pearson_upper, wilson_upper
+from detectors.metrics import (
+    bootstrap_interval,
+    clopper_pearson_upper,
+    mean_source_auroc,
+    wilson_upper,
+)
 from evaluation.combiner import combiner_risks, fit_combiner, usable_features
 from evaluation.data import DEFAULT_DATA_DIR, QAItem, is_correct, load_items, messages_for
 from evaluation.report import summarise, write_plots, write_report
@@ -624,7 +629,9 @@ def run_combiner_fit(results: Path, policy_path: Path, profile_name: str, out: P
                               "clopper_pearson_upper": result.upper_bound},
               "held_out": {**_held_out_report(risks[held], everyone[held], y[held],
                                               result.threshold, delta),
-                           "auroc": auroc(risks[held], y[held])}}
+                           "auroc": auroc(risks[held], y[held])},
+              "held_out_comparison": held_out_comparison(
+                  [records[i] for i in held], risks[held], features, seed)}
     combiner_out.parent.mkdir(parents=True, exist_ok=True)
     combiner.save(combiner_out)
     if result.threshold is not None:
@@ -642,7 +649,31 @@ def run_combiner_fit(results: Path, policy_path: Path, profile_name: str, out: P
     return result.threshold is not None
 
 
+def held_out_comparison(records: list[dict], combined: np.ndarray, features: list[str],
+                        seed: int) -> dict[str, dict]:
+    """The combiner against each of its inputs on the same held-out items: pooled AUROC
+    with a bootstrap interval, and the mean of the per-source AUROCs."""
+    y = np.array([r["hallucinated"] for r in records], dtype=np.int64)
+    sources = np.array([r["source"] for r in records])
+    rows = {"learned combiner": combined}
+    for name in features:  # items without the feature are left out of its row
+        rows[name] = np.array([np.nan if r["scores"].get(name) is None
+                               else float(r["scores"][name]) for r in records])
+    out = {}
+    for name, scores in rows.items():
+        ok = ~np.isnan(scores)
+        interval = bootstrap_interval(auroc, scores[ok], y[ok], resamples=1000, seed=seed)
+        out[name] = {"items": int(ok.sum()), "auroc": auroc(scores[ok], y[ok]),
+                     "auroc_ci": list(interval) if interval else None,
+                     "mean_of_sources": mean_source_auroc(scores[ok], y[ok], sources[ok])}
+    return out
+
+
 def _print_calibration(report: dict) -> None:
+    for name, row in report.get("held_out_comparison", {}).items():
+        ci = row["auroc_ci"] or (float("nan"), float("nan"))
+        console.print(f"held-out {name:22s} AUROC {row['auroc']:.3f} [{ci[0]:.2f}, "
+                      f"{ci[1]:.2f}]  mean of sources {row['mean_of_sources'] or float('nan'):.3f}")
     held = report["held_out"]
     if report["threshold"] is None:
         console.print(f"[red]no threshold meets the target[/red]: {report['reason']}")

@@ -159,3 +159,14 @@ def test_calibrate_fit_combiner_writes_a_policy_that_uses_it(tmp_path):
     loaded = load_policy(out).profiles["p"]
     assert loaded.combine.mode == "learned" and loaded.combine.combiner is not None
     assert loaded.combine.threshold == pytest.approx(report["threshold"])
+
+
+def test_platt_calibration_keeps_the_logit_order_and_round_trips(tmp_path):
+    combiner = LearnedCombiner(features=("halt",), impute=(0.5,), mean=(0.0,), scale=(1.0,),
+                               coef=(2.0,), intercept=0.0, knots_x=(), knots_y=(),
+                               fitted_on={}, platt=(1.5, -0.5))
+    risks = [combiner.risk({"halt": h}) for h in (0.1, 0.2, 0.3)]
+    assert risks == sorted(risks) and len(set(risks)) == 3  # strictly increasing, no ties
+    assert risks[0] == pytest.approx(1 / (1 + math.exp(-(1.5 * 0.2 - 0.5))))
+    combiner.save(tmp_path / "c.json")
+    assert LearnedCombiner.load(tmp_path / "c.json") == combiner
