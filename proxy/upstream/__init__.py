@@ -4,7 +4,10 @@
     ├── OpenAIHttpUpstream         lean aiohttp path for OpenAI-compatible endpoints
     ├── LiteLLMUpstream            any provider litellm supports (imported lazily)
     ├── RecordingUpstream          wraps one of them, records every exchange
-    └── ReplayUpstream             answers from a recording, no upstream at all
+    ├── ReplayUpstream             answers from a recording, no upstream at all
+    └── UpstreamWrapper            base of the layers that change one thing of another:
+        ├── LogprobsCapability     retries without logprobs for models that refuse them
+        └── StreamUsage            counts stream usage for upstreams that send none
 
 The transports raise only :mod:`proxy.errors` types and retry through
 :func:`proxy.upstream.base.call_with_retries`.

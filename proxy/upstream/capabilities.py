@@ -19,12 +19,13 @@ works as is. The ``black-box`` profile is built for such models.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 
 from prometheus_client import CollectorRegistry, Counter
 
 from proxy.errors import UpstreamRejected
 from proxy.upstream.base import Upstream
+from proxy.upstream.wrapper import UpstreamWrapper
 
 log = logging.getLogger("hallgate.upstream")
 
@@ -48,12 +49,11 @@ def rejection_counter(registry: CollectorRegistry) -> Counter:
                    "because the model rejected them", ["model"], registry=registry)
 
 
-class LogprobsCapability:
+class LogprobsCapability(UpstreamWrapper):
     """Wraps an Upstream; ``config.logprobs`` decides whether logprobs are asked for."""
 
     def __init__(self, inner: Upstream, rejected: Counter | None = None):
-        self.inner = inner
-        self.config = inner.config
+        super().__init__(inner)
         self.mode = inner.config.logprobs
         self.rejected = rejected
         self.rejects = self.mode is False  # True once the model is known to refuse them
@@ -61,14 +61,6 @@ class LogprobsCapability:
     @property
     def logprobs_supported(self) -> bool:
         return self.inner.logprobs_supported and not self.rejects
-
-    @property
-    def on_retry(self) -> Callable[[], None] | None:
-        return self.inner.on_retry
-
-    @on_retry.setter
-    def on_retry(self, value: Callable[[], None] | None) -> None:
-        self.inner.on_retry = value
 
     def _body(self, body: dict) -> dict:
         return without_logprobs(body) if self.rejects else body
@@ -115,6 +107,3 @@ class LogprobsCapability:
             return
         finally:
             await chunks.aclose()
-
-    async def aclose(self) -> None:
-        await self.inner.aclose()

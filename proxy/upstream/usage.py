@@ -24,6 +24,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 from proxy.upstream.base import Upstream
+from proxy.upstream.wrapper import UpstreamWrapper
 
 
 class _Rendered(Exception):
@@ -82,29 +83,13 @@ def usage_chunk(template: dict, prompt_tokens: int, completion: int) -> dict:
                       "total_tokens": prompt_tokens + completion}}
 
 
-class StreamUsage:
+class StreamUsage(UpstreamWrapper):
     """Wraps an Upstream that sends no usage in streams; appends the counted usage chunk
     when a stream ends without one. ``count_prompt``: request dict -> prompt tokens."""
 
     def __init__(self, inner: Upstream, count_prompt: Callable[[dict], int]):
-        self.inner = inner
-        self.config = inner.config
+        super().__init__(inner)
         self.count_prompt = count_prompt
-
-    @property
-    def logprobs_supported(self) -> bool:
-        return self.inner.logprobs_supported
-
-    @property
-    def on_retry(self) -> Callable[[], None] | None:
-        return self.inner.on_retry
-
-    @on_retry.setter
-    def on_retry(self, value: Callable[[], None] | None) -> None:
-        self.inner.on_retry = value
-
-    async def complete(self, body: dict) -> dict:
-        return await self.inner.complete(body)
 
     async def stream(self, body: dict) -> AsyncIterator[dict]:
         generated, reported = 0, False
@@ -117,6 +102,3 @@ class StreamUsage:
                 yield chunk
         if last is not None and not reported:
             yield usage_chunk(last, self.count_prompt(body), generated)
-
-    async def aclose(self) -> None:
-        await self.inner.aclose()

@@ -57,7 +57,8 @@ def test_an_interrupted_write_keeps_every_finished_exchange(tmp_path):
     assert [row["key"] for row in read_exchanges(path)] == ["a"]
 
 
-def test_record_then_replay_without_upstream_gives_the_same_scores(fake_upstream, tmp_path):
+def _record_items(fake_upstream, tmp_path, **options):
+    """Record ITEMS through a gateway on the fake upstream; (policy, recording, kwargs)."""
     policy = tmp_path / "policy.yaml"
     policy.write_text(POLICY)
     dataset = tmp_path / "items.jsonl"
@@ -69,7 +70,12 @@ def test_record_then_replay_without_upstream_gives_the_same_scores(fake_upstream
                   temperature=0.7, seed=0, data_dir=tmp_path, plots=False)
     recorded_dir = tmp_path / "recording"
     evaluate(str(dataset), policy, "evaluate", recorded_dir, command="record", record=True,
-             gateway=gateway, **kwargs)
+             gateway=gateway, **kwargs, **options)
+    return policy, recorded_dir, kwargs
+
+
+def test_record_then_replay_without_upstream_gives_the_same_scores(fake_upstream, tmp_path):
+    policy, recorded_dir, kwargs = _record_items(fake_upstream, tmp_path)
     asked_live = len(fake_upstream.requests)
     assert {p.name for p in recorded_dir.iterdir()} >= {
         "items.jsonl", "asked.json", "meta.json", "exchanges.jsonl.gz", "results.jsonl"}
@@ -92,18 +98,7 @@ def test_record_then_replay_without_upstream_gives_the_same_scores(fake_upstream
 
 def test_a_sharded_recording_writes_one_exchanges_file_per_gateway_and_replays(
         fake_upstream, tmp_path):
-    policy = tmp_path / "policy.yaml"
-    policy.write_text(POLICY)
-    dataset = tmp_path / "items.jsonl"
-    dataset.write_text("".join(json.dumps(item) + "\n" for item in ITEMS))
-    fake_upstream.script.texts.extend(["Paris.", "Paris is in France.", "It is Lyon."] * 20)
-    gateway = {"models": [{"name": "fake", "provider": "openai", "model": "fake-model",
-                           "api_base": fake_upstream.api_base, "supports_n": False}]}
-    kwargs = dict(limit=None, concurrency=1, base_url=None, model=None, max_tokens=16,
-                  temperature=0.7, seed=0, data_dir=tmp_path, plots=False)
-    recorded_dir = tmp_path / "recording"
-    evaluate(str(dataset), policy, "evaluate", recorded_dir, command="record", record=True,
-             gateway=gateway, shards=2, **kwargs)
+    policy, recorded_dir, kwargs = _record_items(fake_upstream, tmp_path, shards=2)
     asked_live = len(fake_upstream.requests)
     parts = [recorded_dir / f"exchanges.{k}.jsonl.gz" for k in (0, 1)]
     counts = [sum(1 for _ in read_exchanges(p)) for p in parts]
