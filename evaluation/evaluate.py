@@ -230,13 +230,16 @@ class AuditTail:
         if self.path is None or not self.path.exists():
             return None
         if request_id not in self.entries:
-            with self.path.open() as fh:
+            # bytes, not text: the offset is a byte position, and a line the gateway is
+            # still writing (no newline yet) ends the read until the next call
+            with self.path.open("rb") as fh:
                 fh.seek(self.offset)
                 for line in fh:
-                    if line.endswith("\n"):
-                        entry = json.loads(line)
-                        self.entries[entry.get("request_id")] = entry.get("scores") or {}
-                        self.offset += len(line.encode())
+                    if not line.endswith(b"\n"):
+                        break
+                    entry = json.loads(line)
+                    self.entries[entry.get("request_id")] = entry.get("scores") or {}
+                    self.offset += len(line)
         return self.entries.get(request_id)
 
 
