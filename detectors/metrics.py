@@ -164,14 +164,19 @@ def bootstrap_interval(metric, scores, labels, *, resamples: int = 1000, level: 
     return float(lo), float(hi)
 
 
+def source_aurocs(scores, labels, sources) -> dict[str, float]:
+    """The AUROC within each source that has both classes. {source: AUROC}"""
+    s, y = _as_arrays(scores, labels)
+    src = np.asarray(sources)
+    return {str(name): auroc(s[src == name], y[src == name]) for name in np.unique(src)
+            if 0 < y[src == name].sum() < (src == name).sum()}
+
+
 def mean_source_auroc(scores, labels, sources) -> float | None:
     """The mean over sources of the AUROC within each source, over the sources that have
     both classes: a score that only tells the sources apart gets about 0.5 here, whatever
     its pooled AUROC (DESIGN.md, "Judging a detector honestly")."""
-    s, y = _as_arrays(scores, labels)
-    src = np.asarray(sources)
-    values = [auroc(s[src == name], y[src == name]) for name in np.unique(src)
-              if 0 < y[src == name].sum() < (src == name).sum()]
+    values = list(source_aurocs(scores, labels, sources).values())
     return float(np.mean(values)) if values else None
 
 

@@ -45,7 +45,12 @@ from detectors.metrics import (
     mean_source_auroc,
     wilson_upper,
 )
-from evaluation.combiner import combiner_risks, fit_combiner, usable_features
+from evaluation.combiner import (
+    combiner_risks,
+    feature_matrix,
+    fit_combiner,
+    usable_features,
+)
 from evaluation.data import DEFAULT_DATA_DIR, QAItem, is_correct, load_items, messages_for
 from evaluation.report import summarise, write_plots, write_report
 from policies import load_policy
@@ -155,8 +160,8 @@ def start_gateways(stack: contextlib.ExitStack, policy_path: Path, out: Path, sh
                    ) -> tuple[list[str], list[Path]]:
     """``shards`` local gateways, one after another (each one's embedded model gets
     cores / shards threads, and writes its own exchanges file when recording); their URLs
-    and audit logs. The CPU model serves one request at a time, so on a 2-core machine
-    two models of one thread each answer more than one of two threads."""
+    and audit logs. The CPU model serves one request at a time, so N models answer N
+    requests at once."""
     urls, audits = [], []
     for k in range(shards):
         audit_log = out / ("gateway_audit.jsonl" if shards == 1
@@ -658,10 +663,9 @@ def held_out_comparison(records: list[dict], combined: np.ndarray, features: lis
     with a bootstrap interval, and the mean of the per-source AUROCs."""
     y = np.array([r["hallucinated"] for r in records], dtype=np.int64)
     sources = np.array([r["source"] for r in records])
-    rows = {"learned combiner": combined}
-    for name in features:  # items without the feature are left out of its row
-        rows[name] = np.array([np.nan if r["scores"].get(name) is None
-                               else float(r["scores"][name]) for r in records])
+    inputs = feature_matrix(records, features)  # (N, F), NaN where a record lacks one
+    rows = {"learned combiner": combined,  # items without a feature are left out of its row
+            **{name: inputs[:, j] for j, name in enumerate(features)}}
     out = {}
     for name, scores in rows.items():
         ok = ~np.isnan(scores)

@@ -191,6 +191,7 @@ def compare(
         bootstrap_interval,
         mean_source_auroc,
         paired_source_bootstrap,
+        source_aurocs,
     )
 
     examples = load_examples(data)
@@ -209,16 +210,14 @@ def compare(
         row = {"pooled_auroc": auroc(s, labels),
                "pooled_ci": bootstrap_interval(auroc, s, labels, resamples=resamples,
                                                seed=seed),
-               "per_source": {src: auroc(s[sources == src], labels[sources == src])
-                              for src in np.unique(sources)
-                              if 0 < labels[sources == src].sum() < (sources == src).sum()},
+               "per_source": source_aurocs(s, labels, sources),
                "mean_of_sources": mean_source_auroc(s, labels, sources),
                "mean_of_sources_ci": [float(q) for q in np.quantile(samples[name],
                                                                     [0.025, 0.975])]}
         if name != "-mean logprob":
             gain = samples[name] - base
-            row["gain_over_logprob"] = row["mean_of_sources"] - mean_source_auroc(
-                scores["-mean logprob"], labels, sources)
+            row["gain_over_logprob"] = (row["mean_of_sources"]
+                                        - report["scores"]["-mean logprob"]["mean_of_sources"])
             row["gain_ci"] = [float(q) for q in np.quantile(gain, [0.025, 0.975])]
         report["scores"][name] = row
         per = " ".join(f"{k}={v:.3f}" for k, v in row["per_source"].items())

@@ -33,6 +33,7 @@ from torch import nn
 from detectors.halt import metrics
 from detectors.halt.data import Example, collate
 from detectors.halt.model import HaltConfig, HaltModel
+from detectors.metrics import mean_source_auroc
 
 
 @dataclass(frozen=True)
@@ -103,7 +104,8 @@ def group_weights(train: Sequence[Example]) -> np.ndarray:
 def _train_epoch(model, train, optimizer, loss_fn, cfg: TrainConfig, rng) -> float:
     model.train()
     order = rng.permutation(len(train))
-    weights = torch.tensor(group_weights(train), dtype=torch.float32)
+    weights = (torch.tensor(group_weights(train), dtype=torch.float32)
+               if cfg.balance_by_source else None)
     total, steps = 0.0, 0
     for start in range(0, len(order), cfg.batch_size):
         picked = order[start:start + cfg.batch_size]
@@ -111,7 +113,7 @@ def _train_epoch(model, train, optimizer, loss_fn, cfg: TrainConfig, rng) -> flo
         x, lengths = collate([e.features for e in batch])
         labels = torch.tensor([e.label for e in batch], dtype=torch.float32)
         optimizer.zero_grad()
-        if cfg.balance_by_source:  # weighted mean of the per-answer losses
+        if weights is not None:  # balance_by_source: weighted mean of per-answer losses
             w = weights[torch.from_numpy(picked)]
             per_item = nn.functional.binary_cross_entropy_with_logits(
                 model(x, lengths), labels, reduction="none")
@@ -130,19 +132,9 @@ def validate(model: HaltModel, val: Sequence[Example]) -> dict:
     risks = predict_risks(model, val)
     labels = [e.label for e in val]
     threshold, _ = metrics.best_threshold(risks, labels)
+    source_auroc = mean_source_auroc(risks, labels, [e.source for e in val])
     return {"threshold": threshold, **metrics.summary(risks, labels, threshold),
-            "source_auroc": mean_source_auroc(risks, val)}
-
-
-def mean_source_auroc(risks: np.ndarray, examples: Sequence[Example]) -> float:
-    """Mean of the AUROCs within each source that has both classes (NaN if none has)."""
-    values = []
-    for source in sorted({e.source for e in examples}):
-        idx = [i for i, e in enumerate(examples) if e.source == source]
-        labels = [examples[i].label for i in idx]
-        if 0 < sum(labels) < len(labels):
-            values.append(metrics.auroc(risks[idx], labels))
-    return float(np.mean(values)) if values else float("nan")
+            "source_auroc": float("nan") if source_auroc is None else source_auroc}
 
 
 def train_halt(train: Sequence[Example], val: Sequence[Example], model_config: HaltConfig,

@@ -121,8 +121,9 @@ class EmbeddingEntailment:
         also returns the forward passes made. Holds the lock, so it is thread-safe."""
         with _ENCODE_LOCK:
             missing = [k for k in dict.fromkeys(keys) if k not in self._cache]
-            store, model_path = _store, str(self.model_path or default_model_path())
-            if store is not None and missing:  # embedded by an earlier run
+            store = _store if missing else None
+            if store is not None:  # embedded by an earlier run
+                model_path = str(self.model_path or default_model_path())
                 stored = {k: store.vectors.get(EmbeddingStore.key(model_path, k))
                           for k in missing}
                 self._cache.update((k, v) for k, v in stored.items() if v is not None)
