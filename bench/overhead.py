@@ -5,16 +5,23 @@
 Every server is its own process, started by this script next to one fake upstream
 (``tests.fake_upstream``, fixed latency, 20 ms by default):
 
-    direct               client -> fake upstream, asking top-20 logprobs (what hallgate asks)
+    direct               client -> fake upstream, asking top-20 logprobs (what the HALT
+                         route asks it for)
+    direct-plain         client -> fake upstream, no logprobs (what the passthrough route
+                         and the LiteLLM proxy ask it for)
     hallgate-passthrough client -> hallgate serve (every detector off)              -> fake
     hallgate-halt        client -> hallgate serve (HALT scores every answer, annotate) -> fake
     litellm-proxy        client -> litellm --num_workers 1 (litellm[proxy], .bench-venv/) -> fake
     hallgate-litellm     (--litellm-path) hallgate's litellm.acompletion path           -> fake
 
+Each target's added latency is over its baseline: the direct call that asks the upstream
+for exactly what that target asks it for (a route with every detector off asks for no
+logprobs; a route where HALT reads them asks for top-20).
+
 Concurrency 1: one Python client interleaves the targets request by request (direct,
 passthrough, halt, ..., direct, ...), so drift in the machine's load hits all alike; added
-latency = a target's percentile minus the direct calls' same percentile. Streaming: the
-same, for the time to the first content chunk (direct vs passthrough). Concurrency 64 and
+latency = a target's percentile minus its baseline's same percentile. Streaming: the
+same, for the time to the first content chunk (direct-plain vs passthrough). Concurrency 64 and
 500: wrk (C; bench/wrk_chat.lua), one target after another, with the server's CPU time
 per request read from /proc. Then 500 requests at once, and the gateway's VmRSS before and
 after N more requests at concurrency 64.
@@ -97,6 +104,7 @@ class Target:
     pid: int | None = None  # the server process (its CPU time is counted per request)
     rss: bool = False  # read this process's VmRSS before and after N requests
     logprobs: bool = False  # ask for top-20 logprobs (the direct baseline does)
+    baseline: str | None = None  # the direct target that asks the upstream what this one does
 
 
 @dataclass(frozen=True)
@@ -119,6 +127,7 @@ class TargetResult:
     rss_mb: dict[str, float] | None = None  # start / before / after, gateways only
     rss_requests: int = 0  # requests between rss before and after
     ttft: Latencies | None = None  # streaming: time to the first content chunk
+    baseline: str | None = None  # see Target.baseline
 
 
 # --------------------------------------------------------------------------- processes
@@ -341,7 +350,7 @@ def measure_all(targets: list[Target], opts: BenchOptions) -> list[TargetResult]
     print("concurrency 1, interleaved: " + " | ".join(
         f"{name} p50 {r.p50_ms:.2f} p99 {r.p99_ms:.2f} ms err {r.errors}"
         for name, r in c1.items()), flush=True)
-    streaming = [t for t in targets if t.name in ("direct", "hallgate-passthrough")]
+    streaming = [t for t in targets if t.name in ("direct-plain", "hallgate-passthrough")]
     ttft = interleaved(streaming, opts.c1_rounds, stream=True)
     print("streaming, time to first content chunk: " + " | ".join(
         f"{name} p50 {r.p50_ms:.2f} p99 {r.p99_ms:.2f} ms err {r.errors}"
@@ -350,7 +359,7 @@ def measure_all(targets: list[Target], opts: BenchOptions) -> list[TargetResult]
     c500 = run_phase("500 connections", targets, 500, opts.c500_s)
     bursts = run_bursts(targets, opts)
     results = [TargetResult(t.name, c1[t.name], c64[t.name], c500[t.name], bursts[t.name],
-                            ttft=ttft.get(t.name)) for t in targets]
+                            ttft=ttft.get(t.name), baseline=t.baseline) for t in targets]
     for result, t in zip(results, targets, strict=True):
         if t.rss:
             measure_rss(result, t, start_rss[t.name], opts)
@@ -398,14 +407,14 @@ def gateway_command() -> list[str]:
 
 
 def start_gateway(stack: contextlib.ExitStack, name: str, model: dict, tmp: Path,
-                  policy_name: str = "passthrough") -> Target:
+                  policy_name: str = "passthrough", baseline: str = "direct-plain") -> Target:
     port = free_port()
     config = gateway_config(tmp, name, port, model, policy_name)
     url = f"http://127.0.0.1:{port}"
     argv = [*gateway_command(), "--config", str(config), "--port", str(port)]
     proc = stack.enter_context(server(name, argv, f"{url}/readyz", tmp,
                                       env={FAKE_KEY_ENV: "x"}))
-    return Target(name, url, pid=proc.pid, rss=True)
+    return Target(name, url, pid=proc.pid, rss=True, baseline=baseline)
 
 
 def start_litellm_proxy(stack: contextlib.ExitStack, fake_base: str, tmp: Path) -> Target:
@@ -419,7 +428,7 @@ def start_litellm_proxy(stack: contextlib.ExitStack, fake_base: str, tmp: Path) 
     url = f"http://127.0.0.1:{port}"
     proc = stack.enter_context(server("litellm-proxy", argv, f"{url}/health/liveliness", tmp,
                                       env=env))
-    return Target("litellm-proxy", url, pid=proc.pid)
+    return Target("litellm-proxy", url, pid=proc.pid, baseline="direct-plain")
 
 
 def run_all(tmp: Path, opts: BenchOptions) -> list[TargetResult]:
@@ -435,8 +444,10 @@ def run_all(tmp: Path, opts: BenchOptions) -> list[TargetResult]:
                                           f"{fake_url}/v1/models", tmp))
         lean = {"provider": "openai", "model": "fake-model", "api_base": fake_base}
         targets = [Target("direct", fake_url, pid=fake.pid, logprobs=True),
+                   Target("direct-plain", fake_url, pid=fake.pid),
                    start_gateway(stack, "hallgate-passthrough", lean, tmp),
-                   start_gateway(stack, "hallgate-halt", lean, tmp, policy_name="halt")]
+                   start_gateway(stack, "hallgate-halt", lean, tmp, policy_name="halt",
+                                 baseline="direct")]
         if opts.litellm_path:
             targets.append(start_gateway(stack, "hallgate-litellm", {
                 "provider": "litellm", "model": "openai/fake-model", "api_base": fake_base,
@@ -449,22 +460,25 @@ def run_all(tmp: Path, opts: BenchOptions) -> list[TargetResult]:
 # --------------------------------------------------------------------------- report
 
 
-def added(target: TargetResult, direct: TargetResult, phase: str, pct: str) -> float:
-    """Added latency: the target's percentile minus the direct calls' same percentile."""
-    return getattr(getattr(target, phase), pct) - getattr(getattr(direct, phase), pct)
+def added(target: TargetResult, by_name: dict[str, TargetResult], phase: str = "c1",
+          pct: str = "p50_ms") -> float:
+    """Added latency: the target's percentile minus its baseline's same percentile."""
+    base = by_name[target.baseline or target.name]
+    return getattr(getattr(target, phase), pct) - getattr(getattr(base, phase), pct)
 
 
 def print_table(results: list[TargetResult]) -> None:
-    direct = results[0]
+    by_name = {r.name: r for r in results}
     print(f"\n{'target':<21} {'c1 p50':>7} {'c1 p99':>7} {'+p50':>6} {'+p99':>6} "
           f"{'c64 req/s':>9} {'c64 p50':>8} {'c64 p99':>8} {'c500 err':>8} {'burst err':>9} "
           f"{'cpu ms/req':>10}")
     for r in results:
         print(f"{r.name:<21} {r.c1.p50_ms:7.2f} {r.c1.p99_ms:7.2f} "
-              f"{r.c1.p50_ms - direct.c1.p50_ms:6.2f} {r.c1.p99_ms - direct.c1.p99_ms:6.2f} "
+              f"{added(r, by_name):6.2f} {added(r, by_name, pct='p99_ms'):6.2f} "
               f"{r.c64.rps:9.0f} {r.c64.p50_ms:8.2f} {r.c64.p99_ms:8.2f} {r.c500.errors:8d} "
               f"{burst_errors(r):9d} {r.c64.server_cpu_ms or 0:10.2f}")
-    print("(ms; c1 = interleaved concurrency 1, + = added over the direct calls of this run; "
+    print("(ms; c1 = interleaved concurrency 1, + = added over the target's baseline in this "
+          "run: direct for the HALT route, direct-plain for passthrough and the LiteLLM proxy; "
           "c500 err = wrk socket errors + non-2xx at 500 connections; burst err = of 500 "
           "requests sent at once, those not answered 200; cpu = server CPU time per request "
           "at c64, for direct the fake upstream's)")
@@ -475,16 +489,18 @@ def burst_errors(r: TargetResult) -> int:
 
 
 def result_line(by_name: dict[str, TargetResult]) -> str:
-    direct = by_name["direct"]
+    direct, plain = by_name["direct"], by_name["direct-plain"]
     fields: dict[str, float | int] = {"direct_p50_ms": direct.c1.p50_ms,
-                                      "direct_rps_c64": direct.c64.rps}
+                                      "direct_rps_c64": direct.c64.rps,
+                                      "direct_plain_p50_ms": plain.c1.p50_ms,
+                                      "direct_plain_rps_c64": plain.c64.rps}
     for key, name in (("passthrough", "hallgate-passthrough"), ("halt", "hallgate-halt"),
                       ("litellm_path", "hallgate-litellm"), ("litellm_proxy", "litellm-proxy")):
         r = by_name.get(name)
         if r is None:
             continue
-        fields |= {f"{key}_added_p50_ms": r.c1.p50_ms - direct.c1.p50_ms,
-                   f"{key}_added_p99_ms": r.c1.p99_ms - direct.c1.p99_ms,
+        fields |= {f"{key}_added_p50_ms": added(r, by_name),
+                   f"{key}_added_p99_ms": added(r, by_name, pct="p99_ms"),
                    f"{key}_rps_c64": r.c64.rps,
                    f"{key}_cpu_ms_per_req": r.c64.server_cpu_ms or 0.0,
                    f"{key}_errors_c500": r.c500.errors + burst_errors(r)}
@@ -493,8 +509,8 @@ def result_line(by_name: dict[str, TargetResult]) -> str:
         for key in ("passthrough", "halt"):
             fields[f"{key}_vs_litellm_rps"] = fields[f"{key}_rps_c64"] / peer.c64.rps
     gw = by_name["hallgate-passthrough"]
-    if gw.ttft is not None and direct.ttft is not None:
-        fields["stream_ttft_added_p50_ms"] = gw.ttft.p50_ms - direct.ttft.p50_ms
+    if gw.ttft is not None and plain.ttft is not None:
+        fields["stream_ttft_added_p50_ms"] = added(gw, by_name, phase="ttft")
     fields |= {"errors_total": sum(r.c1.errors + r.c64.errors for r in by_name.values()),
                "rss_requests": gw.rss_requests,
                "rss_growth_mb": gw.rss_mb["after"] - gw.rss_mb["before"],

@@ -187,6 +187,9 @@ class PolicySession:
         if profile.streaming in ("passthrough", "progressive"):
             self.headers["x-hallgate-decision"] = "deferred"  # see the stream's last chunk
         self.enabled = profile.detectors.enabled()
+        # judge() reads no answer when every detector is off, so such a route asks the
+        # upstream only for what the client asked for
+        self.reads_logprobs = bool(self.enabled)
         if keeper.audit is not None:  # a failure before the decision is audited too
             pending_audit.set(PendingAudit(keeper.audit, ctx.request_id, model, messages,
                                            route, profile.name, ctx.key_name))

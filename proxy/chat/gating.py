@@ -57,6 +57,7 @@ class ProgressivePlan:
 class GateSession(Protocol):
     streaming_mode: Literal["buffer", "passthrough", "progressive"]
     headers: dict[str, str]  # known before the answer: route, profile
+    reads_logprobs: bool  # a detector reads the answer's logprobs: ask the upstream for them
 
     async def judge(self, answers: list[Answer]) -> GateOutcome: ...
 

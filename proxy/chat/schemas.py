@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
-UPSTREAM_TOP_LOGPROBS = 20  # what we always ask the upstream for: HALT needs top-20
+UPSTREAM_TOP_LOGPROBS = 20  # what we ask the upstream for when a detector reads logprobs
 
 
 class ChatMessage(BaseModel):
@@ -77,11 +77,15 @@ class ChatCompletionRequest(BaseModel):
             return None
         return self.top_logprobs or 0
 
-    def upstream_body(self, max_tokens_field: str = "max_completion_tokens") -> dict:
-        """What we send upstream: the client's fields, with logprobs always on."""
+    def upstream_body(self, max_tokens_field: str = "max_completion_tokens",
+                      detector_logprobs: bool = True) -> dict:
+        """What we send upstream: the client's fields, with top-20 logprobs on when a
+        detector reads them (``detector_logprobs``); otherwise the client's own logprob
+        fields go as they are, so a route with every detector off asks for nothing more."""
         body = {k: v for k, v in self._raw.items() if v is not None}
-        body["logprobs"] = True
-        body["top_logprobs"] = UPSTREAM_TOP_LOGPROBS
+        if detector_logprobs:
+            body["logprobs"] = True
+            body["top_logprobs"] = UPSTREAM_TOP_LOGPROBS
         body.pop("stream", None)
         limit = body.pop("max_completion_tokens", None) or body.pop("max_tokens", None)
         body.pop("max_tokens", None)

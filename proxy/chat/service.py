@@ -1,5 +1,6 @@
-"""Chat completions: forward upstream with logprobs on, fan out ``n`` where the upstream
-ignores it, let the gates judge the answer, shape what the client gets back.
+"""Chat completions: forward upstream (top-20 logprobs on when a detector reads them), fan
+out ``n`` where the upstream ignores it, let the gates judge the answer, shape what the
+client gets back.
 
     router -> ChatService.complete(request)     -> (body, headers)
            -> ChatService.open_stream(request)  -> StreamPlan(headers, SSE byte chunks)
@@ -59,7 +60,7 @@ class ChatService:
         upstream = self._check(req)
         session = self.gatekeeper.begin(req, ctx, req.model)
         try:
-            body = req.upstream_body(upstream.config.max_tokens_field)
+            body = req.upstream_body(upstream.config.max_tokens_field, session.reads_logprobs)
             resp = await complete_n(upstream, body)
             outcome = await session.judge(shaping.answers_from_response(resp))
         finally:
@@ -72,7 +73,7 @@ class ChatService:
     async def open_stream(self, req: ChatCompletionRequest, ctx: RequestContext) -> StreamPlan:
         upstream = self._check(req)
         session = self.gatekeeper.begin(req, ctx, req.model)
-        chunks = self._upstream_chunks(upstream, req)
+        chunks = self._upstream_chunks(upstream, req, session.reads_logprobs)
         try:
             first = await anext(chunks)
         except StopAsyncIteration:
@@ -92,9 +93,9 @@ class ChatService:
             return await self._buffered(req, session, first, chunks)
         return StreamPlan(dict(session.headers), self._passthrough(req, session, first, chunks))
 
-    async def _upstream_chunks(self, upstream: Upstream,
-                               req: ChatCompletionRequest) -> AsyncIterator[dict]:
-        body = req.upstream_body(upstream.config.max_tokens_field)
+    async def _upstream_chunks(self, upstream: Upstream, req: ChatCompletionRequest,
+                               reads_logprobs: bool) -> AsyncIterator[dict]:
+        body = req.upstream_body(upstream.config.max_tokens_field, reads_logprobs)
         if req.n == 1 or upstream.config.supports_n:
             # aclosing: closing this generator closes the upstream response at once (a
             # progressive cut relies on it), not whenever the inner generator is collected

@@ -26,6 +26,7 @@ routes:
   - {{name: open, match: {{header: open}}, profile: fail-open}}
   - {{name: tunable, match: {{header: tunable}}, profile: tunable}}
   - {{name: code, match: {{header: code}}, profile: code-creative}}
+  - {{name: forward, match: {{header: forward}}, profile: detectors-off}}
   - {{name: default, default: true, profile: never-abstain}}
 profiles:
   always-abstain:
@@ -49,6 +50,9 @@ profiles:
   tunable:
     extends: never-abstain
     allow_overrides: [halt.threshold]
+  detectors-off:
+    detectors: {{halt: {{enabled: false}}, edfl: {{enabled: false}}, semantic: {{enabled: false}}}}
+    action: shadow
 """
 
 
@@ -151,6 +155,31 @@ def test_missing_logprobs_follow_the_fail_mode(gated, fake_upstream, route, expe
     meta = resp.model_extra["hallgate"]
     assert meta["decision"] == expected
     assert meta["detectors"]["halt"]["status"] == "missing_logprobs"
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["non_streaming", "streaming"])
+def test_a_route_with_every_detector_off_asks_the_upstream_only_what_the_client_asked(
+        gated, fake_upstream, stream):
+    client = client_for(gated, "forward")
+    kinds = [{}, {"logprobs": True, "top_logprobs": 2}]
+    for asked in kinds:
+        resp = client.chat.completions.create(model="fake", messages=QUESTION, stream=stream,
+                                              **asked)
+        if stream:
+            chunks = [c for c in resp if c.choices]
+            text = "".join(c.choices[0].delta.content or "" for c in chunks)
+            tops = [t for c in chunks if c.choices[0].logprobs
+                    for t in c.choices[0].logprobs.content or ()]
+        else:
+            text = resp.choices[0].message.content
+            tops = resp.choices[0].logprobs.content if resp.choices[0].logprobs else []
+        assert text == "Paris is the capital of France."
+        assert all(len(t.top_logprobs) == 2 for t in tops) and bool(tops) == bool(asked)
+    plain, with_logprobs = fake_upstream.requests[-2:]
+    assert "logprobs" not in plain and "top_logprobs" not in plain
+    assert with_logprobs["logprobs"] is True and with_logprobs["top_logprobs"] == 2
+    client_for(gated, "annotate").chat.completions.create(model="fake", messages=QUESTION)
+    assert fake_upstream.requests[-1]["top_logprobs"] == 20  # HALT reads them
 
 
 def test_header_overrides_are_refused_unless_allowed(gated):
