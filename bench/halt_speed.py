@@ -12,7 +12,7 @@ gateway):
   2. deployed: our default checkpoint (the small model) vs the seed's module with the full
      recipe architecture (5 x 256), the speed-up a gateway sees from choosing the small
      model; its AUROC is printed next to it from the checkpoint's metadata;
-  3. one answer alone (T = 8, 48, 256): the numpy path the scorer takes for a lone answer
+  3. one answer alone (T = 8, 48, 256): the compiled path the scorer takes for a lone answer
      on the event loop (detectors/halt/single.py) vs the same weights through PyTorch, the
      gateway's c=1 case.
 
@@ -86,14 +86,14 @@ def single_answer(scorer: HaltScorer, repeats: int, seed: int = 1) -> dict[str, 
     out: dict[str, float] = {}
     for length in (8, 48, 256):
         answer = [synthetic_logprobs(length, True, rng)]
-        numpy_s, numpy_out = timed(lambda a=answer: scorer.single_risks(a), repeats * 20)
+        single_s, single_out = timed(lambda a=answer: scorer.single_risks(a), repeats * 20)
         torch_s, torch_out = timed(lambda a=answer: torch_risks(scorer, a), repeats * 20)
-        out[f"single_T{length}_numpy_x"] = torch_s / numpy_s
-        out[f"single_T{length}_numpy_ms"] = numpy_s * 1e3
+        out[f"single_T{length}_compiled_x"] = torch_s / single_s
+        out[f"single_T{length}_compiled_ms"] = single_s * 1e3
         out[f"single_T{length}_torch_ms"] = torch_s * 1e3
-        out[f"single_T{length}_maxdiff"] = float(np.abs(numpy_out - torch_out).max())
-        print(f"single T={length:<4d} small: numpy {numpy_s * 1e3:.3f} ms  torch "
-              f"{torch_s * 1e3:.3f} ms  x{torch_s / numpy_s:.2f}")
+        out[f"single_T{length}_maxdiff"] = float(np.abs(single_out - torch_out).max())
+        print(f"single T={length:<4d} small: compiled {single_s * 1e3:.3f} ms  torch "
+              f"{torch_s * 1e3:.3f} ms  x{torch_s / single_s:.2f}")
     return out
 
 
@@ -128,7 +128,7 @@ def main() -> None:
           f"test AUROC {auroc:.3f}")
     keys = ["b1_T256_deployed_x", "b64_T10-150_deployed_x", "b1_T256_small_impl_x",
             "b64_T10-150_small_impl_x", "b1_T256_full_impl_x", "b64_T10-150_full_impl_x",
-            "single_T8_numpy_x", "single_T48_numpy_x", "single_T256_numpy_x"]
+            "single_T8_compiled_x", "single_T48_compiled_x", "single_T256_compiled_x"]
     max_diff = max(v for k, v in result.items() if k.endswith("maxdiff"))
     print("RESULT " + " ".join(f"{k}={result[k]:.2f}" for k in keys)
           + f" max_abs_diff={max_diff:.1e} small_test_auroc={auroc:.3f}")

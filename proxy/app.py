@@ -57,7 +57,7 @@ async def policy_gatekeeper(settings: Settings, registry: UpstreamRegistry, metr
     """Load detectors and the policy file (a bad file stops the start with file, line and
     key); reload it on change and on SIGHUP, keeping the old policy when a reload fails."""
     torch.set_num_threads(settings.torch_threads)
-    # numpy's BLAS too (HALT scores single answers in numpy): a thread pool that spins
+    # numpy's BLAS too (the embedding models' small matmuls): a thread pool that spins
     # for a 1x128 matmul costs 10x the matmul on a busy machine
     threadpool_limits(settings.torch_threads, user_api="blas")
     suite = DetectorSuite(halt=halt or load_halt_scorer())

@@ -101,10 +101,10 @@ class HaltScorer:
         return self._score(answers, self.risks)
 
     def score_one(self, answers: Sequence[Sequence | None]) -> list[HaltResult]:
-        """:meth:`score_batch` for a batch of one, through the numpy path
-        (detectors/halt/single.py: 1.5-1.7x PyTorch's speed for one answer on one core,
-        bench/halt_speed.py). It holds the GIL, so the scorer runs it only inline on the
-        event loop; the worker thread keeps PyTorch, which releases the GIL."""
+        """:meth:`score_batch` for a batch of one, through the compiled single-answer
+        path (detectors/halt/single.py; its speed against PyTorch's: bench/halt_speed.py).
+        It holds the GIL, so the scorer runs it only inline on the event loop; the worker
+        thread keeps PyTorch, which releases the GIL."""
         return self._score(answers, self.single_risks)
 
     def _score(self, answers, risks_of) -> list[HaltResult]:
@@ -124,7 +124,7 @@ class HaltScorer:
         return torch.sigmoid(self.model(x, lengths)).double().numpy()
 
     def single_risks(self, logprob_matrices: Sequence[np.ndarray]) -> np.ndarray:
-        """:meth:`risks` answer by answer through the numpy forward pass. (N,)."""
+        """:meth:`risks` answer by answer through the compiled forward pass. (N,)."""
         return np.array([expit(self._single.logit(halt_input(m))) for m in logprob_matrices])
 
     async def score(self, tokens: Sequence | None) -> HaltResult:

@@ -1,13 +1,18 @@
-"""HALT's forward pass for one answer, in numpy: the gateway's common case.
+"""HALT's forward pass for one answer, compiled with numba: the gateway's common case.
 
-At c=1 the gateway scores one short answer at a time, and PyTorch's per-operator dispatch
-costs more than the arithmetic (bench/halt_speed.py: about 2x the time of this path for
-answers of 1 to 128 tokens, one thread). This is the same network as
-:class:`detectors.halt.model.HaltModel`, with its weights, in float32; batches still go
-through PyTorch. ``tests/detectors/halt/test_single.py`` checks the two agree.
+At c=1 the gateway scores one short answer at a time. There the cost is not arithmetic
+but dispatch: PyTorch's per-operator overhead (bench/halt_speed.py: about 2x a numpy
+copy of the network), and then numpy's own (a GRU step is about 15 numpy calls, 3-5 µs
+each on this VM, so a 6-token answer took 0.9 ms). Compiled loops remove both. This is
+the same network as :class:`detectors.halt.model.HaltModel`, with its weights, in float32
+(the gate non-linearities in float64); batches still go through PyTorch.
+``tests/detectors/halt/test_single.py`` checks the two agree.
 
-    single = SingleAnswerHalt(model)     # copies the weights once
+    single = SingleAnswerHalt(model)     # copies the weights once, compiles (or loads the cache)
     logit = single.logit(x)              # x: (T, 25) float32 -> float
+
+The kernels are cached on disk (numba ``cache=True``), so only the first process on a
+machine pays their compile time (a few seconds).
 """
 
 from __future__ import annotations
@@ -15,26 +20,55 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from scipy.special import erf, expit
+from numba import njit
 
 from detectors.halt.model import HaltModel, salient_count
 
 
-def layer_norm(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, eps: float) -> np.ndarray:
-    """(x − mean) / sqrt(var + eps) · weight + bias over the last axis (biased variance)."""
-    mean = x.mean(axis=-1, keepdims=True)
-    var = x.var(axis=-1, keepdims=True)
-    return (x - mean) / np.sqrt(var + eps) * weight + bias
+@njit(cache=True)
+def project(x: np.ndarray, norm_w: np.ndarray, norm_b: np.ndarray, eps: float,
+            w1: np.ndarray, b1: np.ndarray, w2: np.ndarray, b2: np.ndarray) -> np.ndarray:
+    """The input projection, token by token: LayerNorm -> Linear -> GELU -> Linear,
+
+        LN(x) = (x − mean) / sqrt(var + eps) · w + b       (biased variance)
+        GELU(u) = ½ u (1 + erf(u / √2))                    (nn.GELU's exact form)
+
+    x (T, D) -> (T, P)."""
+    T, D = x.shape
+    normed = np.empty((T, D), dtype=np.float32)
+    for t in range(T):
+        mean = x[t].mean()
+        var = ((x[t] - mean) ** 2).mean()
+        normed[t] = (x[t] - mean) / np.sqrt(var + eps) * norm_w + norm_b
+    u = affine(normed, w1, b1)
+    inv_sqrt2 = 1.0 / math.sqrt(2.0)
+    for t in range(u.shape[0]):
+        for j in range(u.shape[1]):
+            u[t, j] = 0.5 * u[t, j] * (1.0 + math.erf(u[t, j] * inv_sqrt2))
+    return affine(u, w2, b2)
 
 
-def gelu(x: np.ndarray) -> np.ndarray:
-    """GELU(x) = x · Φ(x) = ½ x (1 + erf(x / √2)), the exact form nn.GELU computes."""
-    return 0.5 * x * (1.0 + erf(x * np.float32(1.0 / math.sqrt(2.0))))
+@njit(cache=True, fastmath=True)
+def affine(x: np.ndarray, w: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """x W + b for x (T, D), W (D, K), b (K,), as plain loops: at these sizes (one answer,
+    K ≤ 768) a BLAS call per row costs more than the arithmetic."""
+    T, D = x.shape
+    K = w.shape[1]
+    out = np.empty((T, K), dtype=np.float32)
+    for t in range(T):
+        row = out[t]
+        row[:] = b
+        for i in range(D):
+            xi = x[t, i]
+            for k in range(K):
+                row[k] += xi * w[i, k]
+    return out
 
 
+@njit(cache=True, fastmath=True)
 def bigru_layer(x: np.ndarray, w_ih: np.ndarray, w_hh: np.ndarray, b_ih: np.ndarray,
                 b_hh: np.ndarray) -> np.ndarray:
-    """One bidirectional GRU layer (PyTorch's gate order r, z, n), both directions at once:
+    """One bidirectional GRU layer (PyTorch's gate order r, z, n):
 
         r_t = σ(W_ir x_t + b_ir + W_hr h_{t−1} + b_hr)
         z_t = σ(W_iz x_t + b_iz + W_hz h_{t−1} + b_hz)
@@ -45,41 +79,56 @@ def bigru_layer(x: np.ndarray, w_ih: np.ndarray, w_hh: np.ndarray, b_ih: np.ndar
     backward (it reads the sequence reversed) -> (T, 2H), forward states then backward.
     """
     T, hidden = x.shape[0], w_hh.shape[1]
-    gi = np.matmul(x[None], w_ih) + b_ih[:, None]  # (2, T, 3H)
-    gi[1] = gi[1, ::-1]
-    h = np.zeros((2, 1, hidden), dtype=np.float32)  # (2, 1, H)
-    out = np.empty((T, 2, hidden), dtype=np.float32)
+    out = np.empty((T, 2 * hidden), dtype=np.float32)
+    h = np.empty(hidden, dtype=np.float32)
+    gh = np.empty(3 * hidden, dtype=np.float32)
+    for d in range(2):
+        gi = affine(x, w_ih[d], b_ih[d])  # (T, 3H): the input side of every step at once
+        w, b = w_hh[d], b_hh[d]
+        h[:] = 0.0
+        for step in range(T):
+            t = step if d == 0 else T - 1 - step
+            gh[:] = b  # gh = h W_hh + b_hh
+            for i in range(hidden):
+                hi = h[i]
+                for k in range(3 * hidden):
+                    gh[k] += hi * w[i, k]
+            for j in range(hidden):
+                r = 1.0 / (1.0 + math.exp(-(gi[t, j] + gh[j])))
+                z = 1.0 / (1.0 + math.exp(-(gi[t, hidden + j] + gh[hidden + j])))
+                n = math.tanh(gi[t, 2 * hidden + j] + r * gh[2 * hidden + j])
+                h[j] = n + z * (h[j] - n)  # (1 − z) n + z h; h[j] is read only here
+            out[t, d * hidden:(d + 1) * hidden] = h
+    return out
+
+
+@njit(cache=True)
+def pooled_logit(states: np.ndarray, k: int, head_w: np.ndarray, head_b: float) -> float:
+    """Top-q pooling (Sec. 3.2: the mean of the k states of largest L2 norm) and the
+    linear head: w · mean_{t ∈ top-k} h_t + b. states (T, 2H) -> logit."""
+    T = states.shape[0]
+    norms = np.empty(T)
     for t in range(T):
-        gh = np.matmul(h, w_hh)[:, 0] + b_hh  # (2, 3H)
-        g = gi[:, t]  # (2, 3H)
-        rz = expit(g[:, : 2 * hidden] + gh[:, : 2 * hidden])  # (2, 2H)
-        n = np.tanh(g[:, 2 * hidden:] + rz[:, :hidden] * gh[:, 2 * hidden:])  # (2, H)
-        h_t = n + rz[:, hidden:] * (h[:, 0] - n)  # (1 − z) n + z h
-        out[t] = h_t
-        h = h_t[:, None]
-    out[:, 1] = out[::-1, 1].copy()  # the backward states back in time order
-    return out.reshape(T, 2 * hidden)
-
-
-def top_q_pool_one(hidden: np.ndarray, q: float) -> np.ndarray:
-    """Mean of the ceil(q·T) states of largest L2 norm (Sec. 3.2). (T, D) -> (D,)."""
-    k = salient_count(hidden.shape[0], q)
-    salience = np.linalg.norm(hidden, axis=1)  # (T,)
-    picked = np.argpartition(-salience, k - 1)[:k] if k < hidden.shape[0] else slice(None)
-    return hidden[picked].mean(axis=0)
+        norms[t] = np.sqrt(np.sum(states[t].astype(np.float64) ** 2))
+    picked = np.argsort(-norms)[:k]
+    pooled = np.zeros(states.shape[1])
+    for t in picked:
+        pooled += states[t]
+    return float(np.dot(pooled / k, head_w.astype(np.float64))) + head_b
 
 
 class SingleAnswerHalt:
-    """The weights of a :class:`HaltModel`, laid out for :func:`bigru_layer`."""
+    """The weights of a :class:`HaltModel`, laid out for the kernels above."""
 
     def __init__(self, model: HaltModel):
         sd = {k: v.detach().cpu().numpy().astype(np.float32)
               for k, v in model.state_dict().items()}
         self.top_q = model.config.top_q
-        self.eps = float(model.projection.norm.eps)
-        self.norm = sd["projection.norm.weight"], sd["projection.norm.bias"]
-        self.fc1 = np.ascontiguousarray(sd["projection.fc1.weight"].T), sd["projection.fc1.bias"]
-        self.fc2 = np.ascontiguousarray(sd["projection.fc2.weight"].T), sd["projection.fc2.bias"]
+        self.projection = (
+            sd["projection.norm.weight"], sd["projection.norm.bias"],
+            float(model.projection.norm.eps),
+            np.ascontiguousarray(sd["projection.fc1.weight"].T), sd["projection.fc1.bias"],
+            np.ascontiguousarray(sd["projection.fc2.weight"].T), sd["projection.fc2.bias"])
         self.layers = []
         for layer in range(model.config.num_layers):
             names = (f"l{layer}", f"l{layer}_reverse")
@@ -88,13 +137,14 @@ class SingleAnswerHalt:
                 np.ascontiguousarray(np.stack([sd[f"gru.weight_hh_{n}"].T for n in names])),
                 np.stack([sd[f"gru.bias_ih_{n}"] for n in names]),
                 np.stack([sd[f"gru.bias_hh_{n}"] for n in names])))
-        self.head = sd["classifier.weight"][0], float(sd["classifier.bias"][0])
+        self.head = np.ascontiguousarray(sd["classifier.weight"][0]), \
+            float(sd["classifier.bias"][0])
+        in_features = self.projection[0].shape[0]
+        self.logit(np.zeros((2, in_features), dtype=np.float32))  # compile now, not mid-request
 
     def logit(self, x: np.ndarray) -> float:
         """The hallucination logit of one answer's (T, 25) input, T >= 1."""
-        y = layer_norm(np.asarray(x, dtype=np.float32), *self.norm, self.eps)
-        y = gelu(y @ self.fc1[0] + self.fc1[1]) @ self.fc2[0] + self.fc2[1]  # (T, proj)
+        y = project(np.ascontiguousarray(x, dtype=np.float32), *self.projection)
         for weights in self.layers:
-            y = bigru_layer(y, *weights)  # (T, 2H)
-        pooled = top_q_pool_one(y, self.top_q)  # (2H,)
-        return float(pooled @ self.head[0]) + self.head[1]
+            y = bigru_layer(y, *weights)
+        return pooled_logit(y, salient_count(y.shape[0], self.top_q), *self.head)
