@@ -1,7 +1,7 @@
-"""What every detector returns, so that ``policies/`` can combine them without knowing
-which detector produced what.
+"""The verdict every detector returns, so that ``policies/`` can combine them without
+knowing which detector produced what.
 
-Each detector's result dataclass has:
+Each detector's result dataclass (HaltResult, EdflResult, SemanticResult) has:
   - ``verdict``: ANSWER or ABSTAIN under the detector's own thresholds;
   - ``risk``: a hallucination-risk score in [0, 1], higher = riskier (used by the
     weighted-score combination and by evaluation/AUROC);
@@ -11,16 +11,8 @@ Each detector's result dataclass has:
 from __future__ import annotations
 
 from enum import Enum
-from typing import Protocol
 
 
 class Verdict(str, Enum):
     ANSWER = "answer"
     ABSTAIN = "abstain"
-
-
-class DetectorResult(Protocol):
-    verdict: Verdict
-    risk: float
-
-    def to_dict(self) -> dict: ...
