@@ -232,13 +232,17 @@ def test_policy_file_change_is_picked_up_and_a_bad_one_is_ignored(gated, policy_
         .model_extra["hallgate"]["decision"] == "abstain"  # the last good policy stays
 
 
+# uvicorn ends its server thread with SystemExit when the start fails: that is the point
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
 def test_a_bad_policy_file_stops_the_start_with_file_line_and_key(
-        fake_upstream, start_gateway, tmp_path):
+        fake_upstream, start_gateway, tmp_path, capfd):
     bad = tmp_path / "bad.yaml"
     bad.write_text("version: 1\nroutes:\n  - name: d\n    default: true\n    profile: x\n"
                    "    colour: blue\n")
     with pytest.raises(RuntimeError):
         start_gateway(fake_settings(fake_upstream, policy_file=str(bad)))
+    logged = capfd.readouterr().err  # uvicorn logs the failed start to stderr
+    assert f"{bad}:6" in logged and "colour" in logged
 
 
 def _eventually(check, timeout: float = 5.0) -> bool:
