@@ -121,9 +121,9 @@ class Latencies:
 class TargetResult:
     name: str
     c1: Latencies
-    c64: WrkResult
-    c500: WrkResult
-    burst500: dict[str, int]  # 500 requests at once: ok / non_200 / exceptions
+    c64: WrkResult | None  # None with --c1-only (as are c500 and burst500)
+    c500: WrkResult | None
+    burst500: dict[str, int] | None  # 500 requests at once: ok / non_200 / exceptions
     rss_mb: dict[str, float] | None = None  # start / before / after, gateways only
     rss_requests: int = 0  # requests between rss before and after
     ttft: Latencies | None = None  # streaming: time to the first content chunk
@@ -355,6 +355,9 @@ def measure_all(targets: list[Target], opts: BenchOptions) -> list[TargetResult]
     print("streaming, time to first content chunk: " + " | ".join(
         f"{name} p50 {r.p50_ms:.2f} p99 {r.p99_ms:.2f} ms err {r.errors}"
         for name, r in ttft.items()), flush=True)
+    if opts.c1_only:
+        return [TargetResult(t.name, c1[t.name], None, None, None, ttft=ttft.get(t.name),
+                             baseline=t.baseline) for t in targets]
     c64 = run_phase("concurrency 64", targets, 64, opts.c64_s)
     c500 = run_phase("500 connections", targets, 500, opts.c500_s)
     bursts = run_bursts(targets, opts)
@@ -381,6 +384,7 @@ class BenchOptions:
     rss_max_s: float = 120.0  # ...unless that takes longer (a starved machine)
     litellm_proxy: bool = True  # False: skip the peer (e.g. .bench-venv absent)
     litellm_path: bool = False  # also measure hallgate's litellm.acompletion path
+    c1_only: bool = False  # only the concurrency-1 and streaming latencies (quick A/B runs)
 
 
 def gateway_config(tmp: Path, name: str, port: int, model: dict, policy_name: str) -> Path:
@@ -520,6 +524,17 @@ def result_line(by_name: dict[str, TargetResult]) -> str:
         f"{k}={v:.2f}" if isinstance(v, float) else f"{k}={v}" for k, v in fields.items())
 
 
+def c1_result_line(by_name: dict[str, TargetResult]) -> str:
+    """The RESULT line of a --c1-only run: every target's p50, each one's added p50."""
+    fields = {f"{name.replace('-', '_')}_p50_ms": r.c1.p50_ms for name, r in by_name.items()}
+    fields |= {f"{name.replace('-', '_')}_added_p50_ms": added(r, by_name)
+               for name, r in by_name.items() if r.baseline}
+    gw = by_name["hallgate-passthrough"]
+    if gw.ttft is not None:
+        fields["stream_ttft_added_p50_ms"] = added(gw, by_name, phase="ttft")
+    return "RESULT " + " ".join(f"{k}={v:.2f}" for k, v in fields.items())
+
+
 def save_json(path: Path, results: list[TargetResult], opts: BenchOptions) -> None:
     rows = [{**asdict(r), "c64_rps": r.c64.rps} for r in results]
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -545,6 +560,8 @@ def main(
     rss_requests: int = typer.Option(50_000, help="Requests between the RSS readings."),
     c1_rounds: int = typer.Option(400, help="Interleaved concurrency-1 rounds."),
     litellm_path: bool = typer.Option(False, help="Also measure hallgate's litellm path."),
+    c1_only: bool = typer.Option(False, help="Only the concurrency-1 and streaming "
+                                 "latencies: a quick A/B of two builds."),
     nice: int = typer.Option(0, help="Scheduling priority change for the bench and its "
                              "servers (negative = before other work; needs root)."),
     json_out: Path = typer.Option(REPO / "runs" / "bench_overhead.json",
@@ -558,7 +575,8 @@ def main(
         print("NOTE: .bench-venv/bin/litellm missing (scripts/bench_tools.sh installs it); "
               "the LiteLLM proxy is skipped", file=sys.stderr)
     opts = BenchOptions(latency_ms=latency_ms, c64_s=c64_seconds, rss_requests=rss_requests,
-                        litellm_proxy=has_peer, litellm_path=litellm_path, c1_rounds=c1_rounds)
+                        litellm_proxy=has_peer, litellm_path=litellm_path, c1_rounds=c1_rounds,
+                        c1_only=c1_only)
     raise_open_files_limit()
     if nice:
         os.nice(nice)  # the servers and wrk inherit it
@@ -569,6 +587,9 @@ def main(
           flush=True)
     with tempfile.TemporaryDirectory(prefix="hallgate-overhead-") as tmp:
         results = run_all(Path(tmp), opts)
+    if c1_only:
+        print(c1_result_line({r.name: r for r in results}))
+        return
     print_table(results)
     save_json(json_out, results, opts)
     print(result_line({r.name: r for r in results}))
