@@ -25,7 +25,8 @@ class MicroBatcher:
     thread hop costs about as much as a short answer's forward pass, and nothing else is
     waiting for the loop. ``small=None``: always a worker thread. ``run_inline`` (default
     ``run_batch``) is what such an inline run calls: a path tuned for one item, which
-    may hold the GIL (a compiled loop over small arrays) where the worker thread's should release it."""
+    may hold the GIL (a compiled loop over small arrays) where the worker thread's
+    should release it."""
 
     def __init__(self, run_batch, max_batch: int, small=None, quiet_gap_s: float = 0.005,
                  gather_s: float = 0.001, run_inline=None):
