@@ -562,6 +562,8 @@ def main(
     litellm_path: bool = typer.Option(False, help="Also measure hallgate's litellm path."),
     c1_only: bool = typer.Option(False, help="Only the concurrency-1 and streaming "
                                  "latencies: a quick A/B of two builds."),
+    litellm_proxy: bool = typer.Option(True, help="Measure the LiteLLM proxy too "
+                                       "(needs .bench-venv)."),
     nice: int = typer.Option(0, help="Scheduling priority change for the bench and its "
                              "servers (negative = before other work; needs root)."),
     json_out: Path = typer.Option(REPO / "runs" / "bench_overhead.json",
@@ -570,8 +572,8 @@ def main(
     """Overhead of hallgate (passthrough, HALT) and of the LiteLLM proxy over direct calls."""
     if shutil.which("wrk") is None:
         raise typer.BadParameter("wrk not found: run scripts/bench_tools.sh")
-    has_peer = (BENCH_VENV / "bin" / "litellm").exists()
-    if not has_peer:
+    has_peer = litellm_proxy and (BENCH_VENV / "bin" / "litellm").exists()
+    if litellm_proxy and not has_peer:
         print("NOTE: .bench-venv/bin/litellm missing (scripts/bench_tools.sh installs it); "
               "the LiteLLM proxy is skipped", file=sys.stderr)
     opts = BenchOptions(latency_ms=latency_ms, c64_s=c64_seconds, rss_requests=rss_requests,
