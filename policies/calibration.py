@@ -132,7 +132,7 @@ def _refusal_reason(tests: list[ThresholdTest], config: CalibrationConfig, n: in
                 f"to show a rate <= {config.target_risk} at confidence {1 - config.delta:g} "
                 f"(n = {n})")
     first = tests[0]
-    return (f"no threshold meets the target: the strictest testable one ({first.threshold:g}) "
+    return (f"the strictest testable threshold ({first.threshold:g}) "
             f"has {first.errors} hallucinated of {first.answered} answered, upper bound "
             f"{first.upper_bound:.4f} > {config.target_risk}")
 

@@ -47,7 +47,7 @@ def test_refuses_when_no_threshold_meets_the_target():
     s = np.linspace(0, 1, 500)
     result = ltt_threshold(s, np.ones(500, bool), CalibrationConfig(target_risk=0.05))
     assert result.threshold is None and result.coverage == 0.0
-    assert "no threshold meets the target" in result.reason
+    assert "the strictest testable threshold" in result.reason
 
 
 def test_refuses_when_too_few_items_could_ever_pass():
