@@ -101,7 +101,7 @@ class PolicyStore:
                 try:
                     await asyncio.wait_for(stop.wait(), timeout=interval_s)
                     return
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     pass
             key = self._stat_key()
             if key is not None and key != self._seen:

@@ -16,7 +16,6 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-import aiohttp
 import torch
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
@@ -42,8 +41,8 @@ from proxy.responses.router import router as responses_router
 from proxy.tracing import build_tracing
 from proxy.upstream import Upstream, build_upstream
 from proxy.upstream.capabilities import LogprobsCapability, rejection_counter
+from proxy.upstream.http1 import HttpClient
 from proxy.upstream.instrumented import InstrumentedUpstream
-from proxy.upstream.openai_http import http_session
 from proxy.upstream.recording import Recording, RecordingUpstream, ReplayUpstream
 from proxy.upstream.usage import PromptTokenCounter, StreamUsage
 
@@ -80,7 +79,7 @@ async def policy_gatekeeper(settings: Settings, registry: UpstreamRegistry, metr
 
 
 def build_upstreams(settings: Settings, configs: list[UpstreamModel],
-                    session: aiohttp.ClientSession, rejected,
+                    client: HttpClient, rejected,
                     stream_usage: dict[str, PromptTokenCounter] | None = None,
                     ) -> list[Upstream]:
     """The transports for ``configs`` (each learning whether its model takes logprobs);
@@ -92,7 +91,7 @@ def build_upstreams(settings: Settings, configs: list[UpstreamModel],
         recording = Recording(settings.replay_dir)
         return [ReplayUpstream(c, recording) for c in recording.models()]
     upstreams: list[Upstream] = [
-        LogprobsCapability(build_upstream(c, settings.retry, session), rejected)
+        LogprobsCapability(build_upstream(c, settings.retry, client), rejected)
         for c in configs]
     counters = stream_usage or {}
     upstreams = [StreamUsage(u, counters[u.config.name].count)
@@ -145,7 +144,7 @@ def create_app(settings: Settings | None = None, halt: HaltScoring | None = None
         async with contextlib.AsyncExitStack() as stack:
             if settings.embedding_cache:  # saved again at shutdown
                 stack.enter_context(embedding_store(settings.embedding_cache))
-            session = await stack.enter_async_context(http_session())
+            client = await stack.enter_async_context(HttpClient())
             configs = list(settings.models)
             embedded = None
             stream_usage = {}
@@ -158,8 +157,8 @@ def create_app(settings: Settings | None = None, halt: HaltScoring | None = None
                 stream_usage[config.name] = PromptTokenCounter(embedded.gguf_path())
             rejected = rejection_counter(app.state.metrics.registry)
             upstreams = [InstrumentedUpstream(u, app.state.metrics) for u in
-                         build_upstreams(settings, configs, session, rejected, stream_usage)]
-            for upstream in upstreams:  # closed before the session they share
+                         build_upstreams(settings, configs, client, rejected, stream_usage)]
+            for upstream in upstreams:  # closed before the client they share
                 stack.push_async_callback(upstream.aclose)
             if tracing is not None:
                 upstreams = tracing.wrap_upstreams(upstreams)

@@ -169,7 +169,7 @@ class EmbeddedModel:
             self._proc.terminate()
             try:
                 await asyncio.wait_for(self._proc.wait(), 10.0)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 self._proc.kill()
                 await self._proc.wait()
 

@@ -63,10 +63,10 @@ async def open_sampler(api_base: str | None = None, model: str | None = None,
                        retry: RetrySettings | None = None) -> AsyncIterator[UpstreamSampler]:
     """A sampler over ``api_base`` (OpenAI-compatible), or over the embedded model."""
     from proxy.embedded import EmbeddedModel, embedded_upstream_config
-    from proxy.upstream.openai_http import http_session
+    from proxy.upstream.http1 import HttpClient
 
     async with contextlib.AsyncExitStack() as stack:
-        session = await stack.enter_async_context(http_session())
+        client = await stack.enter_async_context(HttpClient())
         if api_base is None:
             embedded = EmbeddedModel(EmbeddedSettings())
             await embedded.start()
@@ -76,4 +76,4 @@ async def open_sampler(api_base: str | None = None, model: str | None = None,
             name = model or "default"
             config = UpstreamModel(name=name, provider="openai", model=name,
                                    api_base=api_base, api_key_env=api_key_env)
-        yield UpstreamSampler(build_upstream(config, retry or RetrySettings(), session))
+        yield UpstreamSampler(build_upstream(config, retry or RetrySettings(), client))

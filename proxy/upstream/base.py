@@ -126,7 +126,7 @@ async def _retry(attempt: Callable[[float], Awaitable[T]], settings: RetrySettin
                 timeout = min(per_attempt_timeout, remaining)
                 try:
                     return await asyncio.wait_for(attempt(timeout), timeout + 1.0)
-                except asyncio.TimeoutError as exc:
+                except TimeoutError as exc:
                     raise RetryableUpstreamError("upstream timed out", timed_out=True) from exc
     except RetryableUpstreamError as exc:
         attempts = retrying.statistics.get("attempt_number", 1)

@@ -1,18 +1,17 @@
-"""The lean path: OpenAI-compatible endpoints over one shared ``aiohttp.ClientSession``.
+"""The lean path: OpenAI-compatible endpoints over the gateway's own HTTP/1.1 client.
 
 OpenAI, vLLM, llama.cpp's server, Ollama's /v1 and the embedded model all speak this
-protocol, so no provider translation is needed. aiohttp rather than httpx: under
-concurrency httpx's AsyncClient costs several times the CPU per request (encode/httpx
-#3215; bench/overhead.py measured both here), and this path is paid on every request.
-Bodies are encoded and decoded with orjson, once each.
+protocol, so no provider translation is needed. The client is proxy/upstream/http1.py
+(keep-alive pool, httptools parser) rather than aiohttp or httpx: this path is paid on
+every request, and their per-request Python cost more than the rest of the gateway's
+hop (bench/hop_floor.py measures the three). Bodies are encoded and decoded with orjson,
+once each.
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Callable
 
-import aiohttp
 import orjson
 
 from proxy.config import RetrySettings, UpstreamModel
@@ -23,99 +22,83 @@ from proxy.upstream.base import (
     call_with_retries,
     parse_retry_after,
 )
+from proxy.upstream.http1 import Endpoint, HttpClient, HttpClientError
 
 JSON_HEADERS = {"Content-Type": "application/json"}
-
-
-def http_session() -> aiohttp.ClientSession:
-    """The one upstream connection pool of a process (closed by its owner)."""
-    connector = aiohttp.TCPConnector(limit=1024, limit_per_host=0, ttl_dns_cache=300,
-                                     keepalive_timeout=30)
-    return aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=None))
 
 
 class OpenAIHttpUpstream:
     logprobs_supported = True
 
-    def __init__(self, config: UpstreamModel, retry: RetrySettings,
-                 session: aiohttp.ClientSession):
+    def __init__(self, config: UpstreamModel, retry: RetrySettings, client: HttpClient):
         if not config.api_base:
             raise ValueError(f"model {config.name!r}: provider 'openai' needs api_base")
         self.config = config
         self.retry = (retry if config.deadline_s is None
                       else retry.model_copy(update={"deadline_s": config.deadline_s}))
         self.on_retry: Callable[[], None] | None = None
-        self.session = session
-        self.url = config.api_base.rstrip("/") + "/chat/completions"
+        self.client = client
         key = config.api_key()
-        self.headers = {**JSON_HEADERS, **({"Authorization": f"Bearer {key}"} if key else {})}
-        self._timeouts: dict[float, aiohttp.ClientTimeout] = {}
-
-    def _timeout(self, seconds: float) -> aiohttp.ClientTimeout:
-        """The attempt's timeout; the usual one is built once, not per call."""
-        timeout = self._timeouts.get(seconds)
-        if timeout is None:
-            timeout = aiohttp.ClientTimeout(total=seconds)
-            if len(self._timeouts) < 8:
-                self._timeouts[seconds] = timeout
-        return timeout
+        headers = {**JSON_HEADERS, **({"Authorization": f"Bearer {key}"} if key else {})}
+        self.endpoint = Endpoint.parse(config.api_base.rstrip("/") + "/chat/completions",
+                                       headers)
 
     async def complete(self, body: dict) -> dict:
         payload = orjson.dumps({**body, "model": self.config.model, "stream": False})
 
         async def attempt(timeout: float) -> dict:
             try:
-                async with self.session.post(self.url, data=payload, headers=self.headers,
-                                             timeout=self._timeout(timeout)) as resp:
-                    content = await resp.read()
-            except asyncio.TimeoutError as exc:
+                resp = await self.client.post(self.endpoint, payload, timeout)
+            except TimeoutError as exc:
                 raise RetryableUpstreamError("upstream timed out", timed_out=True) from exc
-            except aiohttp.ClientError as exc:
-                raise RetryableUpstreamError(f"connection error: {exc!r}") from exc
-            raise_for_status(resp.status, resp.headers, content)
-            return parse_json(content)
+            except HttpClientError as exc:
+                raise RetryableUpstreamError(f"connection error: {exc}") from exc
+            raise_for_status(resp.status, resp.headers, resp.body)
+            return parse_json(resp.body)
 
         return await call_with_retries(attempt, self.retry, self.config.timeout_s,
                                       self.on_retry)
 
     async def stream(self, body: dict) -> AsyncIterator[dict]:
         payload = orjson.dumps({**body, "model": self.config.model, "stream": True})
+        read_timeout = self.config.timeout_s
 
-        async def attempt(timeout: float) -> aiohttp.ClientResponse:
-            # The timeout covers the connection and the first byte; a long answer may
-            # stream for longer than one attempt's timeout.
-            timeout_cfg = aiohttp.ClientTimeout(total=None, connect=timeout,
-                                                sock_read=timeout)
+        async def attempt(timeout: float):
+            # The timeout covers the connection and the headers, then each read; a long
+            # answer may stream for longer than one attempt's timeout.
             try:
-                resp = await self.session.post(self.url, data=payload, headers=self.headers,
-                                               timeout=timeout_cfg)
-            except asyncio.TimeoutError as exc:
+                resp = await self.client.open(self.endpoint, payload, timeout)
+            except TimeoutError as exc:
                 raise RetryableUpstreamError("upstream timed out", timed_out=True) from exc
-            except aiohttp.ClientError as exc:
-                raise RetryableUpstreamError(f"connection error: {exc!r}") from exc
+            except HttpClientError as exc:
+                raise RetryableUpstreamError(f"connection error: {exc}") from exc
             if resp.status >= 400:
-                content = await resp.read()
-                resp.release()
+                try:
+                    content = await resp.read(timeout)
+                except (TimeoutError, HttpClientError):
+                    content = b""
+                finally:
+                    resp.close()
                 raise_for_status(resp.status, resp.headers, content)
             return resp
 
         resp = await call_with_retries(attempt, self.retry, self.config.timeout_s,
                                       self.on_retry)
         try:
-            async for line in resp.content:
+            async for line in resp.lines(read_timeout):
                 if not line.startswith(b"data:"):
                     continue
                 data = line[5:].strip()
                 if data == b"[DONE]":
                     return
                 yield parse_json(data)
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        except (HttpClientError, TimeoutError) as exc:
             raise UpstreamError(f"Upstream dropped the stream: {exc!r}",
                                 code="upstream_stream_broken") from exc
         finally:
-            resp.close()  # closing (not releasing) tells a generating upstream to stop
+            resp.close()  # the connection is reused when the body ended, else hung up
 
-    async def aclose(self) -> None:  # the shared session is closed by its owner
+    async def aclose(self) -> None:  # the shared client is closed by its owner
         return None
 
 
