@@ -36,6 +36,7 @@ class InFlightLimits:
                                 registry=registry)
         self.gauge = Gauge("hallgate_limit_in_flight", "Requests holding an in-flight "
                            "slot", registry=registry)
+        self.gauge.set_function(lambda: self.in_flight)  # read at scrape, not per request
 
     def refusal(self, key: str | None) -> Overloaded | None:
         """Why a new request may not start now, or None when it may."""
@@ -52,13 +53,11 @@ class InFlightLimits:
 
     def enter(self, key: str | None) -> None:
         self.in_flight += 1
-        self.gauge.inc()
         if key is not None:
             self.per_key[key] = self.per_key.get(key, 0) + 1
 
     def leave(self, key: str | None) -> None:
         self.in_flight -= 1
-        self.gauge.dec()
         if key is not None:
             left = self.per_key.get(key, 1) - 1
             if left:

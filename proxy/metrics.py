@@ -24,8 +24,9 @@ class Metrics:
         self.registry = r = CollectorRegistry()
         self.requests = Counter("hallgate_requests", "Chat requests by route, profile and "
                                 "status class", ["route", "profile", "status"], registry=r)
-        self.in_flight = Gauge("hallgate_in_flight_requests", "Chat requests being served",
-                               registry=r)
+        self.in_flight = 0  # chat requests being served; the gauge reads it at scrape time
+        Gauge("hallgate_in_flight_requests", "Chat requests being served",
+              registry=r).set_function(lambda: self.in_flight)
         self.decisions = Counter("hallgate_decisions", "Gate decisions by profile and "
                                  "outcome", ["profile", "outcome"], registry=r)
         self.detector_seconds = Histogram("hallgate_detector_seconds", "Detector latency",
@@ -80,9 +81,9 @@ class MetricsMiddleware:
                         labels["profile"] = v.decode()
             await send(message)
 
-        self.metrics.in_flight.inc()
+        self.metrics.in_flight += 1
         try:
             await self.app(scope, receive, observing_send)
         finally:
-            self.metrics.in_flight.dec()
+            self.metrics.in_flight -= 1
             self._count(labels["route"], labels["profile"], labels["status"])

@@ -9,7 +9,7 @@
 from __future__ import annotations
 
 import json
-import uuid
+import os
 
 from proxy.errors import PayloadTooLarge
 from proxy.logs import request_id_var
@@ -23,7 +23,7 @@ def client_request_id(raw: bytes | None) -> str:
     text = raw[:128].decode("ascii", errors="replace") if raw else ""
     if text and text.isprintable() and "\ufffd" not in text:
         return text
-    return uuid.uuid4().hex
+    return os.urandom(16).hex()  # 128 random bits, as uuid4().hex, without the UUID object
 
 
 class RequestIdMiddleware:
@@ -59,8 +59,11 @@ class BodyLimitMiddleware:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         length = next((v for k, v in scope["headers"] if k == b"content-length"), None)
-        if length is not None and length.isdigit() and int(length) > self.max_bytes:
-            return await self._reject(send)
+        if length is not None and length.isdigit():
+            if int(length) > self.max_bytes:
+                return await self._reject(send)
+            # the server's parser delimits the body by Content-Length: nothing to count
+            return await self.app(scope, receive, send)
         seen = 0
 
         async def counting_receive() -> dict:

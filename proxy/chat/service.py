@@ -62,7 +62,9 @@ class ChatService:
         try:
             body = req.upstream_body(upstream.config.max_tokens_field, session.reads_logprobs)
             resp = await complete_n(upstream, body)
-            outcome = await session.judge(shaping.answers_from_response(resp))
+            # a session that reads no answer (every detector off) is not handed one
+            answers = shaping.answers_from_response(resp) if session.reads_logprobs else []
+            outcome = await session.judge(answers)
         finally:
             await session.aclose()
         body = shaping.shape_response(resp, req.model, req.client_top_logprobs(), outcome)
@@ -144,18 +146,19 @@ class ChatService:
                            first: dict, chunks: AsyncIterator[dict]) -> AsyncIterator[bytes]:
         """Forward chunks as they come; judge at the end and report in a final chunk."""
         top_k = req.client_top_logprobs()
-        acc = shaping.StreamAccumulator()
+        acc = shaping.StreamAccumulator() if session.reads_logprobs else None
         usage: list[dict] = []
         try:
             chunk: dict | None = first
             while chunk is not None:
-                acc.add(chunk)
+                if acc is not None:  # only a session that reads the answer is handed it
+                    acc.add(chunk)
                 if chunk.get("usage") and not chunk.get("choices"):
                     usage.append(chunk)
                 else:
                     yield shaping.sse(shaping.shape_chunk(chunk, req.model, top_k))
                 chunk = await anext(chunks, None)
-            outcome = await session.judge(acc.answers())
+            outcome = await session.judge(acc.answers() if acc is not None else [])
             async for tail in self._tail(req, first, outcome, usage):
                 yield tail
         except Exception as exc:
