@@ -37,7 +37,10 @@ def serve(
     configure_logging(settings.log_level)
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port,
                 log_level=settings.log_level, access_log=False, timeout_graceful_shutdown=30,
-                log_config=None, loop="uvloop", http="httptools", lifespan="on")
+                log_config=None, loop="uvloop", http="httptools", lifespan="on",
+                # no code reads the client's address: skip the X-Forwarded-* rewrite
+                # uvicorn otherwise runs on every request from a trusted (local) peer
+                proxy_headers=False)
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ from detectors.halt.checkpoint import default_checkpoint_path, load_checkpoint
 from detectors.halt.data import collate
 from detectors.halt.features import halt_input
 from detectors.halt.model import HaltModel
-from detectors.halt.single import SingleAnswerHalt
+from detectors.halt.single import SingleAnswerHalt, single_input
 from detectors.verdict import Verdict
 
 INLINE_MAX_TOKENS = 64  # answers up to this long may be scored on the event loop when idle
@@ -125,7 +125,8 @@ class HaltScorer:
 
     def single_risks(self, logprob_matrices: Sequence[np.ndarray]) -> np.ndarray:
         """:meth:`risks` answer by answer through the compiled forward pass. (N,)."""
-        return np.array([expit(self._single.logit(halt_input(m))) for m in logprob_matrices])
+        return np.array([expit(self._single.logit(single_input(m)))
+                         for m in logprob_matrices])
 
     async def score(self, tokens: Sequence | None) -> HaltResult:
         """Score one answer; concurrent calls are grouped into one forward pass."""

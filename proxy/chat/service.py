@@ -15,9 +15,8 @@ still an HTTP error status; after that, a failure ends the stream with an error 
 
 from __future__ import annotations
 
-import contextlib
 import functools
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 
 from proxy.chat import shaping
@@ -95,18 +94,15 @@ class ChatService:
             return await self._buffered(req, session, first, chunks)
         return StreamPlan(dict(session.headers), self._passthrough(req, session, first, chunks))
 
-    async def _upstream_chunks(self, upstream: Upstream, req: ChatCompletionRequest,
-                               reads_logprobs: bool) -> AsyncIterator[dict]:
+    def _upstream_chunks(self, upstream: Upstream, req: ChatCompletionRequest,
+                         reads_logprobs: bool) -> AsyncGenerator[dict, None]:
+        """The upstream's chunks: its own stream when it can give every choice (closing
+        it closes the upstream response at once; a progressive cut relies on that), else
+        ``n`` streams merged."""
         body = req.upstream_body(upstream.config.max_tokens_field, reads_logprobs)
         if req.n == 1 or upstream.config.supports_n:
-            # aclosing: closing this generator closes the upstream response at once (a
-            # progressive cut relies on it), not whenever the inner generator is collected
-            async with contextlib.aclosing(upstream.stream(body)) as stream:
-                async for chunk in stream:
-                    yield chunk
-            return
-        async for chunk in merge_streams(upstream, body, req.n):
-            yield chunk
+            return upstream.stream(body)
+        return merge_streams(upstream, body, req.n)
 
     async def _buffered(self, req: ChatCompletionRequest, session: GateSession, first: dict,
                         chunks: AsyncIterator[dict]) -> StreamPlan:
@@ -143,7 +139,8 @@ class ChatService:
             yield tail
 
     async def _passthrough(self, req: ChatCompletionRequest, session: GateSession,
-                           first: dict, chunks: AsyncIterator[dict]) -> AsyncIterator[bytes]:
+                           first: dict, chunks: AsyncGenerator[dict, None],
+                           ) -> AsyncIterator[bytes]:
         """Forward chunks as they come; judge at the end and report in a final chunk."""
         top_k = req.client_top_logprobs()
         acc = shaping.StreamAccumulator() if session.reads_logprobs else None
@@ -164,6 +161,7 @@ class ChatService:
         except Exception as exc:
             yield shaping.sse(mid_stream_error(exc))
         finally:
+            await chunks.aclose()  # a client that left hangs up on the upstream at once
             await session.aclose()
 
     async def _tail(self, req: ChatCompletionRequest, template: dict, outcome: GateOutcome,

@@ -178,6 +178,12 @@ class _Connection(asyncio.Protocol):
         self.transport.write(data)
         return self.head
 
+    def buffered_chunk(self) -> bytes | None:
+        """The next body bytes if they have arrived already, else None (no waiting)."""
+        if not self.chunks or self.error is not None:
+            return None
+        return self._take()
+
     async def read_chunk(self) -> bytes | None:
         """The next body bytes; None at the end of the message."""
         while not self.chunks:
@@ -190,6 +196,9 @@ class _Connection(asyncio.Protocol):
                 await self.waiter
             finally:
                 self.waiter = None
+        return self._take()
+
+    def _take(self) -> bytes:
         chunk = self.chunks.popleft()
         self.buffered -= len(chunk)
         if self.buffered <= MAX_BUFFERED // 4 and self.transport is not None:
@@ -318,23 +327,33 @@ class Stream:
         """The whole (rest of the) body; each read within ``read_timeout``."""
         return b"".join([chunk async for chunk in self.chunks(read_timeout)])
 
-    async def chunks(self, read_timeout: float) -> AsyncIterator[bytes]:
-        """Body bytes as they arrive; a wait longer than ``read_timeout`` raises
-        TimeoutError."""
+    async def _next(self, read_timeout: float) -> bytes | None:
+        """The next decoded body bytes, None at the end; a wait longer than
+        ``read_timeout`` raises TimeoutError. Bytes already received are returned without
+        arming a timer (most chunks of a fast stream arrive several to a read)."""
         conn = self.conn
-        while conn is not None:
+        if conn is None:
+            return None
+        chunk = conn.buffered_chunk()
+        if chunk is None:
             async with asyncio.timeout(read_timeout):
                 chunk = await conn.read_chunk()
-            if chunk is None:
-                if self._inflate is not None and (rest := self._inflate.flush()):
-                    yield rest
-                return
-            yield self._inflate.decompress(chunk) if self._inflate is not None else chunk
+        if self._inflate is None:
+            return chunk
+        if chunk is None:
+            rest, self._inflate = self._inflate.flush(), None
+            return rest or None
+        return self._inflate.decompress(chunk)
+
+    async def chunks(self, read_timeout: float) -> AsyncIterator[bytes]:
+        """Body bytes as they arrive (see :meth:`_next` for the timeout)."""
+        while (chunk := await self._next(read_timeout)) is not None:
+            yield chunk
 
     async def lines(self, read_timeout: float) -> AsyncIterator[bytes]:
         """The body split at newlines (the newline kept off; a last unterminated line too)."""
         pending = b""
-        async for chunk in self.chunks(read_timeout):
+        while (chunk := await self._next(read_timeout)) is not None:
             pending += chunk
             *complete, pending = pending.split(b"\n")
             for line in complete:

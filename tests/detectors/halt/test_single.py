@@ -1,4 +1,4 @@
-"""The numpy single-answer forward equals the PyTorch model's."""
+"""The compiled single-answer path (input features and forward) equals the numpy and PyTorch one."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from detectors.halt.data import collate, synthetic_logprobs
 from detectors.halt.features import halt_input
 from detectors.halt.model import HaltConfig, HaltModel, salient_count, salient_counts
 from detectors.halt.scorer import HaltScorer
-from detectors.halt.single import SingleAnswerHalt
+from detectors.halt.single import SingleAnswerHalt, single_input
 
 
 def torch_logit(model: HaltModel, x: np.ndarray) -> float:
@@ -48,3 +48,17 @@ def test_salient_count_equals_the_batched_one():
     lengths = torch.arange(1, 3001)
     assert [salient_count(n, 0.15) for n in range(1, 3001)] == \
         salient_counts(lengths, 0.15).tolist()
+
+
+def test_compiled_input_features_equal_the_numpy_ones():
+    """single_input is halt_input's twin for the one-answer path: same five statistics and
+    log-probs, including padded, tied and dominated rows."""
+    rng = np.random.default_rng(7)
+    matrices = [synthetic_logprobs(n, n % 2 == 0, rng) for n in (1, 2, 8, 48, 200)]
+    padded = np.full((3, 20), -30.0)
+    padded[:, 0] = [-0.01, -30.0, -5.0]  # no alternatives; a floor-level selected token
+    tied = np.full((2, 20), -2.0)  # every alternative as likely as the selected token
+    dominated = np.full((1, 20), -30.0)
+    dominated[0, 0] = 0.0
+    for lp in [*matrices, padded, tied, dominated]:
+        np.testing.assert_allclose(single_input(lp), halt_input(lp), rtol=1e-6, atol=1e-6)
