@@ -13,6 +13,7 @@ import json
 
 from proxy.config import ApiKey
 from proxy.errors import AuthenticationFailed
+from proxy.middleware import header_value
 
 OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 
@@ -44,9 +45,9 @@ class ApiKeyMiddleware:
         self.keys = keys
 
     async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] != "http" or not self.keys or scope["path"] in OPEN_PATHS:
+        if not self.keys or scope["type"] != "http" or scope["path"] in OPEN_PATHS:
             return await self.app(scope, receive, send)
-        header = next((v for k, v in scope["headers"] if k == b"authorization"), b"")
+        header = header_value(scope, b"authorization") or b""
         scheme, _, token = header.partition(b" ")
         name = match_key(token.strip(), self.keys) if scheme.lower() == b"bearer" else None
         if name is None:

@@ -164,11 +164,13 @@ class PolicyGatekeeper:
               model: str) -> PolicySession:
         policy = self.store.policy  # read once: a reload mid-request does not affect it
         route, profile = self._resolve(policy, ctx, model)
-        try:
-            profile = apply_overrides(profile, ctx.override_headers,
-                                      available_detectors=self.suite.available())
-        except OverrideError as exc:
-            raise InvalidRequest(str(exc), param=exc.header, code="override_refused") from None
+        if ctx.override_headers:
+            try:
+                profile = apply_overrides(profile, ctx.override_headers,
+                                          available_detectors=self.suite.available())
+            except OverrideError as exc:
+                raise InvalidRequest(str(exc), param=exc.header,
+                                     code="override_refused") from None
         messages = request.raw_messages()
         escalation = None
         if profile.escalate_factual_to is not None:  # only such routes read the prompt

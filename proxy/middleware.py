@@ -17,6 +17,14 @@ from proxy.logs import request_id_var
 Scope = dict
 
 
+def header_value(scope: Scope, name: bytes) -> bytes | None:
+    """The first value of header ``name`` (lower-case bytes, as ASGI servers give them)."""
+    for key, value in scope["headers"]:
+        if key == name:
+            return value
+    return None
+
+
 def client_request_id(raw: bytes | None) -> str:
     """The client's id when it is printable ASCII (cut to 128 characters), else a new one:
     header bytes are not guaranteed to be text, and the id goes into logs and headers."""
@@ -36,8 +44,7 @@ class RequestIdMiddleware:
     async def __call__(self, scope: Scope, receive, send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        request_id = client_request_id(
-            next((v for k, v in scope["headers"] if k == self.header), None))
+        request_id = client_request_id(header_value(scope, self.header))
         scope.setdefault("state", {})["request_id"] = request_id
         token = request_id_var.set(request_id)
 
@@ -60,7 +67,7 @@ class BodyLimitMiddleware:
     async def __call__(self, scope: Scope, receive, send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        length = next((v for k, v in scope["headers"] if k == b"content-length"), None)
+        length = header_value(scope, b"content-length")
         if length is not None and length.isdigit():
             if int(length) > self.max_bytes:
                 return await self._reject(send)

@@ -88,8 +88,14 @@ class LogprobsCapability(UpstreamWrapper):
                 raise
         return await self.inner.complete(without_logprobs(body))
 
-    async def stream(self, body: dict) -> AsyncIterator[dict]:
+    def stream(self, body: dict) -> AsyncIterator[dict]:
         body = self._body(body)
+        if self.mode != "auto" or not any(k in body for k in LOGPROB_FIELDS):
+            return self.inner.stream(body)  # nothing to learn: the inner stream as it is
+        return self._learning_stream(body)
+
+    async def _learning_stream(self, body: dict) -> AsyncIterator[dict]:
+        """The stream, asked again without logprobs if its start rejects them."""
         chunks = self.inner.stream(body)
         try:
             try:
