@@ -96,10 +96,12 @@ async def send_stream(send, receive, headers: dict[str, str],
     closes the upstream stream."""
     await send({"type": "http.response.start", "status": 200,
                 "headers": [*SSE_HEADERS, *_header_list(headers)]})
-    gone = asyncio.ensure_future(_disconnected(receive))
+    gone: asyncio.Future | None = None  # watches for the client leaving
     try:
         async for chunk in body:
-            if gone.done():
+            if gone is None:  # started after the first chunk is out, not before it
+                gone = asyncio.ensure_future(_disconnected(receive))
+            elif gone.done():
                 return
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
         await send({"type": "http.response.body", "body": b"", "more_body": False})
@@ -108,7 +110,8 @@ async def send_stream(send, receive, headers: dict[str, str],
             await send({"type": "http.response.body", "body": sse(mid_stream_error(exc)),
                         "more_body": False})
     finally:
-        gone.cancel()
+        if gone is not None:
+            gone.cancel()
         with contextlib.suppress(Exception):
             await body.aclose()  # type: ignore[attr-defined]
 
