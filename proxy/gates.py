@@ -203,14 +203,16 @@ class PolicySession:
         self.keeper, self.route, self.profile = keeper, route, profile
         self.escalation, self.messages, self.sampler = escalation, messages, sampler
         self.ctx, self.model = ctx, model
-        self.streaming_mode = profile.streaming
-        self.headers = {"x-hallgate-route": route, "x-hallgate-profile": profile.name}
-        if profile.streaming in ("passthrough", "progressive"):
-            self.headers["x-hallgate-decision"] = "deferred"  # see the stream's last chunk
         self.enabled = profile.detectors.enabled()
         # judge() reads no answer when every detector is off, so such a route asks the
-        # upstream only for what the client asked for
+        # upstream only for what the client asked for, and streams it as it comes:
+        # holding back an answer that nothing judges would only delay it
         self.reads_logprobs = bool(self.enabled)
+        self.streaming_mode = profile.streaming if self.enabled else "passthrough"
+        self.headers = {"x-hallgate-route": route, "x-hallgate-profile": profile.name}
+        if self.streaming_mode in ("passthrough", "progressive"):
+            # see the stream's last chunk; with nothing to judge the answer is the decision
+            self.headers["x-hallgate-decision"] = "deferred" if self.enabled else "answer"
         if keeper.audit is not None:  # a failure before the decision is audited too
             pending_audit.set(PendingAudit(keeper.audit, ctx.request_id, model, messages,
                                            route, profile.name, ctx.key_name))

@@ -182,6 +182,22 @@ def test_a_route_with_every_detector_off_asks_the_upstream_only_what_the_client_
     assert fake_upstream.requests[-1]["top_logprobs"] == 20  # HALT reads them
 
 
+def test_a_route_with_every_detector_off_streams_as_the_upstream_generates(gated,
+                                                                          fake_upstream):
+    """Nothing judges such an answer, so its profile's `buffer` mode does not hold it back:
+    the first words reach the client while the upstream is still generating."""
+    fake_upstream.script.token_delay_s = 0.05
+    raw = client_for(gated, "forward").chat.completions.with_raw_response.create(
+        model="fake", messages=QUESTION, stream=True)
+    assert raw.http_response.headers["x-hallgate-decision"] == "answer"
+    stream = raw.parse()
+    first = next(c for c in stream if c.choices and c.choices[0].delta.content)
+    sent_then, total = fake_upstream.streams[-1].sent, fake_upstream.streams[-1].total
+    rest = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+    assert sent_then < total  # forwarded before the upstream finished
+    assert first.choices[0].delta.content + rest == "Paris is the capital of France."
+
+
 def test_header_overrides_are_refused_unless_allowed(gated):
     with pytest.raises(openai.BadRequestError) as exc:
         client_for(gated, "closed", **{"x-hallgate-halt-threshold": "0"}).chat.completions\
