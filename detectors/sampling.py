@@ -54,7 +54,9 @@ class Sampler(Protocol):
 
     Implementations return exactly ``n`` samples (fanning out concurrent calls when the
     upstream ignores ``n``), request ``top_logprobs`` alternatives per token when
-    ``top_logprobs > 0``, and raise on upstream failure after their own retries.
+    ``top_logprobs > 0``, seed the draw with ``seed`` when given one (answer i with
+    ``seed + i`` where they fan out), and raise on upstream failure after their own
+    retries.
     ``model`` is the upstream model name; ``None`` means the route's model.
     """
 

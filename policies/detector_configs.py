@@ -42,6 +42,7 @@ def semantic_config(profile: Profile, **extra: Any):
     k = profile.detectors.semantic
     return SemanticConfig(M=k.M, m=k.m, skeleton_samples=k.skeleton_samples,
                           max_tokens=k.max_tokens, temperature=k.temperature,
+                          sample_seed=k.seed,
                           h_star=profile.h_star,
                           isr_threshold=k.isr_threshold, margin=k.margin,
                           backend=k.entailment, nli_model_path=k.nli_model_path,

@@ -105,6 +105,8 @@ class SemanticKnobs(_Strict):
     skeleton_samples: int = Field(3, ge=1, le=16)  # answers sampled per skeleton prompt
     max_tokens: int = Field(64, ge=1, le=4096)  # per sampled answer (short QA needs fewer)
     temperature: float = Field(1.0, gt=0.0, le=2.0)  # sampling temperature of those answers
+    seed: int | None = Field(0, ge=0)  # the answers' sampling seeds start here (one per
+    # answer, so they still differ): the same prompt gets the same verdict; null: unseeded
     isr_threshold: float = Field(1.0, gt=0.0)  # answer needs ISR >= this
     margin: float = Field(0.0, ge=0.0)  # extra nats: answer needs Δ̄ >= B2T + margin
     entailment: Literal["nli", "llm", "embedding", "lexical"] = "embedding"  # clusterer;

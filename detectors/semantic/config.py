@@ -17,6 +17,7 @@ class SemanticConfig:
     M: int = 10  # full-prompt samples; Farquhar et al. 2024 use 10
     temperature: float = 1.0  # sampling temperature of full-prompt and skeleton answers
     top_p: float = 0.9  # nucleus sampling, as in Farquhar et al.
+    sample_seed: int | None = 0  # first sampling seed (one per answer); None: unseeded
     max_tokens: int = 64  # per sampled answer; short-answer QA needs far fewer
     top_logprobs: int = 1  # >0 asks for token logprobs (the probability mass needs them)
     m: int = 4  # skeleton prompts for the prior (EDFL's builder, detectors/edfl/skeletons.py)

@@ -87,6 +87,15 @@ class SampleSet:
         )
 
 
+def sample_seeds(first: int | None, M: int, per_skeleton: int, m: int) -> list[int | None]:
+    """The first seed of each sampler call: the full prompt's M answers take seeds
+    first..first+M-1 (the sampler gives answer i seed+i), skeleton k's the next
+    ``per_skeleton``, so no two answers share one. None everywhere when unseeded."""
+    if first is None:
+        return [None] * (1 + m)
+    return [first] + [first + M + k * per_skeleton for k in range(m)]
+
+
 def sample_to_dict(sample: Sample) -> dict:
     """A sample as JSON (token alternatives dropped; the masses need only chosen logprobs)."""
     tokens = None if sample.tokens is None else [[t.token, t.logprob] for t in sample.tokens]
@@ -201,10 +210,12 @@ class SemanticGate:
         skeletons = await self.cpu.run(build_skeletons, view, cfg.skeleton_config())
         options = {"temperature": cfg.temperature, "top_p": cfg.top_p,
                    "max_tokens": cfg.max_tokens, "top_logprobs": cfg.top_logprobs}
+        seeds = sample_seeds(cfg.sample_seed, cfg.M, cfg.skeleton_samples, len(skeletons))
         start = time.perf_counter()
         full, *per_skeleton = await asyncio.gather(
-            sampler(messages, n=cfg.M, **options),
-            *(sampler(s.messages, n=cfg.skeleton_samples, **options) for s in skeletons),
+            sampler(messages, n=cfg.M, seed=seeds[0], **options),
+            *(sampler(s.messages, n=cfg.skeleton_samples, seed=seed, **options)
+              for s, seed in zip(skeletons, seeds[1:], strict=True)),
         )
         return SampleSet(
             question=last_user_text(view),

@@ -11,8 +11,10 @@ pytestmark = pytest.mark.model
 
 FABRICATED = [{"role": "user", "content": "What did Professor Zorblax Quentin discover at "
                                           "the 1987 Geneva Conference on Tidal Clocks?"}]
-CODE = [{"role": "user", "content": "Write a Python function that returns the sum of two "
-                                    "numbers."}]
+# A request this model answers consistently: the gate's seeded samples (detectors.semantic
+# .seed) put all five answers in one meaning. "returns the sum of two numbers" does not:
+# at temperature 1 its samples split (P* 0.6) and the gate rightly abstains.
+CODE = [{"role": "user", "content": "Write a Python function that reverses a string."}]
 CREATIVE_FACTUAL = [{"role": "user", "content": "Write a short poem about what Barack "
                                                 "Obama did in 2009."}]
 

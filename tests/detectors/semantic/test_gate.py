@@ -42,6 +42,16 @@ async def test_sampling_asks_once_for_the_full_prompt_and_once_per_skeleton():
     assert result.cost.sampler_calls == 5 and result.cost.samples == 22
 
 
+async def test_every_answer_gets_its_own_seed_so_a_prompt_gets_one_verdict():
+    sampler = scripted(["Paris"], ["Paris"])
+    await gate(M=10, m=4, skeleton_samples=3, sample_seed=7).run(MESSAGES, sampler)
+    seeds = sorted(kw["seed"] + i for _, kw in sampler.calls for i in range(kw["n"]))
+    assert seeds == list(range(7, 7 + 22))  # seed+i per answer: 22 distinct seeds
+    unseeded = scripted(["Paris"], ["Paris"])
+    await gate(sample_seed=None).run(MESSAGES, unseeded)
+    assert all(kw["seed"] is None for _, kw in unseeded.calls)
+
+
 async def test_sampling_calls_run_concurrently():
     class SlowSampler:
         async def __call__(self, messages, **kwargs):
