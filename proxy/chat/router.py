@@ -23,7 +23,7 @@ from proxy.audit import audit_failure
 from proxy.chat.gating import RequestContext
 from proxy.chat.schemas import ChatCompletionRequest
 from proxy.chat.service import ChatService
-from proxy.chat.shaping import sse
+from proxy.chat.shaping import DONE_EVENT, sse
 from proxy.errors import HallgateError, InvalidRequest, mid_stream_error, validation_error
 
 log = logging.getLogger("hallgate.chat")
@@ -103,7 +103,10 @@ async def send_stream(send, receive, headers: dict[str, str],
                 gone = asyncio.ensure_future(_disconnected(receive))
             elif gone.done():
                 return
-            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            last = chunk.endswith(DONE_EVENT)  # the stream's end goes out in the same write
+            await send({"type": "http.response.body", "body": chunk, "more_body": not last})
+            if last:
+                return
         await send({"type": "http.response.body", "body": b"", "more_body": False})
     except Exception as exc:  # the status is sent: the stream ends with an error event
         with contextlib.suppress(Exception):

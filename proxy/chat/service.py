@@ -145,6 +145,7 @@ class ChatService:
         top_k = req.client_top_logprobs()
         acc = shaping.StreamAccumulator() if session.reads_logprobs else None
         usage: list[dict] = []
+        opening = b""  # a first chunk without text (the role) goes out with the first words
         try:
             chunk: dict | None = first
             while chunk is not None:
@@ -152,28 +153,34 @@ class ChatService:
                     acc.add(chunk)
                 if chunk.get("usage") and not chunk.get("choices"):
                     usage.append(chunk)
-                else:
-                    yield shaping.sse(shaping.shape_chunk(chunk, req.model, top_k))
+                elif chunk is first and not shaping.carries_text(chunk):
+                    opening = shaping.sse(shaping.shape_chunk(chunk, req.model, top_k))
+                else:  # one write to the client, not two, on the way to its first words
+                    yield opening + shaping.sse(shaping.shape_chunk(chunk, req.model, top_k))
+                    opening = b""
                 chunk = await anext(chunks, None)
             outcome = await session.judge(acc.answers() if acc is not None else [])
             async for tail in self._tail(req, first, outcome, usage):
-                yield tail
+                yield opening + tail
         except Exception as exc:
-            yield shaping.sse(mid_stream_error(exc))
+            yield opening + shaping.sse(mid_stream_error(exc))
         finally:
             await chunks.aclose()  # a client that left hangs up on the upstream at once
             await session.aclose()
 
     async def _tail(self, req: ChatCompletionRequest, template: dict, outcome: GateOutcome,
                     usage: list[dict]) -> AsyncIterator[bytes]:
+        """The verdict chunk, the usage chunk and [DONE], as one piece (one write)."""
+        events = []
         if outcome.metadata is not None:
-            yield shaping.sse(shaping.verdict_chunk({**template, "model": req.model},
-                                                    outcome.metadata))
+            events.append(shaping.sse(shaping.verdict_chunk({**template, "model": req.model},
+                                                            outcome.metadata)))
         wants_usage = bool(req.stream_options and req.stream_options.include_usage)
         if wants_usage and usage:
             merged = {**usage[-1], "model": req.model,
                       "usage": sum_usage([u["usage"] for u in usage])}
-            yield shaping.sse(merged)
-        yield shaping.sse("[DONE]")
+            events.append(shaping.sse(merged))
+        events.append(shaping.DONE_EVENT)
+        yield b"".join(events)
 
 

@@ -92,6 +92,20 @@ def sse(data: dict | str) -> bytes:
     return b"data: " + payload + b"\n\n"
 
 
+DONE_EVENT = sse("[DONE]")  # a chat stream's last event
+
+
+def carries_text(chunk: dict) -> bool:
+    """Whether any choice of a stream chunk has content, a refusal or a finish reason
+    (the opening chunk of most upstreams carries only the role)."""
+    for choice in chunk.get("choices") or ():
+        delta = choice.get("delta") or {}
+        if delta.get("content") or delta.get("refusal") or delta.get("tool_calls") \
+                or choice.get("finish_reason") or choice.get("logprobs"):
+            return True
+    return False
+
+
 class StreamAccumulator:
     """Rebuilds each choice's answer (text, token logprobs, finish reason) from chunks."""
 

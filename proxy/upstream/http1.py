@@ -184,18 +184,24 @@ class _Connection(asyncio.Protocol):
             return None
         return self._take()
 
-    async def read_chunk(self) -> bytes | None:
-        """The next body bytes; None at the end of the message."""
+    async def read_chunk(self, timeout: float | None = None) -> bytes | None:
+        """The next body bytes; None at the end of the message. A wait for bytes longer
+        than ``timeout`` seconds raises TimeoutError (one timer handle, cheaper than an
+        ``asyncio.timeout`` block per read)."""
         while not self.chunks:
             if self.error is not None:
                 raise self.error
             if self.complete:
                 return None
-            self.waiter = asyncio.get_running_loop().create_future()
+            loop = asyncio.get_running_loop()
+            self.waiter = waiter = loop.create_future()
+            timer = None if timeout is None else loop.call_later(timeout, _expire, waiter)
             try:
-                await self.waiter
+                await waiter
             finally:
                 self.waiter = None
+                if timer is not None:
+                    timer.cancel()
         return self._take()
 
     def _take(self) -> bytes:
@@ -207,6 +213,11 @@ class _Connection(asyncio.Protocol):
 
     def reusable(self) -> bool:
         return self.complete and self.keep_alive and self.error is None and not self.lost
+
+
+def _expire(waiter: asyncio.Future) -> None:
+    if not waiter.done():
+        waiter.set_exception(TimeoutError())
 
 
 class HttpClient:
@@ -336,8 +347,7 @@ class Stream:
             return None
         chunk = conn.buffered_chunk()
         if chunk is None:
-            async with asyncio.timeout(read_timeout):
-                chunk = await conn.read_chunk()
+            chunk = await conn.read_chunk(read_timeout)
         if self._inflate is None:
             return chunk
         if chunk is None:

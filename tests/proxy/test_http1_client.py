@@ -211,6 +211,26 @@ async def test_a_silent_server_times_out_and_its_connection_is_dropped():
             assert client._idle.get(("http", "127.0.0.1", server.port)) in (None, [])
 
 
+async def test_a_stream_that_stalls_times_out_per_read_not_per_stream():
+    async def handler(server, reader, writer, number):
+        await server.read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+        for _ in range(3):  # 3 reads of 0.15 s each: longer than one timeout in all
+            writer.write(b"%x\r\n%s\r\n" % (len(b"data: x\n"), b"data: x\n"))
+            await writer.drain()
+            await asyncio.sleep(0.15)
+        await asyncio.sleep(5)  # then silence
+
+    async with ScriptedServer(handler) as server:
+        async with HttpClient() as client:
+            stream = await client.open(endpoint(server), b"{}", timeout=5)
+            lines = stream.lines(read_timeout=0.3)
+            assert [await anext(lines) for _ in range(3)] == [b"data: x"] * 3
+            with pytest.raises(TimeoutError):
+                await anext(lines)
+            stream.close()
+
+
 async def test_closing_a_stream_early_hangs_up_on_the_upstream():
     hung_up = asyncio.Event()
 
