@@ -31,13 +31,14 @@ def serve(
     from proxy.app import create_app
     from proxy.config import Settings
     from proxy.logs import configure_logging
+    from proxy.server import GatewayHttpProtocol
 
     overrides = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
     settings = Settings.load(config, **overrides)
     configure_logging(settings.log_level)
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port,
                 log_level=settings.log_level, access_log=False, timeout_graceful_shutdown=30,
-                log_config=None, loop="uvloop", http="httptools", lifespan="on",
+                log_config=None, loop="uvloop", http=GatewayHttpProtocol, lifespan="on",
                 # no code reads the client's address: skip the X-Forwarded-* rewrite
                 # uvicorn otherwise runs on every request from a trusted (local) peer
                 proxy_headers=False)

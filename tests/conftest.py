@@ -19,13 +19,14 @@ import uvicorn
 from detectors.halt import HaltScorer
 from proxy.app import create_app
 from proxy.config import RetrySettings, Settings, UpstreamModel
+from proxy.server import GatewayHttpProtocol
 from tests.fake_upstream import FakeUpstream
 
 
 class RunningServer:
     def __init__(self, app, port: int = 0):
         config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
-                                lifespan="on")
+                                lifespan="on", http=GatewayHttpProtocol)  # as `hallgate serve`
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 

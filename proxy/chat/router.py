@@ -93,23 +93,31 @@ async def send_json(send, status: int, body: dict, headers: dict[str, str] | Non
 async def send_stream(send, receive, headers: dict[str, str],
                       body: AsyncIterator[bytes]) -> None:
     """SSE until the body ends or the client leaves; either way the body is closed, which
-    closes the upstream stream."""
-    await send({"type": "http.response.start", "status": 200,
-                "headers": [*SSE_HEADERS, *_header_list(headers)]})
+    closes the upstream stream. The head waits for the first chunk, so that both leave in
+    one write (proxy/server.py)."""
+    start = {"type": "http.response.start", "status": 200,
+             "headers": [*SSE_HEADERS, *_header_list(headers)]}
+    started = False
     gone: asyncio.Future | None = None  # watches for the client leaving
     try:
         async for chunk in body:
-            if gone is None:  # started after the first chunk is out, not before it
-                gone = asyncio.ensure_future(_disconnected(receive))
+            if not started:  # the head goes with the first chunk, in the same write
+                await send(start)
+                started = True
+                gone = asyncio.ensure_future(_disconnected(receive))  # runs after the send
             elif gone.done():
                 return
             last = chunk.endswith(DONE_EVENT)  # the stream's end goes out in the same write
             await send({"type": "http.response.body", "body": chunk, "more_body": not last})
             if last:
                 return
+        if not started:
+            await send(start)
         await send({"type": "http.response.body", "body": b"", "more_body": False})
-    except Exception as exc:  # the status is sent: the stream ends with an error event
-        with contextlib.suppress(Exception):
+    except Exception as exc:  # the status is sent (or goes now): the stream ends with an
+        with contextlib.suppress(Exception):  # error event
+            if not started:
+                await send(start)
             await send({"type": "http.response.body", "body": sse(mid_stream_error(exc)),
                         "more_body": False})
     finally:
