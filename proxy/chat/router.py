@@ -104,7 +104,8 @@ async def send_stream(send, receive, headers: dict[str, str],
             if not started:  # the head goes with the first chunk, in the same write
                 await send(start)
                 started = True
-                gone = asyncio.ensure_future(_disconnected(receive))  # runs after the send
+            elif gone is None:  # watched from the second chunk on: the first goes at once
+                gone = asyncio.ensure_future(_disconnected(receive))
             elif gone.done():
                 return
             last = chunk.endswith(DONE_EVENT)  # the stream's end goes out in the same write
