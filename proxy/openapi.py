@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
 from fastapi import FastAPI
 
 from proxy.chat.schemas import ChatCompletionRequest
@@ -82,9 +83,9 @@ def _chat_operation(op: dict, prefixed: bool) -> None:
 def complete_spec(spec: dict) -> dict:
     """``spec`` (FastAPI's) with the chat body, parameters and error responses added."""
     schemas = spec.setdefault("components", {}).setdefault("schemas", {})
-    request = ChatCompletionRequest.model_json_schema(ref_template=REF)
-    schemas.update(request.pop("$defs", {}))
-    schemas["ChatCompletionRequest"] = request
+    (_, ), parts = msgspec.json.schema_components([ChatCompletionRequest],
+                                                  ref_template=REF.replace("model", "name"))
+    schemas.update(parts)  # ChatCompletionRequest, ChatMessage, StreamOptions
     schemas["ErrorResponse"] = ERROR_SCHEMA
     paths = spec.setdefault("paths", {})
     for path in CHAT_PATHS:

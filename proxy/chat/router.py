@@ -5,7 +5,7 @@ FastAPI route: FastAPI's request objects, dependency solving, response classes a
 built-in middleware cost more than the rest of the gateway's own work
 (bench/overhead.py). ``proxy.app.HallgateApp`` sends chat completions to it through the
 gateway's own middleware chain (request id, metrics, API keys, body limit); every other
-path goes to FastAPI. The body is decoded once (orjson), validated once (pydantic) and
+path goes to FastAPI. The body is decoded once (orjson), validated once (msgspec) and
 the same dict becomes the upstream body.
 """
 
@@ -17,14 +17,13 @@ import logging
 from collections.abc import AsyncIterator
 
 import orjson
-from pydantic import ValidationError
 
 from proxy.audit import audit_failure
 from proxy.chat.gating import RequestContext
 from proxy.chat.schemas import ChatCompletionRequest
 from proxy.chat.service import ChatService
 from proxy.chat.shaping import DONE_EVENT, sse
-from proxy.errors import HallgateError, InvalidRequest, mid_stream_error, validation_error
+from proxy.errors import HallgateError, InvalidRequest, mid_stream_error
 
 log = logging.getLogger("hallgate.chat")
 CHAT_PATH_SUFFIX = "/v1/chat/completions"
@@ -43,10 +42,7 @@ def parse_request(raw: bytes) -> ChatCompletionRequest:
         raise InvalidRequest(f"The request body is not valid JSON: {exc}") from None
     if not isinstance(data, dict):
         raise InvalidRequest("The request body must be a JSON object.")
-    try:
-        return ChatCompletionRequest.parse(data)
-    except ValidationError as exc:
-        raise validation_error(list(exc.errors())) from None
+    return ChatCompletionRequest.parse(data)
 
 
 def request_context(scope: dict) -> RequestContext:

@@ -1,69 +1,67 @@
 """The OpenAI chat-completions request, validated at the edge.
 
-Like vLLM's protocol module: one pydantic class per OpenAI object, ``extra="allow"`` so
-fields we do not model still reach the upstream, strict types so ``"n": "3"`` is a 400
-naming ``n`` rather than a silent coercion.
+One msgspec ``Struct`` per OpenAI object. Unknown fields are allowed and still reach the
+upstream (the body sent upstream is the client's own dict, not a re-serialised struct);
+types are strict, so ``"n": "3"`` is a 400 naming ``n`` rather than a silent coercion.
+msgspec rather than pydantic here because every request pays for this validation: on this
+machine pydantic took ~80 us per request with cold caches (as at concurrency 1) and
+msgspec ~20 us for the same request and the same rules.
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal
+import re
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
+import msgspec
+
+from proxy.errors import InvalidRequest
 
 UPSTREAM_TOP_LOGPROBS = 20  # what we ask the upstream for when a detector reads logprobs
 
+Penalty = Annotated[float, msgspec.Meta(ge=-2.0, le=2.0)]
+Positive = Annotated[int, msgspec.Meta(ge=1)]
 
-class ChatMessage(BaseModel):
-    model_config = ConfigDict(extra="allow", strict=True)
 
+class ChatMessage(msgspec.Struct, forbid_unknown_fields=False):
     role: Literal["system", "developer", "user", "assistant", "tool", "function"]
     content: str | list[dict[str, Any]] | None = None
 
-    def text(self) -> str:
-        """The message's text; the text parts of multi-part content joined."""
-        if isinstance(self.content, str):
-            return self.content
-        if not self.content:
-            return ""
-        return "\n".join(p.get("text", "") for p in self.content if p.get("type") == "text")
 
-
-class StreamOptions(BaseModel):
-    model_config = ConfigDict(extra="allow", strict=True)
-
+class StreamOptions(msgspec.Struct, forbid_unknown_fields=False):
     include_usage: bool = False
 
 
-class ChatCompletionRequest(BaseModel):
-    model_config = ConfigDict(extra="allow", strict=True)
-
-    model: str = Field(min_length=1)
-    messages: list[ChatMessage] = Field(min_length=1)
-    n: int = Field(1, ge=1)  # the upper bound is a setting, checked by the service
-    temperature: float | None = Field(None, ge=0.0, le=2.0)
-    top_p: float | None = Field(None, ge=0.0, le=1.0)
-    max_tokens: int | None = Field(None, ge=1)
-    max_completion_tokens: int | None = Field(None, ge=1)
+class ChatCompletionRequest(msgspec.Struct, forbid_unknown_fields=False, dict=True):
+    model: Annotated[str, msgspec.Meta(min_length=1)]
+    messages: Annotated[list[ChatMessage], msgspec.Meta(min_length=1)]
+    n: Positive = 1  # the upper bound is a setting, checked by the service
+    temperature: Annotated[float, msgspec.Meta(ge=0.0, le=2.0)] | None = None
+    top_p: Annotated[float, msgspec.Meta(ge=0.0, le=1.0)] | None = None
+    max_tokens: Positive | None = None
+    max_completion_tokens: Positive | None = None
     stop: str | list[str] | None = None
     seed: int | None = None
     stream: bool = False
     stream_options: StreamOptions | None = None
     logprobs: bool | None = None
-    top_logprobs: int | None = Field(None, ge=0, le=20)
-    presence_penalty: float | None = Field(None, ge=-2.0, le=2.0)
-    frequency_penalty: float | None = Field(None, ge=-2.0, le=2.0)
+    top_logprobs: Annotated[int, msgspec.Meta(ge=0, le=20)] | None = None
+    presence_penalty: Penalty | None = None
+    frequency_penalty: Penalty | None = None
     tools: list[dict[str, Any]] | None = None
     tool_choice: str | dict[str, Any] | None = None
     response_format: dict[str, Any] | None = None
     user: str | None = None
-    _raw: dict = PrivateAttr(default_factory=dict)  # the request as the client sent it
 
     @classmethod
     def parse(cls, data: dict) -> ChatCompletionRequest:
-        """Validate a decoded request; the dict itself is kept, so the upstream body and
-        the gates' messages are taken from it rather than dumped from the model again."""
-        request = cls.model_validate(data)
+        """Validate a decoded request (a bad field is an :class:`InvalidRequest` naming
+        it); the dict itself is kept, so the upstream body and the gates' messages are
+        taken from it rather than dumped from the struct again."""
+        try:
+            request = msgspec.convert(data, cls)
+        except msgspec.ValidationError as exc:
+            raise invalid_request(str(exc)) from None
         request._raw = data
         return request
 
@@ -92,3 +90,20 @@ class ChatCompletionRequest(BaseModel):
         if limit is not None:
             body[max_tokens_field] = limit
         return body
+
+
+_WHERE = re.compile(r"^(?P<what>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.DOTALL)
+_MISSING = re.compile(r"^Object missing required field `(?P<field>[^`]+)`$")
+
+
+def invalid_request(message: str) -> InvalidRequest:
+    """A msgspec validation message (``Expected `int`, got `str` - at `$.n```) as one 400
+    naming the field: ``param`` is its path (``messages[0].role``)."""
+    found = _WHERE.match(message)
+    what, path = found["what"], (found["path"] or "").lstrip(".")
+    missing = _MISSING.match(what)
+    if missing:
+        path = f"{path}.{missing['field']}" if path else missing["field"]
+        return InvalidRequest(f"Missing required field '{path}'.", param=path)
+    where = f"'{path}'" if path else "request body"
+    return InvalidRequest(f"Invalid value for {where}: {what}", param=path or None)
