@@ -33,8 +33,14 @@ def assert_openai_error(resp: httpx.Response, status: int, param: str | None = N
     ({"model": "fake", "messages": MESSAGES, "temperature": "hot"}, "temperature"),
     ({"model": "fake", "messages": "hello"}, "messages"),
     ({"messages": MESSAGES}, "model"),
+    ({"model": "fake", "messages": [{"content": "x"}]}, "messages[0].role"),
+    ({"model": "fake", "messages": MESSAGES, "n": True}, "n"),
+    ({"model": "", "messages": MESSAGES}, "model"),
+    ({"model": "fake", "messages": MESSAGES, "stream_options": {"include_usage": 1}},
+     "stream_options.include_usage"),
 ], ids=["missing_messages", "empty_messages", "bad_role", "n_string", "n_zero", "n_huge",
-        "top_logprobs_range", "temperature_type", "messages_type", "missing_model"])
+        "top_logprobs_range", "temperature_type", "messages_type", "missing_model",
+        "missing_role", "n_bool", "empty_model", "include_usage_type"])
 def test_invalid_requests_are_400_naming_the_field(gateway, body, param):
     resp = httpx.post(f"{gateway}/v1/chat/completions", json=body)
     error = assert_openai_error(resp, 400, param)
