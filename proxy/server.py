@@ -2,12 +2,13 @@
 
 uvicorn writes a response's head and its body in two ``transport.write`` calls, so a
 short answer leaves in two TCP segments: the client wakes for the head, reads it, sleeps,
-and wakes again for the body. On this machine the head's write alone took the gateway
-~0.3 ms at concurrency 1 (the woken client ran first). :class:`CoalescingTransport` holds
-each response's head until the first body bytes and sends both in one write: a JSON
-answer whole, or a stream's head with its first words (``proxy.chat.router.send_stream``
-sends the head only once the first chunk is ready). Later writes go out at once, and a
-head is never held past the event-loop turn it was written in.
+and wakes again for the body, and the gateway's first write waits while the woken client
+runs. :class:`CoalescingTransport` holds each response's head until the first body bytes
+and sends both in one write: a JSON answer whole, or a stream's head with its first words
+(``proxy.chat.router.send_stream`` sends the head only once the first chunk is ready).
+Later writes go out at once, and a head is never held past the event-loop turn it was
+written in. Measured against the build before with bench/ab_c1.py (docs/BENCHMARKS.md,
+"Sixth pass").
 
     uvicorn.run(app, loop="uvloop", http=GatewayHttpProtocol, ...)   # proxy/cli.py
 """

@@ -3,9 +3,9 @@
 One msgspec ``Struct`` per OpenAI object. Unknown fields are allowed and still reach the
 upstream (the body sent upstream is the client's own dict, not a re-serialised struct);
 types are strict, so ``"n": "3"`` is a 400 naming ``n`` rather than a silent coercion.
-msgspec rather than pydantic here because every request pays for this validation: on this
-machine pydantic took ~80 us per request with cold caches (as at concurrency 1) and
-msgspec ~20 us for the same request and the same rules.
+msgspec rather than pydantic because every request pays for this validation, at
+concurrency 1 on a cold cache, and msgspec's touches less (docs/BENCHMARKS.md, "Sixth
+pass", measures the change with bench/ab_c1.py).
 """
 
 from __future__ import annotations
