@@ -16,7 +16,6 @@ build, so only hallgate's own code differs.
 from __future__ import annotations
 
 import contextlib
-import sys
 import tempfile
 from pathlib import Path
 
@@ -29,6 +28,7 @@ from overhead import (  # bench/overhead.py (this folder is on sys.path as the s
     gateway_config,
     interleaved,
     server,
+    start_fake_upstream,
 )
 
 from proxy.embedded import free_port
@@ -46,11 +46,7 @@ def main(base: Path = typer.Option(..., exists=True, file_okay=False,
     with tempfile.TemporaryDirectory(prefix="hallgate-ab-") as tmp, \
             contextlib.ExitStack() as stack:
         log_dir = Path(tmp)
-        fake_port = free_port()
-        fake_url = f"http://127.0.0.1:{fake_port}"
-        stack.enter_context(server("fake-upstream", [
-            sys.executable, "-m", "tests.fake_upstream", "--port", str(fake_port),
-            "--latency-ms", str(latency_ms)], f"{fake_url}/v1/models", log_dir))
+        fake_url, _ = start_fake_upstream(stack, log_dir, latency_ms)
         # the direct call asks the upstream what the route asks it (top-20 where HALT reads)
         targets = [Target("direct", fake_url, logprobs=policy == "halt")]
         lean = {"provider": "openai", "model": "fake-model", "api_base": f"{fake_url}/v1"}

@@ -37,6 +37,7 @@ from overhead import (  # bench/overhead.py (this folder is on sys.path as the s
     gateway_config,
     interleaved,
     server,
+    start_fake_upstream,
 )
 
 from proxy.embedded import free_port
@@ -134,11 +135,8 @@ def main(rounds: int = typer.Option(1000, help="Interleaved concurrency-1 rounds
     with tempfile.TemporaryDirectory(prefix="hallgate-hop-") as tmp, \
             contextlib.ExitStack() as stack:
         log_dir = Path(tmp)
-        fake_port = free_port()
-        fake_url = f"http://127.0.0.1:{fake_port}"
-        stack.enter_context(server("fake-upstream", [
-            sys.executable, "-m", "tests.fake_upstream", "--port", str(fake_port),
-            "--latency-ms", str(latency_ms)], f"{fake_url}/v1/models", log_dir))
+        fake_url, _ = start_fake_upstream(stack, log_dir, latency_ms)
+        fake_port = int(fake_url.rsplit(":", 1)[1])
         targets = [Target("direct-plain", fake_url)]
 
         def start(name: str, argv: list[str], port: int, ready_path: str = "/") -> None:

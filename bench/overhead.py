@@ -167,6 +167,18 @@ def server(name: str, argv: list[str], ready_url: str, log_dir: Path,
             stop_process(proc, 30)
 
 
+def start_fake_upstream(stack: contextlib.ExitStack, log_dir: Path,
+                        latency_ms: float) -> tuple[str, subprocess.Popen]:
+    """The fake upstream (``tests.fake_upstream``) as its own process until ``stack``
+    closes: its URL (``http://127.0.0.1:PORT``) and its process."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    proc = stack.enter_context(server("fake-upstream", [
+        sys.executable, "-m", "tests.fake_upstream", "--port", str(port),
+        "--latency-ms", str(latency_ms)], f"{url}/v1/models", log_dir))
+    return url, proc
+
+
 def vm_rss_mb(pid: int) -> float:
     """Resident set size of one process, from /proc/PID/status (VmRSS, in kB)."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -438,14 +450,9 @@ def start_litellm_proxy(stack: contextlib.ExitStack, fake_base: str, tmp: Path) 
 def run_all(tmp: Path, opts: BenchOptions) -> list[TargetResult]:
     """Start the fake upstream and every target, each its own process; idle servers cost
     next to nothing, and one wrk runs at a time."""
-    fake_port = free_port()
-    fake_argv = [sys.executable, "-m", "tests.fake_upstream", "--port", str(fake_port),
-                 "--latency-ms", str(opts.latency_ms)]
-    fake_url = f"http://127.0.0.1:{fake_port}"
-    fake_base = f"{fake_url}/v1"
     with contextlib.ExitStack() as stack:
-        fake = stack.enter_context(server("fake-upstream", fake_argv,
-                                          f"{fake_url}/v1/models", tmp))
+        fake_url, fake = start_fake_upstream(stack, tmp, opts.latency_ms)
+        fake_base = f"{fake_url}/v1"
         lean = {"provider": "openai", "model": "fake-model", "api_base": fake_base}
         targets = [Target("direct", fake_url, pid=fake.pid, logprobs=True),
                    Target("direct-plain", fake_url, pid=fake.pid),
