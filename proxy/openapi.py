@@ -19,7 +19,7 @@ from fastapi import FastAPI
 
 from proxy.chat.schemas import ChatCompletionRequest
 
-REF = "#/components/schemas/{model}"
+REF = "#/components/schemas/{name}"  # msgspec's ref_template
 ERROR_REF = {"$ref": "#/components/schemas/ErrorResponse"}
 ERROR_SCHEMA = {
     "type": "object", "required": ["error"],
@@ -70,7 +70,7 @@ def _chat_operation(op: dict, prefixed: bool) -> None:
                   else "chat_completions")
     op["parameters"] = ([ROUTE_PREFIX] if prefixed else []) + [ROUTE_HEADER]
     op["requestBody"] = {"required": True, "content": {"application/json": {
-        "schema": {"$ref": REF.format(model="ChatCompletionRequest")}}}}
+        "schema": {"$ref": REF.format(name="ChatCompletionRequest")}}}}
     op["responses"] = {
         "200": {"description": "A chat.completion (JSON), or chat.completion.chunk events "
                                "when `stream` is true; an abstention is a normal answer",
@@ -83,8 +83,7 @@ def _chat_operation(op: dict, prefixed: bool) -> None:
 def complete_spec(spec: dict) -> dict:
     """``spec`` (FastAPI's) with the chat body, parameters and error responses added."""
     schemas = spec.setdefault("components", {}).setdefault("schemas", {})
-    (_, ), parts = msgspec.json.schema_components([ChatCompletionRequest],
-                                                  ref_template=REF.replace("model", "name"))
+    (_, ), parts = msgspec.json.schema_components([ChatCompletionRequest], ref_template=REF)
     schemas.update(parts)  # ChatCompletionRequest, ChatMessage, StreamOptions
     schemas["ErrorResponse"] = ERROR_SCHEMA
     paths = spec.setdefault("paths", {})
