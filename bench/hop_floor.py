@@ -11,11 +11,12 @@ Each target is its own process in front of one fake upstream (``tests.fake_upstr
     asgi-http1            the same app forwarding with proxy/upstream/http1.py      -> fake
     hallgate-passthrough  client -> hallgate serve, every detector off             -> fake
 
-Both ASGI apps run under uvicorn with uvloop and httptools, as ``hallgate serve`` does,
-and do only: read the body, POST it upstream, send the answer back. So
+Both ASGI apps run under uvicorn's own uvloop and httptools protocol (``hallgate serve``
+puts it on the coalescing transport of proxy/server.py, which sends each answer in one
+write) and do only: read the body, POST it upstream, send the answer back. So
 ``asgi-http1 - tcp-relay`` is the price of an HTTP server and client in Python, and
 ``hallgate-passthrough - asgi-http1`` is the gateway's own work (parsing, policy,
-metrics, shaping).
+metrics, shaping), less what its one write per answer saves.
 
     .venv/bin/python bench/hop_floor.py --rounds 1000
 
