@@ -56,10 +56,11 @@ async def policy_gatekeeper(settings: Settings, registry: UpstreamRegistry, metr
     """Load detectors and the policy file (a bad file stops the start with file, line and
     key); reload it on change and on SIGHUP, keeping the old policy when a reload fails."""
     torch.set_num_threads(settings.torch_threads)
-    # numpy's BLAS too (the embedding models' small matmuls): a thread pool that spins
-    # for a 1x128 matmul costs 10x the matmul on a busy machine
-    threadpool_limits(settings.torch_threads, user_api="blas")
     suite = DetectorSuite(halt=halt or load_halt_scorer())
+    # every BLAS loaded by now too (numpy's for the embedding models, and scipy's, which
+    # loads with the detectors: limited before them, it kept one thread per core): a
+    # thread pool that spins for a small product costs 10x the product on a busy machine
+    threadpool_limits(settings.torch_threads, user_api="blas")
     store = PolicyStore(settings.resolved_policy_file(), available_detectors=suite.available())
     log.info("policy %s loaded; detectors available: %s", store.path, suite.available())
     watcher = asyncio.create_task(store.watch(), name="policy-watch")
