@@ -162,13 +162,18 @@ def _validation_param(loc: tuple) -> str | None:
     return out or None
 
 
+def invalid_field(param: str | None, msg: str) -> InvalidRequest:
+    """One 400 naming the bad field (``param``, e.g. ``messages[0].role``; None: the
+    request body as a whole) and what is wrong with it."""
+    where = f"'{param}'" if param else "request body"
+    return InvalidRequest(f"Invalid value for {where}: {msg}", param=param)
+
+
 def validation_error(errors: list[dict]) -> InvalidRequest:
     """Turn pydantic/FastAPI validation errors into one 400 naming the first bad field."""
     first = errors[0]
-    param = _validation_param(tuple(first.get("loc", ())))
-    msg = first.get("msg", "invalid value")
-    where = f"'{param}'" if param else "request body"
-    return InvalidRequest(f"Invalid value for {where}: {msg}", param=param)
+    return invalid_field(_validation_param(tuple(first.get("loc", ()))),
+                         first.get("msg", "invalid value"))
 
 
 def install_error_handlers(app: FastAPI) -> None:

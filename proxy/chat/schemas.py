@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
-from proxy.errors import InvalidRequest
+from proxy.errors import InvalidRequest, invalid_field
 
 UPSTREAM_TOP_LOGPROBS = 20  # what we ask the upstream for when a detector reads logprobs
 
@@ -105,5 +105,4 @@ def invalid_request(message: str) -> InvalidRequest:
     if missing:
         path = f"{path}.{missing['field']}" if path else missing["field"]
         return InvalidRequest(f"Missing required field '{path}'.", param=path)
-    where = f"'{path}'" if path else "request body"
-    return InvalidRequest(f"Invalid value for {where}: {what}", param=path or None)
+    return invalid_field(path or None, what)
