@@ -145,7 +145,8 @@ def create_app(settings: Settings | None = None, halt: HaltScoring | None = None
         async with contextlib.AsyncExitStack() as stack:
             if settings.embedding_cache:  # saved again at shutdown
                 stack.enter_context(embedding_store(settings.embedding_cache))
-            client = await stack.enter_async_context(HttpClient())
+            client = await stack.enter_async_context(
+                HttpClient(on_unsolicited=app.state.metrics.upstream_unsolicited.inc))
             configs = list(settings.models)
             embedded = None
             stream_usage = {}
