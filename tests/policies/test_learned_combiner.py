@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from types import SimpleNamespace
@@ -15,7 +16,8 @@ from detectors.combiner import LearnedCombiner, answer_features, linear_score
 from detectors.metrics import auroc
 from detectors.verdict import Verdict
 from evaluation.combiner import combiner_risks, fit_combiner
-from policies import PolicyError, decide, load_policy
+from policies import PolicyError, load_policy
+from policies import decide as decide_
 from proxy.cli import app
 
 
@@ -97,8 +99,8 @@ def _policy(tmp_path, **kw):
 
 
 def test_a_learned_profile_loads_its_combiner_relative_to_the_policy(tmp_path, combiner_file):
-    profile = load_policy(_policy(tmp_path)).profiles["learned"]
-    assert profile.combine.combiner == LearnedCombiner.load(combiner_file)
+    policy = load_policy(_policy(tmp_path))
+    assert policy.combiner(policy.profiles["learned"]) == LearnedCombiner.load(combiner_file)
 
 
 @pytest.mark.parametrize(("kw", "message"), [
@@ -119,7 +121,9 @@ def _halt(risk: float):
 
 
 def test_learned_decision_thresholds_the_calibrated_risk(tmp_path, combiner_file):
-    profile = load_policy(_policy(tmp_path)).profiles["learned"]
+    policy = load_policy(_policy(tmp_path))
+    profile = policy.profiles["learned"]
+    decide = functools.partial(decide_, combiner=policy.combiner(profile))
     low = decide(profile, {"halt": _halt(0.0)}, answer={"neg_mean_logprob": -3.0})
     high = decide(profile, {"halt": _halt(0.99)}, answer={"neg_mean_logprob": 4.0})
     assert low.combine == "learned" and low.verdict is Verdict.ANSWER and low.risk < 0.6
@@ -130,8 +134,10 @@ def test_learned_decision_thresholds_the_calibrated_risk(tmp_path, combiner_file
 
 
 def test_fail_closed_abstains_when_a_read_detector_failed(tmp_path, combiner_file):
-    profile = load_policy(_policy(tmp_path, fail_mode="closed")).profiles["learned"]
-    decision = decide(profile, {"halt": RuntimeError("down")}, answer={})
+    policy = load_policy(_policy(tmp_path, fail_mode="closed"))
+    profile = policy.profiles["learned"]
+    decision = decide_(profile, {"halt": RuntimeError("down")}, answer={},
+                       combiner=policy.combiner(profile))
     assert decision.verdict is Verdict.ABSTAIN and decision.risk == 1.0
 
 
@@ -156,8 +162,9 @@ def test_calibrate_fit_combiner_writes_a_policy_that_uses_it(tmp_path):
     report = json.loads((results / "calibration.json").read_text())
     assert report["features"] == ["halt", "neg_mean_logprob", "answer_tokens"]
     assert report["held_out"]["auroc"] > 0.7
-    loaded = load_policy(out).profiles["p"]
-    assert loaded.combine.mode == "learned" and loaded.combine.combiner is not None
+    written = load_policy(out)
+    loaded = written.profiles["p"]
+    assert loaded.combine.mode == "learned" and written.combiner(loaded) is not None
     assert loaded.combine.threshold == pytest.approx(report["threshold"])
 
 
