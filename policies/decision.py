@@ -52,6 +52,9 @@ class Escalation:
 Status = Literal["ok", "error", "missing_logprobs"]
 
 
+_SHORT_KEYS = ("reason", "reasons", "error", "threshold", "threshold_source")
+
+
 @dataclass(frozen=True)
 class DetectorScore:
     """One detector's part in a decision."""
@@ -64,9 +67,10 @@ class DetectorScore:
     detail: dict = field(default_factory=dict)  # the result's to_dict(), or the error
 
     def to_dict(self, detail: bool = True) -> dict:
-        """JSON-safe; ``detail=False`` keeps only status, verdict, risk and reasons."""
+        """JSON-safe; ``detail=False`` keeps only status, verdict, risk, the threshold with
+        its source, and reasons."""
         extra = self.detail if detail else {
-            k: v for k, v in self.detail.items() if k in ("reason", "reasons", "error")}
+            k: v for k, v in self.detail.items() if k in _SHORT_KEYS}
         return _json_safe({
             **extra,
             "status": self.status,
