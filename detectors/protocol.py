@@ -243,5 +243,8 @@ def lazy(target: str) -> Callable[[], DetectorPlugin]:
     def load() -> DetectorPlugin:
         import importlib
 
-        return getattr(importlib.import_module(module), attr)()
+        found: Any = importlib.import_module(module)
+        for part in attr.split("."):  # "Class.factory" too
+            found = getattr(found, part)
+        return found()
     return load

@@ -16,9 +16,9 @@ from detectors.combiner import LearnedCombiner, answer_features, linear_score
 from detectors.metrics import auroc
 from detectors.verdict import Verdict
 from evaluation.combiner import combiner_risks, fit_combiner
+from hallgate_cli import app
 from policies import PolicyError, load_policy
 from policies import decide as decide_
-from proxy.cli import app
 
 
 def synthetic_records(n: int = 800, seed: int = 0) -> list[dict]:
