@@ -62,7 +62,9 @@ def test_example_files_load(path: Path):
 
 def test_default_example_routes():
     policy = load_policy(EXAMPLES_DIR / "default.yaml")
-    assert [r.name for r in policy.routes] == ["strict", "code", "shadow", "default"]
+    assert [r.name for r in policy.routes] == ["strict", "fast", "code", "shadow", "default"]
+    assert policy.match(route_header="fast")[1].detectors.enabled() == ("halt",
+                                                                         "topk_entropy")
     assert policy.match(route_header="strict")[1].name == "strict-factual"
     assert policy.match(path="/strict/v1/chat/completions")[0].name == "strict"
     assert policy.match(route_header="code")[1].name == "code-creative-local"

@@ -55,7 +55,7 @@ def test_code_route_answers_a_small_code_request(embedded_gateway):
 def test_shadow_route_never_blocks(embedded_gateway):
     for messages in (FABRICATED, CODE):
         raw = ask(route_client(embedded_gateway, "shadow"), messages)
-        assert raw.http_response.headers["x-hallgate-decision"] == "answer"
+        assert raw.http_response.headers["x-hallgate-returned"] == "answer"
         assert raw.parse().choices[0].message.refusal is None
 
 
@@ -75,3 +75,22 @@ def test_header_overrides_are_refused_unless_allowed(embedded_gateway):
     resp = ask(route_client(embedded_gateway, None, **{"x-hallgate-action": "abstain"}),
                FABRICATED).parse()
     assert resp.model_extra["hallgate"]["action"] == "abstain"
+
+
+def test_fast_route_judges_from_the_answers_own_logprobs(embedded_gateway):
+    """fast-factual on real logprobs: HALT and the mean top-k entropy, both with their
+    calibrated thresholds, abstaining iff either does; no call beyond the answer."""
+    raw = ask(route_client(embedded_gateway, "fast"), FABRICATED)
+    resp = raw.parse()
+    meta = resp.model_extra["hallgate"]
+    assert meta["profile"] == "fast-factual"
+    judged = {n: d for n, d in meta["detectors"].items() if d["counted"]}
+    assert set(judged) == {"halt", "topk_entropy"}
+    for d in judged.values():
+        assert d["status"] == "ok" and 0.0 <= d["risk"] <= 1.0
+        assert d["threshold_source"] == "calibrated"
+        assert d["verdict"] == ("abstain" if d["risk"] >= d["threshold"] else "answer")
+    either = any(d["verdict"] == "abstain" for d in judged.values())
+    assert meta["decision"] == ("abstain" if either else "answer"), meta["reasons"]
+    assert raw.http_response.headers["x-hallgate-decision"] == meta["decision"]
+    assert (resp.choices[0].message.refusal is not None) == either
