@@ -114,10 +114,11 @@ class ProgressiveStream:
                     yield data
                 chunk, early = await self._next(prompt)
         early = early or self._early(prompt)
-        if early is not None:  # EDFL abstained before anything was released
+        if early is not None:  # a prompt-time detector abstained before any release
             await self._close_upstream()
-            async for data in self._end_with_refusal(early, "edfl abstained before any "
-                                                     "token was released"):
+            async for data in self._end_with_refusal(early, "a prompt-time detector "
+                                                     "abstained before any token was "
+                                                     "released"):
                 yield data
             return
         prompt.cancel()  # judge() waits for EDFL itself
