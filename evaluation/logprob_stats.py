@@ -14,6 +14,7 @@ checkpoint threshold was chosen by, so the two read the same way in a profile.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -142,9 +143,9 @@ def calibrate_logprob_stats(
     # fast-factual profile pairs with HALT
     best = max(NAMES, key=lambda n: (val_rows[n]["mean_of_sources"], -NAMES.index(n)))
     halt_threshold = float(json.loads(checkpoint.read_text())["threshold"])
+    args = (("data", data), ("checkpoint", checkpoint), ("recording", recording))
     full: dict = {"command": "hallgate calibrate-logprob-stats " + " ".join(
-                      f"--{k} {v}" for k, v in (("data", data), ("checkpoint", checkpoint),
-                                                 ("recording", recording)) if v is not None),
+                      f"--{k} {os.path.relpath(v)}" for k, v in args if v is not None),
                   "rule": "max macro-F1 on validation (flag risk >= threshold)",
                   "validation": {"answers": len(val), "correct": int((val_y == 0).sum()),
                                  "scores": val_rows},
