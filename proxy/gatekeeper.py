@@ -162,14 +162,13 @@ class PolicySession:
             work = det.start(self._exchange(name))
             if work is not None:
                 self._started[name] = asyncio.ensure_future(
-                    self._timed(name, work, rethrow=False))
+                    self._timed(name, work))
 
     def _exchange(self, name: str) -> Exchange:
         stats = self._stats.setdefault(name, SamplerStats())
         return Exchange(self.messages, UpstreamSampler(self.upstream, stats), self.model)
 
-    async def _timed(self, name: str, work: Awaitable[Any], rethrow: bool = True,
-                     ) -> tuple[Any, float]:
+    async def _timed(self, name: str, work: Awaitable[Any]) -> tuple[Any, float]:
         """One detector phase in its span, observed in the metrics; (result or exception,
         ms). A failure is logged and counted (missing logprobs is no failure)."""
         start = time.perf_counter()

@@ -48,6 +48,13 @@ def chunk_tokens(chunk: dict) -> tuple[int, bool]:
     return 0, True
 
 
+def _abstainers(outcome: GateOutcome) -> str:
+    """The detectors whose verdict was abstain, by name, from the outcome's report."""
+    detectors = (outcome.metadata or {}).get("detectors") or {}
+    names = [n for n, d in detectors.items() if d.get("verdict") == "abstain"]
+    return ", ".join(names) or "a prompt-time detector"
+
+
 def next_check(read: int, every: int) -> int:
     """The first multiple of ``every`` above ``read``: where the next prefix check falls."""
     return (read // every + 1) * every
@@ -116,7 +123,7 @@ class ProgressiveStream:
         early = early or self._early(prompt)
         if early is not None:  # a prompt-time detector abstained before any release
             await self._close_upstream()
-            async for data in self._end_with_refusal(early, "a prompt-time detector "
+            async for data in self._end_with_refusal(early, f"{_abstainers(early)} "
                                                      "abstained before any token was "
                                                      "released"):
                 yield data
