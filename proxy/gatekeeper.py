@@ -63,6 +63,7 @@ from proxy.upstream import Upstream
 log = logging.getLogger("hallgate.gates")
 
 ROUTE_CACHE_SIZE = 1024  # distinct (path, route header, model, key) resolutions kept
+BOUND_CACHE_SIZE = 256  # profiles whose bound detectors are kept (overrides make new ones)
 
 
 class PolicyGatekeeper:
@@ -77,6 +78,7 @@ class PolicyGatekeeper:
         # the route resolutions of the current policy: a request pays a dict lookup, not
         # the matching (about 30 µs on a cold cache at concurrency 1, bench/overhead.py)
         self._routes: tuple[Policy | None, dict] = (None, {})
+        self._bound: dict[int, tuple[Profile, tuple]] = {}  # id(profile) -> its detectors
 
     def _resolve(self, policy: Policy, ctx: RequestContext, model: str) -> tuple[Route, Profile]:
         cached_policy, resolved = self._routes
@@ -90,6 +92,24 @@ class PolicyGatekeeper:
             if len(resolved) < ROUTE_CACHE_SIZE:
                 resolved[key] = found
         return found
+
+    def bound_detectors(self, profile: Profile,
+                        ) -> tuple[tuple[str, ...], dict[str, Detector], dict[str, Detector]]:
+        """(enabled names, the enabled detectors bound to ``profile``, the cheap ones judged
+        and reported though not enabled), kept per profile object: a request pays a dict
+        lookup, not the binding."""
+        found = self._bound.get(id(profile))
+        if found is not None and found[0] is profile:
+            return found[1]
+        detectors = self.detectors
+        enabled = profile.detectors.enabled()
+        bound = {n: detectors.bind(n, profile) for n in enabled}
+        reporting = {n: detectors.bind(n, profile) for n in detectors.available()
+                     if enabled and n not in bound and detectors.spec(n).report_always}
+        if len(self._bound) >= BOUND_CACHE_SIZE:
+            self._bound.clear()
+        self._bound[id(profile)] = (profile, (enabled, bound, reporting))
+        return enabled, bound, reporting
 
     def begin(self, request: ChatCompletionRequest, ctx: RequestContext,
               model: str) -> PolicySession:
@@ -136,13 +156,7 @@ class PolicySession:
         self.keeper, self.route, self.profile = keeper, route, profile
         self.escalation, self.messages, self.upstream = escalation, messages, upstream
         self.ctx, self.model, self.combiner = ctx, model, combiner
-        detectors = keeper.detectors
-        self.enabled = profile.detectors.enabled()
-        self.bound: dict[str, Detector] = {n: detectors.bind(n, profile) for n in self.enabled}
-        # cheap detectors judged (never counted) whenever the answer has what they read
-        self.reporting: dict[str, Detector] = {
-            n: detectors.bind(n, profile) for n in detectors.available()
-            if n not in self.bound and detectors.spec(n).report_always}
+        self.enabled, self.bound, self.reporting = keeper.bound_detectors(profile)
         # judge() reads no answer when every detector is off, so such a route asks the
         # upstream only for what the client asked for, and streams it as it comes:
         # holding back an answer that nothing judges would only delay it
