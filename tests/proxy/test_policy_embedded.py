@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import openai
 import pytest
 
@@ -94,3 +96,25 @@ def test_fast_route_judges_from_the_answers_own_logprobs(embedded_gateway):
     assert meta["decision"] == ("abstain" if either else "answer"), meta["reasons"]
     assert raw.http_response.headers["x-hallgate-decision"] == meta["decision"]
     assert (resp.choices[0].message.refusal is not None) == either
+
+
+def test_every_logprob_score_on_real_logprobs(embedded_gateway):
+    """The four free scores switched on per request (fast-factual allows it), annotated:
+    each judged with its calibrated threshold, and the two maps of −mean logprob agree."""
+    headers = {"x-hallgate-action": "annotate", "x-hallgate-mean-logprob-enabled": "true",
+               "x-hallgate-min-logprob-enabled": "true",
+               "x-hallgate-seq-prob-enabled": "true"}
+    raw = ask(route_client(embedded_gateway, "fast", **headers), FABRICATED)
+    resp = raw.parse()
+    meta = resp.model_extra["hallgate"]
+    names = ("mean_logprob", "min_logprob", "topk_entropy", "seq_prob")
+    for name in names:
+        d = meta["detectors"][name]
+        assert d["status"] == "ok" and d["counted"], (name, d)
+        assert 0.0 < d["risk"] < 1.0 and d["threshold_source"] == "calibrated"
+    r = meta["detectors"]["mean_logprob"]["risk"]
+    s = r / (1 - r)  # −mean token logprob
+    assert meta["detectors"]["seq_prob"]["risk"] == pytest.approx(1 - math.exp(-s))
+    assert meta["detectors"]["min_logprob"]["risk"] >= r  # the least likely token
+    assert meta["returned"] == "answer" and resp.choices[0].message.refusal is None
+    assert len(resp.choices[0].message.content) > 0
