@@ -177,3 +177,28 @@ def test_platt_calibration_keeps_the_logit_order_and_round_trips(tmp_path):
     assert risks[0] == pytest.approx(1 / (1 + math.exp(-(1.5 * 0.2 - 0.5))))
     combiner.save(tmp_path / "c.json")
     assert LearnedCombiner.load(tmp_path / "c.json") == combiner
+
+
+def test_a_registered_detector_feeds_the_combiner_like_any_other(tmp_path):
+    """A logprob detector's risk is a combiner feature under its name (the registry's
+    default), read from its judgement like HALT's; a learned profile must enable it."""
+    records = synthetic_records(300)
+    for r in records:
+        r["scores"]["topk_entropy"] = r["scores"].pop("neg_mean_logprob")
+    combiner = fit_combiner(records, ["halt", "topk_entropy"], seed=0)
+    assert combiner.detectors() == {"halt", "topk_entropy"}
+    combiner.save(tmp_path / "c.json")
+    text = POLICY.format(halt="true", model="c.json", fail_mode="open")
+    (tmp_path / "policy.yaml").write_text(text)
+    with pytest.raises(PolicyError, match="reads topk_entropy, which this profile does not"):
+        load_policy(tmp_path / "policy.yaml")
+    (tmp_path / "policy.yaml").write_text(text.replace(
+        "edfl: {enabled: false}", "topk_entropy: {enabled: true}, edfl: {enabled: false}"))
+    policy = load_policy(tmp_path / "policy.yaml")
+    profile = policy.profiles["learned"]
+    low = decide_(profile, {"halt": _halt(0.0), "topk_entropy": _halt(0.0)},
+                  combiner=policy.combiner(profile))
+    high = decide_(profile, {"halt": _halt(0.0), "topk_entropy": _halt(1.0)},
+                   combiner=policy.combiner(profile))
+    assert low.detectors["topk_entropy"].status == "ok"
+    assert high.risk > low.risk  # the entropy's feature moves the combined risk
