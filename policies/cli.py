@@ -14,16 +14,17 @@ from pathlib import Path
 import typer
 import yaml
 
+from detectors.registry import REGISTRY
 from policies.hard_rule import factual_signal
 from policies.loader import BUILTIN_DIR, builtin_profile_names, load_policy, load_policy_text
 from policies.routing import RoutingError, resolve_route
-from policies.schema import KNOWN_DETECTORS, Policy, Profile
+from policies.schema import Policy, Profile
 from policies.yaml_source import PolicyError
 
 app = typer.Typer(help="Policy files: check them before deploying.", no_args_is_help=True)
 
 _AVAILABLE_HELP = (f"Comma-separated detectors the gateway offers (default: all known: "
-                   f"{','.join(KNOWN_DETECTORS)}).")
+                   f"{','.join(REGISTRY.names())}).")
 
 
 @app.callback()

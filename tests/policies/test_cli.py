@@ -11,7 +11,7 @@ runner = CliRunner()
 def test_check_good_file_exits_zero_with_a_summary():
     result = runner.invoke(app, ["check", str(EXAMPLES_DIR / "default.yaml")])
     assert result.exit_code == 0, result.output
-    assert "OK, 4 routes" in result.output
+    assert "OK, 5 routes" in result.output
     assert "route strict -> strict-factual (path_prefix=/strict, header=strict)" in result.output
 
 
