@@ -6,18 +6,26 @@ For every answer token, llama_cpp's ``Llama`` builds its top-logprobs line as
     top = sorted(zip(logprobs[t], range(n_vocab)), reverse=True)[:k]
 
 and, for a whole (non-streamed) answer, applies ``log_softmax`` to its entire score buffer
-``(n_ctx, n_vocab)`` first, though it reads only the answer's rows. With a 262,144-token
-vocabulary (Gemma 3) that is two (n_ctx, n_vocab) float32 temporaries per request, and a
-Python sort of 262,144 pairs per answer token. :func:`install` (run in the llama.cpp child
-process, proxy/llama_child.py) replaces both in the ``llama_cpp.llama`` module:
+``(n_ctx, n_vocab)`` first, though it reads only the answer's rows. With ``logits_all``
+(which it requires for logprobs) every prompt token's logits are computed and copied into
+that buffer too, though an answer's logprobs start at the last prompt token. With a
+262,144-token vocabulary (Gemma 3) that is the output layer run on every prompt token, two
+(n_ctx, n_vocab) float32 temporaries per request, and a Python sort of 262,144 pairs per
+answer token. :func:`install` (run in the llama.cpp child process, proxy/llama_child.py)
+replaces, in the ``llama_cpp.llama`` module:
 
+- ``Llama.eval``: logits for the last token of each batch only (a generated token is a
+  batch of one), stored in the row llama_cpp reads them from; the other prompt rows are
+  left unwritten. So ``echo=True`` completions (prompt-token logprobs, a
+  ``/v1/completions`` option the gateway never uses) are not supported in this process;
 - ``Llama.logits_to_logprobs`` of a 2-D buffer returns :class:`LazyLogprobRows`, whose rows
   are the same per-row ``log_softmax``, computed when read;
 - ``sorted`` in that module sorts the ``zip(logprobs, range(n))`` pattern with
   ``numpy.lexsort`` (descending by value, then by index, exactly as tuple order reversed)
   and leaves every other call to ``builtins.sorted``.
 
-tests/proxy/test_llama_logprobs.py checks both against the originals.
+tests/proxy/test_llama_logprobs.py checks each against the original, and that real
+answers come out identical, logprobs included; bench/llama_logprobs.py times them.
 """
 
 from __future__ import annotations
@@ -89,9 +97,28 @@ def fast_sorted(iterable: Any, /, *, key: Any = None, reverse: bool = False) -> 
     return builtins.sorted(iterable, key=key, reverse=reverse)
 
 
+def eval_last_logits(self: Any, tokens: Any) -> None:
+    """``Llama.eval`` of a ``logits_all`` model, computing and storing only each batch's
+    last logits row (the one sampling and an answer's logprobs read)."""
+    self._ctx.kv_cache_seq_rm(-1, self.n_tokens, -1)
+    for i in range(0, len(tokens), self.n_batch):
+        batch = tokens[i:min(len(tokens), i + self.n_batch)]
+        n_past, n_tokens = self.n_tokens, len(batch)
+        self._batch.set_batch(batch=batch, n_past=n_past, logits_all=False)
+        self._ctx.decode(self._batch)
+        self.input_ids[n_past:n_past + n_tokens] = batch
+        if self._logits_all:
+            last = np.ctypeslib.as_array(self._ctx.get_logits(), shape=(self._n_vocab,))
+            self.scores[n_past + n_tokens - 1, :] = last
+        self.n_tokens += n_tokens
+        self._requires_eval = False
+
+
 def install() -> None:
     """Patch ``llama_cpp.llama`` in this process (idempotent)."""
     import llama_cpp.llama as module
+
+    module.Llama.eval = eval_last_logits
 
     original = module.Llama.__dict__["logits_to_logprobs"]
     if getattr(original, "__func__", None) is not None and \

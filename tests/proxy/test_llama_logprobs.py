@@ -7,10 +7,17 @@ import builtins
 import numpy as np
 import pytest
 
-from proxy.llama_logprobs import LazyLogprobRows, fast_sorted, install, sort_logprob_pairs
+from proxy.llama_logprobs import (
+    LazyLogprobRows,
+    eval_last_logits,
+    fast_sorted,
+    install,
+    sort_logprob_pairs,
+)
 
 llama_module = pytest.importorskip("llama_cpp.llama")
 log_softmax = llama_module.Llama.__dict__["logits_to_logprobs"].__func__
+shipped_eval = llama_module.Llama.eval
 
 
 def logprob_row(n: int = 5000, seed: int = 0) -> np.ndarray:
@@ -58,10 +65,15 @@ def test_lazy_rows_equal_the_whole_buffer_log_softmax() -> None:
     np.testing.assert_array_equal(lazy[-1:], expected[-1:])  # other indexing: computed whole
 
 
-def test_install_patches_llama_cpp_and_keeps_one_dimensional_calls(monkeypatch) -> None:
-    monkeypatch.setattr(llama_module.Llama, "logits_to_logprobs",
-                        staticmethod(log_softmax))
+def unpatched(monkeypatch) -> None:
+    """llama_cpp as shipped, restored after the test whatever install() changes."""
+    monkeypatch.setattr(llama_module.Llama, "logits_to_logprobs", staticmethod(log_softmax))
+    monkeypatch.setattr(llama_module.Llama, "eval", shipped_eval)
     monkeypatch.setattr(llama_module, "sorted", builtins.sorted, raising=False)
+
+
+def test_install_patches_llama_cpp_and_keeps_one_dimensional_calls(monkeypatch) -> None:
+    unpatched(monkeypatch)
     install()
     install()  # idempotent
     row = logprob_row(300)
@@ -69,6 +81,7 @@ def test_install_patches_llama_cpp_and_keeps_one_dimensional_calls(monkeypatch) 
     np.testing.assert_array_equal(llama_module.Llama.logits_to_logprobs(row), log_softmax(row))
     assert isinstance(llama_module.Llama.logits_to_logprobs(row[None, :]), LazyLogprobRows)
     assert llama_module.sorted is fast_sorted
+    assert llama_module.Llama.eval is eval_last_logits
 
 
 @pytest.mark.model
@@ -80,16 +93,17 @@ def test_a_real_answer_has_the_same_logprobs_patched_and_not(monkeypatch) -> Non
     llm = Llama(model_path=str(find_gguf()), logits_all=True, n_ctx=512, n_threads=1,
                 n_threads_batch=1, verbose=False, seed=3)
 
-    def answer() -> dict:
+    def answers() -> list[dict]:
+        """A greedy answer from a fresh prompt, then a sampled one reusing its cache."""
         llm.reset()  # evaluate the whole prompt again, as a fresh process would
-        return llm.create_chat_completion(
-            messages=[{"role": "user", "content": "Name three colours."}], max_tokens=12,
-            temperature=0, logprobs=True, top_logprobs=20)["choices"][0]
+        ask = {"messages": [{"role": "user", "content": "Name three colours."}],
+               "max_tokens": 12, "logprobs": True, "top_logprobs": 20}
+        return [llm.create_chat_completion(**ask, temperature=0)["choices"][0],
+                llm.create_chat_completion(**ask, temperature=0.8, seed=5)["choices"][0]]
 
-    before = answer()
-    monkeypatch.setattr(llama_module.Llama, "logits_to_logprobs", staticmethod(log_softmax))
-    monkeypatch.setattr(llama_module, "sorted", builtins.sorted, raising=False)
+    unpatched(monkeypatch)
+    before = answers()
     install()
-    after = answer()
-    assert len(before["logprobs"]["content"]) == 12
+    after = answers()
+    assert len(before[0]["logprobs"]["content"]) == 12
     assert after == before
