@@ -19,12 +19,19 @@ from proxy.llama_logprobs import install as install_fast_logprobs
 def register_chat_formats() -> None:
     """Make ``FEWSHOT_CHAT_FORMAT`` a chat format llama_cpp's ``Llama`` accepts (in this
     process; idempotent)."""
-    from llama_cpp.llama_chat_format import ChatFormatterResponse, register_chat_format
+    from llama_cpp.llama_chat_format import (
+        ChatFormatterResponse,
+        LlamaChatCompletionHandlerRegistry,
+        chat_formatter_to_chat_completion_handler,
+    )
 
-    @register_chat_format(FEWSHOT_CHAT_FORMAT)
     def fewshot_qa(messages: list[dict[str, Any]], **_kwargs: Any) -> ChatFormatterResponse:
         return ChatFormatterResponse(prompt=render_fewshot_qa(messages),
                                      stop=list(FEWSHOT_STOP))
+
+    LlamaChatCompletionHandlerRegistry().register_chat_completion_handler(
+        FEWSHOT_CHAT_FORMAT, chat_formatter_to_chat_completion_handler(fewshot_qa),
+        overwrite=True)
 
 
 def main(argv: list[str]) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from proxy.fewshot import (
     DEFAULT_PREAMBLE,
     FEWSHOT_EXAMPLES,
@@ -59,3 +61,15 @@ def test_the_answer_stops_at_the_end_of_its_line() -> None:
     assert FEWSHOT_STOP == ["\n"]
     # every example answer is one line, so the pattern the model continues is one-line too
     assert all("\n" not in answer for _, answer in FEWSHOT_EXAMPLES)
+
+
+def test_the_chat_format_can_be_registered_twice() -> None:
+    pytest.importorskip("llama_cpp")
+    from llama_cpp.llama_chat_format import LlamaChatCompletionHandlerRegistry
+
+    from proxy.fewshot import FEWSHOT_CHAT_FORMAT
+    from proxy.llama_child import register_chat_formats
+
+    register_chat_formats()
+    register_chat_formats()  # idempotent: every gateway in a process registers it
+    assert FEWSHOT_CHAT_FORMAT in LlamaChatCompletionHandlerRegistry()._chat_handlers
