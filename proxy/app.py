@@ -150,15 +150,17 @@ def create_app(settings: Settings | None = None, plugins: Mapping[str, Any] | No
             client = await stack.enter_async_context(
                 HttpClient(on_unsolicited=app.state.metrics.upstream_unsolicited.inc))
             configs = list(settings.models)
-            embedded = None
+            embedded: list[EmbeddedModel] = []
             stream_usage = {}
-            if settings.use_embedded():
-                embedded = EmbeddedModel(settings.embedded)
-                await embedded.start()
-                stack.push_async_callback(embedded.stop)
-                configs.append(config := embedded_upstream_config(embedded))
+            for name in settings.embedded.models if settings.use_embedded() else ():
+                model = EmbeddedModel(settings.embedded, name)
+                await model.start()
+                stack.push_async_callback(model.stop)
+                embedded.append(model)
+                configs.append(config := embedded_upstream_config(model))
                 # llama.cpp's streams carry no usage: the gateway counts it (same GGUF)
-                stream_usage[config.name] = PromptTokenCounter(embedded.gguf_path())
+                stream_usage[config.name] = PromptTokenCounter(model.gguf_path(),
+                                                               model.spec.chat_format)
             rejected = rejection_counter(app.state.metrics.registry)
             upstreams = [InstrumentedUpstream(u, app.state.metrics) for u in
                          build_upstreams(settings, configs, client, rejected, stream_usage)]
@@ -233,9 +235,9 @@ def _add_service_routes(app: FastAPI) -> None:
 
     @app.get("/readyz")
     async def readyz(request: Request) -> JSONResponse:
-        """Readiness: started, detectors loaded, embedded model (if any) alive."""
+        """Readiness: started, detectors loaded, every embedded model alive."""
         state = request.app.state
-        embedded = getattr(state, "embedded", None)
-        ready = state.ready and (embedded is None or embedded.alive())
+        embedded = getattr(state, "embedded", None) or []
+        ready = state.ready and all(model.alive() for model in embedded)
         return JSONResponse({"status": "ready" if ready else "starting"},
                             status_code=200 if ready else 503)

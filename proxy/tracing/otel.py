@@ -26,7 +26,7 @@ from opentelemetry.sdk.trace.export import (
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from proxy.config import EMBEDDED_MODEL_NAME, TracingSettings
+from proxy.config import EMBEDDED_MODEL_NAMES, TracingSettings
 from proxy.logs import trace_id_var
 from proxy.tracing import current
 
@@ -188,7 +188,7 @@ def provider_name(config) -> str:
     model, openai for the OpenAI-compatible lean path."""
     if config.provider == "litellm":
         return config.model.split("/", 1)[0] if "/" in config.model else "litellm"
-    return "llama.cpp" if config.name == EMBEDDED_MODEL_NAME else "openai"
+    return "llama.cpp" if config.name in EMBEDDED_MODEL_NAMES else "openai"
 
 
 REQUEST_ATTRIBUTES = {"temperature": "gen_ai.request.temperature",
