@@ -42,6 +42,7 @@ from policies import (
     prompt_text,
     resolve_route,
 )
+from policies.answer_kind import note_judged_tool_calls, tool_call_decision
 from policies.detector_configs import (
     edfl_config,
     halt_threshold,
@@ -255,6 +256,11 @@ class PolicySession:
         if not self.enabled:
             return self._outcome(None, answers)
         primary = answers[0] if answers else Answer(0, "", None)
+        unjudged = tool_call_decision(self.profile, primary.tool_calls, route=self.route,
+                                      escalation=self.escalation)
+        if unjudged is not None:  # tool calls the profile passes (or refuses) unjudged
+            self._record(unjudged)
+            return self._outcome(unjudged, answers)
         results: dict[str, Any] = {}
         if "halt" in self.enabled or (primary.tokens and self.keeper.suite.halt):
             # HALT is cheap: it always scores an answer with logprobs; decide() counts it
@@ -266,6 +272,8 @@ class PolicySession:
             results["semantic"] = await self._semantic(primary)
         decision = decide(self.profile, results, route=self.route, escalation=self.escalation,
                           answer=answer_features(primary.tokens))
+        decision = note_judged_tool_calls(decision, primary.tool_calls, text=primary.text,
+                                          has_logprobs=bool(primary.tokens))
         self._record(decision)
         return self._outcome(decision, answers, results.get("semantic"))
 

@@ -19,7 +19,7 @@ import functools
 from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 
-from proxy.chat import shaping
+from proxy.chat import shaping, tool_calls
 from proxy.chat.gating import Answer, Gatekeeper, GateOutcome, GateSession, RequestContext
 from proxy.chat.progressive import ProgressiveStream
 from proxy.chat.schemas import ChatCompletionRequest
@@ -63,7 +63,8 @@ class ChatService:
             resp = await complete_n(upstream, body)
             # a session that reads no answer (every detector off) is not handed one
             answers = shaping.answers_from_response(resp) if session.reads_logprobs else []
-            outcome = await session.judge(answers)
+            outcome = tool_calls.settle(await session.judge(answers), answers,
+                                        req.response_format)
         finally:
             await session.aclose()
         body = shaping.shape_response(resp, req.model, req.client_top_logprobs(), outcome)
@@ -115,7 +116,8 @@ class ChatService:
                 acc.add(chunk)
                 held.append(chunk)
             answers = acc.answers()
-            outcome = await session.judge(answers)
+            outcome = tool_calls.settle(await session.judge(answers), answers,
+                                        req.response_format)
         finally:
             await session.aclose()
         headers = {**session.headers, **outcome.headers}
