@@ -163,3 +163,67 @@ def test_a_request_with_tools_answered_in_text_is_judged_as_text(gateway, fake_u
     content, calls, finish, meta, _ = ask(client_at(gateway), False)
     assert content == "Paris is the capital of France." and calls == []
     assert meta["detectors"]["halt"]["status"] == "ok" and finish == "stop"
+
+
+# --- multi-turn tool use ----------------------------------------------------------------
+
+RESULT = '{"city": "Paris", "temp_c": 21, "sky": "clear"}'
+FINAL = "It is 21 degrees and clear in Paris."
+
+
+def run_agent(client: openai.OpenAI, question: list[dict], result: str = RESULT, **kw):
+    """The two turns of a tool-using agent: the model calls the tool, the client runs it
+    and sends its result back, the model answers. Returns both responses."""
+    first = client.chat.completions.create(model="fake", messages=question, tools=[WEATHER],
+                                           **kw)
+    call = first.choices[0].message.tool_calls[0]
+    history = [*question, first.choices[0].message.model_dump(exclude_none=True),
+               {"role": "tool", "tool_call_id": call.id, "content": result}]
+    assert history[-2]["tool_calls"][0]["id"] == "call_0" and "content" not in history[-2]
+    history[-2]["content"] = None  # as the SDKs send it back
+    second = client.chat.completions.create(model="fake", messages=history, tools=[WEATHER],
+                                            **kw)
+    return first, second
+
+
+@pytest.mark.parametrize("route", list(ROUTES))
+def test_a_two_turn_agent_exchange_judges_the_final_answer(gateway, fake_upstream, route):
+    fake_upstream.script.tool_calls = (PARIS,)
+    fake_upstream.script.text = FINAL
+    first, second = run_agent(client_at(gateway, ROUTES[route]), QUESTION)
+    assert first.choices[0].finish_reason == "tool_calls"
+    meta = second.model_extra["hallgate"]
+    assert "passed unjudged" not in " ".join(meta["reasons"])  # a text answer: judged
+    enabled = {"annotate": "halt", "strict": "edfl", "code": "semantic"}[route]
+    assert meta["detectors"][enabled]["status"] == "ok"
+    assert second.choices[0].message.tool_calls is None
+    if route != "strict":  # strict-factual may abstain on the fake's answer; others return
+        assert second.choices[0].message.content == FINAL
+    sent = fake_upstream.requests
+    answer_call = next(r for r in sent
+                       if r.get("tools") and r["messages"][-1]["role"] == "tool")
+    assert answer_call["messages"][-2]["content"] is None  # forwarded as the client sent it
+
+
+def test_edfl_skeletons_erase_the_tool_result_and_keep_the_question(gateway, fake_upstream):
+    fake_upstream.script.tool_calls = (PARIS,)
+    fake_upstream.script.text = FINAL
+    run_agent(client_at(gateway, "/strict"), QUESTION)
+    prompts = [r["messages"][-1]["content"] for r in fake_upstream.requests
+               if not r.get("tools") and "[tool result]" in r["messages"][-1]["content"]]
+    full = [p for p in prompts if RESULT in p]
+    skeletons = [p for p in prompts if RESULT not in p]
+    assert len(full) >= 1 and len(skeletons) >= 1
+    assert all("[tool result]\n[MASK]" in p and "(called get_weather(" in p for p in skeletons)
+
+
+def test_a_tool_result_naming_entities_and_numbers_does_not_trip_the_hard_rule(
+        gateway, fake_upstream):
+    """The hard rule reads the user's words: a tool result with 'Carlos Santana' and
+    '1985' in it is evidence, so the code route keeps code-creative."""
+    fake_upstream.script.tool_calls = (PARIS,)
+    question = [{"role": "user", "content": "Write a python function that formats it."}]
+    _, second = run_agent(client_at(gateway, "/code"), question,
+                          result="Carlos Santana met Miles Davis in New York in 1985.")
+    meta = second.model_extra["hallgate"]
+    assert meta["escalated_by_hard_rule"] is False and meta["profile"] == "code-creative-local"
