@@ -8,7 +8,9 @@ optionally ignores ``n``, rejects ``logprobs`` like OpenAI's reasoning models
 malformed JSON, a connection dropped mid-stream.
 
 Agent traffic, the OpenAI way: with ``Script.tool_calls`` set, a request that offers
-``tools`` is answered with those calls (``content: null`` unless ``Script.tool_text``,
+``tools`` is answered with those of the calls whose function it offers (none of them
+offered: a call to the first offered function with ``Script.structured`` as arguments,
+as a model does for structured output by tool) (``content: null`` unless ``Script.tool_text``,
 ``finish_reason: "tool_calls"``, no logprobs for the calls; streamed as ``delta.tool_calls``
 pieces, parallel calls by index) until the conversation carries a ``tool`` result, which
 is answered with text: a scripted two-turn agent exchange. A request with
@@ -173,11 +175,20 @@ class FakeUpstream:
         answered = any(m.get("role") == "tool" for m in messages)
         return bool(self.script.tool_calls and body.get("tools") and not answered)
 
+    def _scripted_calls(self, body: dict) -> list[dict]:
+        """The scripted calls of offered functions, else one call of the first offered."""
+        offered = [(t.get("function") or {}).get("name") for t in body.get("tools") or ()
+                   if t.get("type") == "function"]
+        calls = [c for c in self.script.tool_calls if c["name"] in offered]
+        if not calls and offered:
+            calls = [{"name": offered[0], "arguments": self.script.structured or "{}"}]
+        return calls
+
     def _tool_call_completion(self, body: dict) -> dict:
         text = self.script.tool_text
         calls = [{"id": f"call_{i}", "type": "function",
                   "function": {"name": c["name"], "arguments": c["arguments"]}}
-                 for i, c in enumerate(self.script.tool_calls)]
+                 for i, c in enumerate(self._scripted_calls(body))]
         logprobs = None
         if self._wants_logprobs(body):  # OpenAI: the calls carry no logprobs
             content = (token_logprobs(_words(text), self.script.logprob, self._top_k(body))
@@ -203,7 +214,7 @@ class FakeUpstream:
         yield chunk({"role": "assistant", "content": None})
         for j, word in enumerate(_words(self.script.tool_text or "")):
             yield self._token_chunk(base, body, 0, word, j, self._top_k(body))
-        for i, call in enumerate(self.script.tool_calls):
+        for i, call in enumerate(self._scripted_calls(body)):
             yield chunk({"tool_calls": [{"index": i, "id": f"call_{i}", "type": "function",
                                          "function": {"name": call["name"],
                                                       "arguments": ""}}]})
