@@ -59,7 +59,8 @@ class ChatService:
         upstream = self._check(req)
         session = self.gatekeeper.begin(req, ctx, req.model)
         try:
-            body = req.upstream_body(upstream.config.max_tokens_field, session.reads_logprobs)
+            body = req.upstream_body(upstream.config.max_tokens_field, session.reads_logprobs,
+                                     upstream.config.null_content)
             resp = await complete_n(upstream, body)
             # a session that reads no answer (every detector off) is not handed one
             answers = shaping.answers_from_response(resp) if session.reads_logprobs else []
@@ -100,7 +101,8 @@ class ChatService:
         """The upstream's chunks: its own stream when it can give every choice (closing
         it closes the upstream response at once; a progressive cut relies on that), else
         ``n`` streams merged."""
-        body = req.upstream_body(upstream.config.max_tokens_field, reads_logprobs)
+        body = req.upstream_body(upstream.config.max_tokens_field, reads_logprobs,
+                                 upstream.config.null_content)
         if req.n == 1 or upstream.config.supports_n:
             return upstream.stream(body)
         return merge_streams(upstream, body, req.n)

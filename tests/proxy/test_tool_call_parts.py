@@ -75,3 +75,18 @@ def test_an_abstention_on_a_structured_request_is_a_refusal_alone():
     assert settle(abstain, [], SCHEMA).refusal_only
     assert settle(abstain, [], {"type": "json_object"}).refusal_only
     assert not settle(abstain, [], None).refusal_only
+
+
+def test_null_content_goes_upstream_as_null_or_as_an_empty_string():
+    from proxy.chat.schemas import ChatCompletionRequest
+
+    messages = [{"role": "user", "content": "Weather?"},
+                {"role": "assistant", "content": None, "tool_calls": [
+                    {"id": "c", "type": "function",
+                     "function": {"name": "f", "arguments": "{}"}}]},
+                {"role": "tool", "tool_call_id": "c", "content": "21 C"}]
+    req = ChatCompletionRequest.parse({"model": "m", "messages": messages})
+    assert req.upstream_body()["messages"] == messages  # OpenAI takes null
+    sent = req.upstream_body(null_content="empty")["messages"]
+    assert sent[1]["content"] == "" and sent[1]["tool_calls"] == messages[1]["tool_calls"]
+    assert sent[0] is messages[0] and messages[1]["content"] is None  # the client's intact
