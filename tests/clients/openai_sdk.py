@@ -61,6 +61,14 @@ def parse():
            str(resp.choices[0].message))
 
 
+def parse_stream():
+    with client.chat.completions.stream(model="fake", messages=ASK,
+                                        response_format=Weather) as stream:
+        final = stream.get_final_completion()
+    expect(final.choices[0].message.parsed == Weather(city="Paris", temp_c=21),
+           str(final.choices[0].message))
+
+
 def responses():
     resp = client.responses.create(model="fake", input="What is the weather in Paris?")
     expect(resp.output_text == FINAL, resp.output_text)
@@ -92,6 +100,7 @@ def responses_parse():
 
 for name, fn in [("chat", chat), ("chat stream", chat_stream), ("tools", tools),
                  ("tools stream", tools_stream), ("chat.completions.parse", parse),
+                 ("chat.completions.stream (parse)", parse_stream),
                  ("responses", responses), ("responses stream", responses_stream),
                  ("responses tools", responses_tools), ("responses.parse", responses_parse)]:
     checks.run(name, fn)
