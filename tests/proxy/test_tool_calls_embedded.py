@@ -49,3 +49,38 @@ def test_a_tool_request_and_its_follow_up_turn_on_the_real_model(embedded_gatewa
         if prefix:
             assert meta["detectors"]["edfl"]["status"] == "ok"  # skeletons without the
             # tool result were asked
+
+
+def test_an_agents_sdk_agent_with_a_tool_runs_on_the_real_model(embedded_gateway):
+    """The README's example: whatever SmolLM2 makes of the tool, the run completes and
+    its last model call was judged by the default route."""
+    agents = pytest.importorskip("agents")  # the `clients` extra (install_test_tools.sh)
+    import asyncio
+
+    import httpx2
+
+    headers: list[dict] = []
+
+    async def record(response) -> None:
+        headers.append({k: v for k, v in response.headers.items()
+                        if k.startswith("x-hallgate")})
+
+    @agents.function_tool
+    def get_weather(city: str) -> str:
+        """The current weather in a city."""
+        return "21 C, clear"
+
+    agents.set_tracing_disabled(True)
+    gateway = openai.AsyncOpenAI(
+        base_url=f"{embedded_gateway}/v1", api_key="unused", max_retries=0, timeout=600,
+        http_client=httpx2.AsyncClient(event_hooks={"response": [record]}, timeout=600))
+    agent = agents.Agent(name="weather", tools=[get_weather],
+                         instructions="Answer in one short sentence.",
+                         model=agents.OpenAIResponsesModel(model=EMBEDDED_MODEL_NAME,
+                                                           openai_client=gateway),
+                         model_settings=agents.ModelSettings(max_tokens=200, temperature=0))
+    result = asyncio.run(agents.Runner.run(agent, "What is the weather in Paris?",
+                                           max_turns=3))
+    assert isinstance(result.final_output, str) and result.final_output.strip()
+    assert headers and headers[-1]["x-hallgate-route"] == "default"
+    assert "x-hallgate-risk" in headers[-1]  # a text answer: HALT scored it
