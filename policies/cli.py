@@ -51,8 +51,8 @@ def _profile_line(profile: Profile) -> str:
     dets = "+".join(profile.detectors.enabled()) or "no detectors"
     base = f", extends {profile.extends}" if profile.extends else ""
     return (f"  {profile.name}: h*={profile.h_star:g}, {dets}, combine {profile.combine.mode}, "
-            f"action {profile.action}, fail {profile.fail_mode}, streaming {profile.streaming}"
-            f"{base}")
+            f"action {profile.action}, fail {profile.fail_mode}, streaming {profile.streaming}, "
+            f"tool calls {profile.tool_calls}{base}")
 
 
 @app.command()

@@ -235,7 +235,7 @@ class ProgressiveKnobs(_Strict):
 # every field).
 PROFILE_KNOBS: tuple[str, ...] = (
     "h_star", "action", "streaming", "fail_mode", "combine.mode", "combine.threshold",
-    "skeletons.masking",
+    "skeletons.masking", "tool_calls",
     "progressive.holdback_tokens", "progressive.rescore_every", "progressive.threshold",
 )
 
@@ -279,6 +279,11 @@ class Profile(_Strict):
     # dates or numbers are judged under this profile (code-creative -> strict-factual)
     output_constraint: Literal["none", "code_or_paragraph"] = "none"  # code_or_paragraph =
     # the gates' own samples are asked for one code block or one paragraph (fewer splits)
+    tool_calls: Literal["pass", "judge", "abstain"] = "pass"  # an answer that calls tools:
+    # pass = returned unjudged (a call states no claim; the answer written from its result
+    # is judged); judge = the detectors judge what it has (a text part, logprobs);
+    # abstain = refused like an abstention (routes that must not call tools). See
+    # policies/answer_kind.py
 
     HIDDEN_KEYS: ClassVar[frozenset[str]] = frozenset({"name"})  # the loader fills it in
 

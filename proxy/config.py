@@ -51,6 +51,9 @@ class UpstreamModel(BaseModel):
     deadline_s: float | None = None  # total retry budget; None = retry.deadline_s
     supports_n: bool = True  # False: fan out n concurrent single calls (llama.cpp ignores n)
     max_tokens_field: Literal["max_tokens", "max_completion_tokens"] = "max_completion_tokens"
+    null_content: Literal["null", "empty"] = "null"  # how a message's null content goes
+    # upstream (an assistant turn that called tools): as null (OpenAI), or as "" for
+    # servers whose schema wants a string there (llama-cpp-python's)
     logprobs: Literal["auto"] | bool = "auto"  # ask for token logprobs: true = always,
     # false = never (o1/o3/o4-mini, Anthropic), auto = ask, and on a 400/403 that names
     # logprobs retry without them and stop asking (proxy/upstream/capabilities.py)

@@ -248,4 +248,5 @@ def embedded_upstream_config(embedded: EmbeddedModel) -> UpstreamModel:
     time, so a gate's samples queue behind each other: allow long waits."""
     return UpstreamModel(name=embedded.model_name, provider="openai", model=embedded.model_name,
                          api_base=embedded.api_base, supports_n=False,
-                         max_tokens_field="max_tokens", timeout_s=600.0, deadline_s=900.0)
+                         max_tokens_field="max_tokens", timeout_s=600.0, deadline_s=900.0,
+                         null_content="empty")

@@ -46,6 +46,7 @@ from policies import (
     decide,
     prompt_text,
 )
+from policies.answer_kind import note_judged_tool_calls, tool_call_decision
 from policies.schema import progressive_problems
 from proxy.audit import AuditLog, PendingAudit, pending_audit
 from proxy.chat.gating import Answer, GateOutcome, ProgressivePlan, RequestContext
@@ -221,6 +222,11 @@ class PolicySession:
         if not self.enabled:
             return self._outcome(None, answers)
         primary = answers[0] if answers else Answer(0, "", None)
+        unjudged = tool_call_decision(self.profile, primary.tool_calls, route=self.route,
+                                      escalation=self.escalation)
+        if unjudged is not None:  # tool calls the profile passes (or refuses) unjudged
+            self._record(unjudged)
+            return self._outcome(unjudged, answers)
         view = AnswerView(primary.text, primary.tokens)
         judging = dict(self.bound)
         if primary.tokens:
@@ -229,6 +235,8 @@ class PolicySession:
         results = dict(zip(judging, found, strict=True))
         decision = decide(self.profile, results, route=self.route, escalation=self.escalation,
                           answer=answer_features(primary.tokens), combiner=self.combiner)
+        decision = note_judged_tool_calls(decision, primary.tool_calls, text=primary.text,
+                                          has_logprobs=bool(primary.tokens))
         self._record(decision)
         return self._outcome(decision, answers, results)
 

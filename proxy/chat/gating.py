@@ -36,12 +36,15 @@ class Answer:
     tokens: list[dict] | None  # logprobs.content as the upstream sent it (detectors read
     # these dicts directly); None: the upstream sent no logprobs
     finish_reason: str | None = None
+    tool_calls: list[dict] | None = None  # the choice's tool calls (complete), if any
 
 
 @dataclass
 class GateOutcome:
     abstain: bool = False  # replace every choice's content with ``replacement``
     replacement: str | None = None  # abstention text, or the semantic gate's chosen answer
+    refusal_only: bool = False  # an abstention goes in ``refusal`` alone, ``content`` null
+    # (a structured-output request: its content must parse, and the SDK reads the refusal)
     metadata: dict | None = None  # the ``hallgate`` object for body / final chunk
     headers: dict[str, str] = field(default_factory=dict)
 

@@ -13,6 +13,7 @@ def test_check_good_file_exits_zero_with_a_summary():
     assert result.exit_code == 0, result.output
     assert "OK, 5 routes" in result.output
     assert "route strict -> strict-factual (path_prefix=/strict, header=strict)" in result.output
+    assert "shadow: h*=0.05, halt+edfl" in result.output and "tool calls judge" in result.output
 
 
 def test_check_bad_file_prints_file_line_key_reason_and_exits_one(tmp_path):
