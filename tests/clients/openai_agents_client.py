@@ -51,9 +51,9 @@ def run_agent(model) -> str:
     expect(len(decisions) == 2, str(decisions))
     first, last = decisions
     expect("x-hallgate-risk" not in first, f"the tool call was judged: {first}")
-    expect("x-hallgate-risk" in last and last.get("x-hallgate-decision") == "answer",
+    expect("x-hallgate-risk" in last and last.get("x-hallgate-returned") == "answer",
            f"the final answer was not judged: {last}")
-    return f"final answer judged: verdict {last.get('x-hallgate-verdict')}, " \
+    return f"final answer judged: decision {last.get('x-hallgate-decision')}, " \
            f"risk {last['x-hallgate-risk']}"
 
 

@@ -15,7 +15,8 @@ CALLS = [{"id": "call_0", "type": "function",
 def test_every_route_of_the_default_policy_passes_tool_calls_and_shadow_judges_them():
     policy = load_policy(EXAMPLES_DIR / "default.yaml")
     modes = {name: p.tool_calls for name, p in policy.profiles.items()}
-    assert modes == {"strict-factual": "pass", "code-creative-local": "pass",
+    assert modes == {"strict-factual": "pass", "fast-factual": "pass",
+                     "code-creative-local": "pass",
                      "annotate-halt": "pass", "shadow": "judge"}
     for name, mode in [("code-creative", "pass"), ("black-box", "pass")]:
         builtin = load_policy_text(f"routes:\n  - {{name: d, default: true, profile: {name}}}\n")
