@@ -145,7 +145,10 @@ def create_app(settings: Settings | None = None, halt: HaltScoring | None = None
         async with contextlib.AsyncExitStack() as stack:
             if settings.embedding_cache:  # saved again at shutdown
                 stack.enter_context(embedding_store(settings.embedding_cache))
-            client = await stack.enter_async_context(HttpClient())
+            pool = settings.http_client
+            client = await stack.enter_async_context(HttpClient(
+                pool.connect_timeout_s, max_connections_per_host=pool.max_connections_per_host,
+                max_idle_per_host=pool.max_idle_per_host))
             configs = list(settings.models)
             embedded = None
             stream_usage = {}
