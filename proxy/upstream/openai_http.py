@@ -178,7 +178,7 @@ class OpenAIHttpUpstream:
             resp.close()  # the connection is reused when the body ended, else hung up
         if not events and skipped.strip():
             raise UpstreamError("Upstream answered the stream with no events: "
-                                + describe_body(skipped, resp.headers),
+                                + describe_body(skipped, resp.headers, whole=False),
                                 code="upstream_bad_response")
 
     async def aclose(self) -> None:  # the shared client is closed by its owner
@@ -206,12 +206,14 @@ def _error_message(content: bytes) -> str | None:
     return str(err) if err else None
 
 
-def describe_body(content: bytes, headers) -> str:
-    """The content type and the first bytes of a body, for an error message."""
+def describe_body(content: bytes, headers, whole: bool = True) -> str:
+    """The content type and the first bytes of a body (and its size when ``content`` is
+    the whole body), for an error message."""
     kind = headers.get("content-type") or "no content type"
     shown = content[:SHOWN_BYTES].decode(errors="replace").strip()
     more = "..." if len(content) > SHOWN_BYTES else ""
-    return f"{kind}, {len(content)} bytes: {shown!r}{more}"
+    size = f", {len(content)} bytes" if whole else ""
+    return f"{kind}{size}: {shown!r}{more}"
 
 
 def parse_json(content: bytes, headers=None) -> dict:
