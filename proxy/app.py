@@ -148,7 +148,8 @@ def create_app(settings: Settings | None = None, halt: HaltScoring | None = None
             pool = settings.http_client
             client = await stack.enter_async_context(HttpClient(
                 pool.connect_timeout_s, max_connections_per_host=pool.max_connections_per_host,
-                max_idle_per_host=pool.max_idle_per_host))
+                max_idle_per_host=pool.max_idle_per_host,
+                on_unsolicited=app.state.metrics.upstream_unsolicited.inc))
             configs = list(settings.models)
             embedded = None
             stream_usage = {}

@@ -40,6 +40,9 @@ class Metrics:
                                         ["model"], registry=r)
         self.upstream_errors = Counter("hallgate_upstream_errors", "Upstream calls that "
                                        "failed after retries", ["model"], registry=r)
+        self.upstream_unsolicited = Counter(
+            "hallgate_upstream_unsolicited_closes", "Upstream connections closed because "
+            "bytes arrived that no request asked for (never delivered to anyone)", registry=r)
         self.tokens = Counter("hallgate_tokens", "Tokens reported by upstreams",
                               ["model", "kind"], registry=r)
 

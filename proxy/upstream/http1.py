@@ -13,8 +13,11 @@ reusing connections. The parsing is httptools (llhttp, the parser uvicorn uses).
     async for line in stream.lines(read_timeout=30): ...           # then the body
     stream.close()                                                 # reuse or hang up
 
-A connection goes back to the pool only after a complete response that allows keep-alive;
-a stream closed early hangs up, which tells a generating upstream to stop. A request that
+A connection goes back to the pool only after a complete final response that allows
+keep-alive, with nothing unread: interim 1xx answers (100 Continue, 103 Early Hints) are
+skipped, and any byte that arrives when no request is waiting for it closes the
+connection instead of being read as the next request's answer. A stream closed early
+hangs up, which tells a generating upstream to stop. A request that
 fails on a reused connection before any byte of the answer came back is sent once more on
 a new connection: the server may have closed the idle connection as we wrote to it.
 
@@ -37,7 +40,7 @@ import socket
 import ssl
 import urllib.request
 import zlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from urllib.parse import unquote, urlsplit
 
@@ -186,6 +189,7 @@ class _Connection(asyncio.Protocol):
         self.parser = httptools.HttpResponseParser(self)
         self.lost = False
         self.idle_since = 0.0
+        self.unsolicited = False  # bytes came that no request of ours asked for
         self._reset()
 
     def _reset(self) -> None:
@@ -193,6 +197,7 @@ class _Connection(asyncio.Protocol):
         self.chunks: collections.deque[bytes] = collections.deque()
         self.buffered = 0
         self.received = False  # any byte of this exchange's answer
+        self.interim = False  # the parser is inside a 1xx answer, the final one follows
         self.complete = False
         self.keep_alive = False
         self.error: Exception | None = None
@@ -204,6 +209,9 @@ class _Connection(asyncio.Protocol):
         self.transport = transport
 
     def data_received(self, data: bytes) -> None:
+        if self.head is None or self.complete:  # idle: no request is waiting for these
+            self._unsolicited()
+            return
         self.received = True
         try:
             self.parser.feed_data(data)
@@ -211,6 +219,17 @@ class _Connection(asyncio.Protocol):
             self._fail(HttpClientError("the upstream switched protocols"))
         except httptools.HttpParserError as exc:
             self._fail(HttpClientError(f"malformed HTTP response: {exc}"))
+        if self.unsolicited:  # a second answer followed this exchange's in the same read
+            self._unsolicited()
+
+    def _unsolicited(self) -> None:
+        """Bytes beyond the one answer the current request asked for: the connection is
+        out of step with its requests, so it is closed and never reused (the answer
+        already complete, if any, stays readable)."""
+        self.unsolicited = True
+        self.client._count_unsolicited()
+        if self.transport is not None:
+            self.transport.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True
@@ -228,13 +247,22 @@ class _Connection(asyncio.Protocol):
     def resume_writing(self) -> None:
         pass
 
-    # httptools callbacks
+    # httptools callbacks; once an exchange's final answer is complete, whatever the
+    # parser reads next belongs to no request and is ignored (``unsolicited``)
+    def on_message_begin(self) -> None:
+        if self.complete:
+            self.unsolicited = True
+
     def on_header(self, name: bytes, value: bytes) -> None:
-        self.header_pairs.append((name, value))
+        if not self.unsolicited:
+            self.header_pairs.append((name, value))
 
     def on_headers_complete(self) -> None:
+        if self.unsolicited:
+            return
         status = self.parser.get_status_code()
-        if status < 200:  # 1xx: an interim answer, the real one follows
+        if status < 200:  # 1xx (101 raises HttpParserUpgrade): an interim answer, skipped
+            self.interim = True
             self.header_pairs = []
             return
         headers = {k.decode("latin-1").lower(): v.decode("latin-1")
@@ -243,6 +271,8 @@ class _Connection(asyncio.Protocol):
             self.head.set_result(Response(status, headers))
 
     def on_body(self, body: bytes) -> None:
+        if self.unsolicited:
+            return
         self.chunks.append(body)
         self.buffered += len(body)
         if self.buffered > MAX_BUFFERED and self.transport is not None:
@@ -250,6 +280,11 @@ class _Connection(asyncio.Protocol):
         self._wake()
 
     def on_message_complete(self) -> None:
+        if self.unsolicited:
+            return
+        if self.interim:  # the end of a 1xx answer: the final answer is still to come
+            self.interim = False
+            return
         self.complete = True
         # read here: after the callback the parser has reset and no longer knows
         self.keep_alive = self.parser.should_keep_alive()
@@ -312,7 +347,10 @@ class _Connection(asyncio.Protocol):
         return chunk
 
     def reusable(self) -> bool:
-        return self.complete and self.keep_alive and self.error is None and not self.lost
+        """Between messages with nothing unread: the final answer complete and read, keep-
+        alive allowed, and no byte seen that no request asked for."""
+        return (self.complete and self.keep_alive and not self.chunks and self.error is None
+                and not self.lost and not self.unsolicited)
 
 
 def _expire(waiter: asyncio.Future) -> None:
@@ -324,16 +362,20 @@ class HttpClient:
     """A pool of keep-alive connections per endpoint (scheme, host, port, proxy, TLS
     context), shared by all upstreams of a process; ``aclose`` (or ``async with``) closes
     them. ``tls``: the context https connections verify against unless their endpoint
-    has its own (default: the system's CA store; SSL_CERT_FILE is honoured)."""
+    has its own (default: the system's CA store; SSL_CERT_FILE is honoured).
+    ``on_unsolicited`` is called each time a connection is closed because bytes came that no
+    request asked for (the app counts them in a metric)."""
 
     def __init__(self, connect_timeout_s: float = 10.0, tls: ssl.SSLContext | None = None,
-                 max_connections_per_host: int = 256, max_idle_per_host: int = 64):
+                 max_connections_per_host: int = 256, max_idle_per_host: int = 64,
+                 on_unsolicited: Callable[[], None] | None = None):
         self.connect_timeout_s = connect_timeout_s
         self.max_connections_per_host = max_connections_per_host
         self.max_idle_per_host = max_idle_per_host
         self._idle: dict[tuple, list[_Connection]] = {}
         self._slots: dict[tuple, asyncio.Semaphore] = {}
         self._ssl = tls
+        self._on_unsolicited = on_unsolicited
 
     async def __aenter__(self) -> HttpClient:
         return self
@@ -458,6 +500,10 @@ class HttpClient:
             return
         conn.idle_since = asyncio.get_running_loop().time()
         self._idle.setdefault(conn.key, []).append(conn)
+
+    def _count_unsolicited(self) -> None:
+        if self._on_unsolicited is not None:
+            self._on_unsolicited()
 
     def _forget(self, conn: _Connection) -> None:
         idle = self._idle.get(conn.key)

@@ -258,12 +258,96 @@ async def test_closing_a_stream_early_hangs_up_on_the_upstream():
     assert server.connections == 1
 
 
-async def test_interim_100_continue_is_skipped():
-    answer = b"HTTP/1.1 100 Continue\r\n\r\n" + reply(b"done")
-    async with ScriptedServer(keep_answering(answer)) as server:
+def own_answers(segments: Callable[[bytes], list[bytes]], pause_s: float = 0.02) -> Handler:
+    """Answers each request with its own body ("re: <body>"), cut into the writes that
+    ``segments(final_response)`` gives, with a pause between two writes."""
+    async def handler(server, reader, writer, number):
+        while (request := await server.read_request(reader)) is not None:
+            answer = reply(b"re: " + request.split(b"\r\n\r\n", 1)[1])
+            for i, segment in enumerate(segments(answer)):
+                if i:
+                    await asyncio.sleep(pause_s)
+                writer.write(segment)
+                await writer.drain()
+    return handler
+
+
+CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+EARLY_HINTS = b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n"
+INTERIM_CUTS = {
+    "interim, head, body in separate writes": lambda a: [CONTINUE, a[:40], a[40:]],
+    "all in one write": lambda a: [CONTINUE + a],
+    "two interim answers": lambda a: [CONTINUE, EARLY_HINTS + a[:20], a[20:]],
+    "an interim answer split across reads": lambda a: [CONTINUE[:7], CONTINUE[7:], a],
+    "102 then 100 in one write": lambda a: [b"HTTP/1.1 102 Processing\r\n\r\n" + CONTINUE, a],
+}
+
+
+@pytest.mark.parametrize("cut", INTERIM_CUTS.values(), ids=INTERIM_CUTS.keys())
+async def test_interim_answers_are_skipped_and_each_request_gets_its_own_answer(cut):
+    async with ScriptedServer(own_answers(cut)) as server:
         async with HttpClient() as client:
-            resp = await client.post(endpoint(server), b"{}", timeout=5)
-    assert (resp.status, resp.body) == (200, b"done")
+            bodies = [(await client.post(endpoint(server), b"q%d" % n, timeout=5)).body
+                      for n in range(5)]
+    assert bodies == [b"re: q%d" % n for n in range(5)]
+    assert server.connections == 1  # the connection stayed in step and was reused
+
+
+async def test_a_stream_after_interim_answers_is_its_own_and_the_connection_reused():
+    async def handler(server, reader, writer, number):
+        while (request := await server.read_request(reader)) is not None:
+            question = request.split(b"\r\n\r\n", 1)[1]
+            for segment in (CONTINUE, EARLY_HINTS, chunked(b"data: " + question + b"\n")):
+                writer.write(segment)
+                await writer.drain()
+                await asyncio.sleep(0.02)
+
+    async with ScriptedServer(handler) as server:
+        async with HttpClient() as client:
+            lines = []
+            for n in range(3):
+                stream = await client.open(endpoint(server), b"s%d" % n, timeout=5)
+                lines.append([line async for line in stream.lines(read_timeout=5)])
+                stream.close()
+    assert lines == [[b"data: s%d" % n] for n in range(3)]
+    assert server.connections == 1
+
+
+async def test_a_second_answer_in_the_same_read_closes_the_connection_unread():
+    unsolicited = []
+
+    async def handler(server, reader, writer, number):
+        while (request := await server.read_request(reader)) is not None:
+            writer.write(reply(b"re: " + request.split(b"\r\n\r\n", 1)[1])
+                         + reply(b"stray answer"))
+            await writer.drain()
+
+    async with ScriptedServer(handler) as server:
+        async with HttpClient(on_unsolicited=lambda: unsolicited.append(1)) as client:
+            first = await client.post(endpoint(server), b"one", timeout=5)
+            second = await client.post(endpoint(server), b"two", timeout=5)
+    assert (first.body, second.body) == (b"re: one", b"re: two")
+    assert server.connections == 2 and len(unsolicited) == 2
+
+
+async def test_bytes_on_an_idle_pooled_connection_close_it_and_reach_no_one():
+    unsolicited = []
+
+    async def handler(server, reader, writer, number):
+        while (request := await server.read_request(reader)) is not None:
+            writer.write(reply(b"re: " + request.split(b"\r\n\r\n", 1)[1]))
+            await writer.drain()
+            await asyncio.sleep(0.05)  # the connection is idle in the pool by now
+            writer.write(reply(b"stray answer"))
+            await writer.drain()
+
+    async with ScriptedServer(handler) as server:
+        async with HttpClient(on_unsolicited=lambda: unsolicited.append(1)) as client:
+            first = await client.post(endpoint(server), b"one", timeout=5)
+            await asyncio.sleep(0.2)
+            second = await client.post(endpoint(server), b"two", timeout=5)
+    assert (first.body, second.body) == (b"re: one", b"re: two")
+    assert server.connections == 2 and unsolicited == [1]
 
 
 async def test_a_large_streamed_body_arrives_intact_under_backpressure():
