@@ -69,8 +69,9 @@ class OpenAIHttpUpstream:
     def _endpoint(self, url: str, headers: dict[str, str] | None = None) -> Endpoint:
         try:
             proxy = proxy_for(url, self.config.proxy)
-        except ValueError as exc:
-            raise ValueError(f"model {self.config.name!r}: {exc}") from None
+        except ValueError as exc:  # e.g. ALL_PROXY=socks5://...
+            raise ValueError(f"model {self.config.name!r}: {exc}; set the model's proxy: "
+                             "(an http:// URL, or none) or NO_PROXY") from None
         return Endpoint.parse(url, self._headers if headers is None else headers,
                               proxy=proxy, tls=self._tls)
 

@@ -104,3 +104,13 @@ async def test_a_stream_that_stalls_is_a_timeout_naming_the_seconds(monkeypatch)
             with pytest.raises(UpstreamTimeout, match=r"nothing arrived for 0.3s "
                                                       r"\(timeout_s\) after 1 event"):
                 await anext(chunks)
+
+
+def test_an_unsupported_proxy_in_the_environment_stops_the_start_naming_the_fix(monkeypatch):
+    monkeypatch.setenv("ALL_PROXY", "socks5://user:pw@127.0.0.1:1080")
+    config = UpstreamModel(name="m", model="x", api_base="https://api.example.com/v1")
+    with pytest.raises(ValueError, match=r"model 'm': unsupported proxy "
+                                         r"'socks5://127.0.0.1:1080'.*proxy: .*or NO_PROXY"):
+        OpenAIHttpUpstream(config, RetrySettings(), HttpClient())
+    assert OpenAIHttpUpstream(config.model_copy(update={"proxy": "none"}), RetrySettings(),
+                              HttpClient()).endpoint.proxy is None
