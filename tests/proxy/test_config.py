@@ -95,3 +95,14 @@ def test_a_client_key_without_its_certificate_is_rejected(tmp_path):
                                         "api_base": "https://api.example.com/v1"}]})
     with pytest.raises(ValidationError, match="client_key is set without client_cert"):
         Settings.load(path)
+
+
+def test_serve_refuses_a_bad_port_naming_key_and_range_without_a_traceback(tmp_path):
+    from typer.testing import CliRunner
+
+    from proxy.cli import app
+
+    result = CliRunner().invoke(app, ["serve", "--config", str(write(tmp_path, {"port": 118099}))])
+    assert result.exit_code == 2
+    assert "port" in result.output and "65535" in result.output
+    assert "Traceback" not in result.output
