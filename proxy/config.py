@@ -68,7 +68,7 @@ class UpstreamModel(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str  # what clients send as `model`
-    provider: Literal["openai", "litellm"] = "openai"  # openai = lean httpx path
+    provider: Literal["openai", "litellm"] = "openai"  # openai = the lean path (http1.py)
     model: str  # the upstream's own model name (litellm form, e.g. "anthropic/claude-...")
     api_base: HttpUrl | None = None  # required for provider openai
     api_key_env: str | None = None  # name of the env var holding the key, never the key
