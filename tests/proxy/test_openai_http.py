@@ -114,3 +114,10 @@ def test_an_unsupported_proxy_in_the_environment_stops_the_start_naming_the_fix(
         OpenAIHttpUpstream(config, RetrySettings(), HttpClient())
     assert OpenAIHttpUpstream(config.model_copy(update={"proxy": "none"}), RetrySettings(),
                               HttpClient()).endpoint.proxy is None
+
+
+def test_an_unreadable_tls_file_stops_the_start_naming_the_model(tmp_path):
+    config = UpstreamModel(name="m", model="x", api_base="https://api.example.com/v1",
+                           ca_file=str(tmp_path / "missing-ca.pem"))
+    with pytest.raises(ValueError, match=r"model 'm': cannot load its TLS files"):
+        OpenAIHttpUpstream(config, RetrySettings(), HttpClient())
