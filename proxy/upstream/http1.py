@@ -35,7 +35,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import collections
-import logging
 import socket
 import ssl
 import urllib.request
@@ -49,8 +48,6 @@ import httptools
 MAX_BUFFERED = 1 << 20  # bytes a stream holds before it stops reading from the socket
 IDLE_KEEPALIVE_S = 30.0  # an idle pooled connection older than this is closed, not reused
 MAX_PROXY_HEAD = 16_384  # bytes of a proxy's answer to CONNECT we read before giving up
-
-log = logging.getLogger("hallgate.upstream")
 
 
 class HttpClientError(Exception):
