@@ -30,6 +30,7 @@ def log_failure(exc: HallgateError, model: str, host: str, stream: bool) -> None
     without its message (upstreams echo the request); the gateway's description of any
     other failure (timeout, redirect, non-JSON body, TLS or connection error) is kept."""
     kind = "stream" if stream else "call"
+    exc.logged = True
     if isinstance(exc, UpstreamRejected):
         log.info("upstream %s failed: model=%s upstream=%s status=%s code=%s: the upstream "
                  "rejected the request", kind, model, host, exc.status, exc.code)

@@ -101,9 +101,9 @@ class JsonLines(logging.Handler):
 
 @pytest.fixture
 def upstream_log() -> Iterator[JsonLines]:
-    """The JSON lines the ``hallgate.upstream`` logger writes during a test."""
+    """The JSON lines hallgate's loggers write at info and above during a test."""
     handler = JsonLines()
-    logger = logging.getLogger("hallgate.upstream")
+    logger = logging.getLogger("hallgate")
     old_level = logger.level
     logger.setLevel(logging.INFO)
     logger.addHandler(handler)
