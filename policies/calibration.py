@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from detectors.metrics import clopper_pearson_upper
+from detectors.registry import REGISTRY
 
 KNOBS: tuple[str, ...] = ("halt.threshold", "combine.threshold")  # knobs we can calibrate
 
@@ -205,7 +206,7 @@ def knob_path(profile: str, knob: str) -> list[str]:
     profiles.<p>.combine.threshold."""
     if knob not in KNOBS:
         raise ValueError(f"cannot calibrate '{knob}' (calibratable: {', '.join(KNOBS)})")
-    head = ["detectors"] if knob.startswith("halt.") else []
+    head = ["detectors"] if knob.partition(".")[0] in REGISTRY else []
     return ["profiles", profile, *head, *knob.split(".")]
 
 

@@ -10,7 +10,13 @@ import time
 import httpx
 import pytest
 
-from proxy.config import EmbeddedSettings, RetrySettings, Settings, UpstreamModel
+from proxy.config import (
+    EMBEDDED_MODEL_NAME,
+    EmbeddedSettings,
+    RetrySettings,
+    Settings,
+    UpstreamModel,
+)
 from proxy.embedded import EmbeddedModel, child_environment
 
 pytestmark = pytest.mark.model
@@ -58,3 +64,16 @@ def test_the_real_model_through_a_forward_proxy(llama_server, tinyproxy, start_g
                                               ).choices[0].message.content
     assert text.strip()
     assert f"{llama_server.api_base}/chat/completions" in tinyproxy.log()
+
+
+def test_the_embedded_model_starts_and_answers_with_a_proxy_in_the_environment(
+        start_gateway, sdk, monkeypatch):
+    """The gateway's loopback child is never reached through HTTP_PROXY (nothing listens
+    on port 9), neither by the readiness check nor by requests."""
+    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")
+    monkeypatch.setenv("ALL_PROXY", "http://127.0.0.1:9")
+    url = start_gateway(Settings(embedded=EmbeddedSettings(n_threads=1, startup_timeout_s=60)))
+    client = sdk(url, timeout=300)
+    text = client.chat.completions.create(model=EMBEDDED_MODEL_NAME, messages=QUESTION,
+                                          max_tokens=8, temperature=0).choices[0].message.content
+    assert text.strip()
