@@ -147,8 +147,11 @@ def create_app(settings: Settings | None = None, plugins: Mapping[str, Any] | No
         async with contextlib.AsyncExitStack() as stack:
             if settings.embedding_cache:  # saved again at shutdown
                 stack.enter_context(embedding_store(settings.embedding_cache))
-            client = await stack.enter_async_context(
-                HttpClient(on_unsolicited=app.state.metrics.upstream_unsolicited.inc))
+            pool = settings.http_client
+            client = await stack.enter_async_context(HttpClient(
+                pool.connect_timeout_s, max_connections_per_host=pool.max_connections_per_host,
+                max_idle_per_host=pool.max_idle_per_host,
+                on_unsolicited=app.state.metrics.upstream_unsolicited.inc))
             configs = list(settings.models)
             embedded: list[EmbeddedModel] = []
             stream_usage = {}

@@ -25,6 +25,7 @@ def serve(
 ) -> None:
     """Run the gateway (uvicorn). With no upstream configured, the embedded model is used."""
     import uvicorn
+    from pydantic import ValidationError
 
     from proxy.app import create_app
     from proxy.config import Settings
@@ -32,7 +33,11 @@ def serve(
     from proxy.server import GatewayHttpProtocol
 
     overrides = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
-    settings = Settings.load(config, **overrides)
+    try:
+        settings = Settings.load(config, **overrides)
+    except ValidationError as exc:  # names each bad key and why; no traceback
+        typer.echo(f"hallgate: invalid settings ({config or 'environment'}): {exc}", err=True)
+        raise typer.Exit(2) from None
     configure_logging(settings.log_level)
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port,
                 log_level=settings.log_level, access_log=False, timeout_graceful_shutdown=30,

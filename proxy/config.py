@@ -5,7 +5,7 @@
     port: 8080                            HALLGATE_PORT=9000
     models:                               HALLGATE_MODELS='[{"name": ...}]'
       - name: gpt-4o-mini                 HALLGATE_RETRY__MAX_ATTEMPTS=5
-        provider: openai   # lean httpx path for OpenAI-compatible endpoints
+        provider: openai   # lean path (own HTTP/1.1 client) for OpenAI-compatible endpoints
         model: gpt-4o-mini
         api_base: https://api.openai.com/v1
         api_key_env: OPENAI_API_KEY   # the key itself only ever comes from the environment
@@ -23,10 +23,11 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Annotated, Any, Literal, get_args
+from urllib.parse import urlsplit
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 import policies
@@ -37,15 +38,47 @@ EmbeddedModelName = Literal["local/smollm2-135m-instruct", "local/gemma3-270m"]
 EMBEDDED_MODEL_NAMES = frozenset(get_args(EmbeddedModelName))
 
 
+def check_http_url(url: str) -> str:
+    """An absolute http(s) URL with a host and, if given, a port in 1-65535."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https"):
+        raise ValueError(f"{url!r} is not an http:// or https:// URL")
+    if not parts.hostname:
+        raise ValueError(f"{url!r} has no host")
+    try:
+        port = parts.port
+    except ValueError:
+        raise ValueError(f"{url!r}: the port must be a number in 1-65535") from None
+    if port == 0:
+        raise ValueError(f"{url!r}: the port must be in 1-65535")
+    return url
+
+
+def check_proxy(value: str) -> str:
+    """``none`` (connect directly) or an http:// proxy URL (credentials allowed)."""
+    if value == "none":
+        return value
+    check_http_url(value)
+    if urlsplit(value).scheme != "http":
+        raise ValueError(f"{value!r}: only http:// proxies are supported (CONNECT is used "
+                         "for https upstreams through them)")
+    return value
+
+
+Port = Annotated[int, Field(ge=1, le=65535)]  # a TCP port; 0 and >65535 are rejected
+HttpUrl = Annotated[str, AfterValidator(check_http_url)]
+ProxySetting = Annotated[str, AfterValidator(check_proxy)]
+
+
 class UpstreamModel(BaseModel):
     """One model clients may name, and how to reach it (litellm-style parameters)."""
 
     model_config = ConfigDict(extra="forbid")
 
     name: str  # what clients send as `model`
-    provider: Literal["openai", "litellm"] = "openai"  # openai = lean httpx path
+    provider: Literal["openai", "litellm"] = "openai"  # openai = the lean path (http1.py)
     model: str  # the upstream's own model name (litellm form, e.g. "anthropic/claude-...")
-    api_base: str | None = None  # required for provider openai
+    api_base: HttpUrl | None = None  # required for provider openai
     api_key_env: str | None = None  # name of the env var holding the key, never the key
     timeout_s: float = 60.0  # per-attempt timeout
     deadline_s: float | None = None  # total retry budget; None = retry.deadline_s
@@ -58,8 +91,40 @@ class UpstreamModel(BaseModel):
     # false = never (o1/o3/o4-mini, Anthropic), auto = ask, and on a 400/403 that names
     # logprobs retry without them and stop asking (proxy/upstream/capabilities.py)
 
+    proxy: ProxySetting | None = None  # forward proxy (http://[user:pass@]host:port) or
+    # "none"; unset = the environment's HTTPS_PROXY / HTTP_PROXY / ALL_PROXY / NO_PROXY
+    ca_file: str | None = None  # PEM bundle to verify the upstream with (private CA);
+    # unset = the system store (SSL_CERT_FILE / SSL_CERT_DIR are honoured)
+    client_cert: str | None = None  # PEM client certificate (mutual TLS)
+    client_key: str | None = None  # its private key, if not inside client_cert
+    verify: bool = True  # false: no certificate check at all (logged as a warning)
+
     def api_key(self) -> str | None:
         return os.environ.get(self.api_key_env) if self.api_key_env else None
+
+    @model_validator(mode="after")
+    def _connection_settings(self) -> UpstreamModel:
+        if self.client_key and not self.client_cert:
+            raise ValueError(f"model {self.name!r}: client_key is set without client_cert")
+        lean_only = [k for k in ("proxy", "ca_file", "client_cert", "client_key")
+                     if getattr(self, k)] + ([] if self.verify else ["verify"])
+        if self.provider == "litellm" and lean_only:
+            raise ValueError(
+                f"model {self.name!r}: {', '.join(lean_only)} apply to provider openai only; "
+                "the litellm path reads HTTPS_PROXY / NO_PROXY and SSL_CERT_FILE from the "
+                "environment")
+        return self
+
+
+class HttpClientSettings(BaseModel):
+    """The lean path's connection pool (proxy/upstream/http1.py), per upstream host."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    connect_timeout_s: float = Field(10.0, gt=0)  # TCP (+ proxy CONNECT + TLS) setup
+    max_connections_per_host: int = Field(256, ge=1)  # open at once to one host; more
+    # requests wait for a free connection (within their timeout)
+    max_idle_per_host: int = Field(64, ge=0)  # idle keep-alive connections kept per host
 
 
 class RetrySettings(BaseModel):
@@ -133,11 +198,12 @@ class Settings(BaseSettings):
     )
 
     host: str = "127.0.0.1"
-    port: int = 8080
+    port: Port = 8080
     policy_file: str | None = None  # None = policies/examples/default.yaml
     models: list[UpstreamModel] = []
     embedded: EmbeddedSettings = EmbeddedSettings()
     retry: RetrySettings = RetrySettings()
+    http_client: HttpClientSettings = HttpClientSettings()
     limits: LimitSettings = LimitSettings()
     max_body_bytes: int = 1024 * 1024  # larger request bodies get 413
     max_n: int = 16  # largest `n` a client may ask for
@@ -171,7 +237,11 @@ class Settings(BaseSettings):
             if not isinstance(data, dict):
                 raise ValueError(f"{path}: top level must be a mapping")
         settings = cls(**data)
-        return settings.model_copy(update=overrides) if overrides else settings
+        if not overrides:
+            return settings
+        # validated like the file (a command-line --port 0 is as wrong as port: 0 in it);
+        # model_validate does not read the environment again
+        return cls.model_validate({**settings.model_dump(), **overrides})
 
     @model_validator(mode="after")
     def _record_or_replay(self) -> Settings:

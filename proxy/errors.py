@@ -38,7 +38,8 @@ def mid_stream_error(exc: BaseException) -> dict:
     sent already): a HallgateError's own body; anything else is a bug of ours, logged with
     its traceback and shown as an internal error."""
     if isinstance(exc, HallgateError):
-        log.warning("stream ended by error: %s", exc.message)
+        if not exc.logged:  # an upstream failure has its own line already
+            log.warning("stream ended by error: %s", exc.message)
         return exc.to_body()
     log.error("stream failed after its first chunk", exc_info=exc)
     return HallgateError("The gateway hit an internal error mid-stream; see its logs."
@@ -49,6 +50,7 @@ class HallgateError(Exception):
     status = 500
     type = "server_error"
     code: str | None = None
+    logged = False  # set once a log line has told this error (proxy/upstream/instrumented.py)
 
     def __init__(self, message: str, *, param: str | None = None, code: str | None = None):
         super().__init__(message)

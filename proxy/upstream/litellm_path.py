@@ -13,7 +13,7 @@ import os
 from collections.abc import AsyncIterator, Callable
 
 from proxy.config import RetrySettings, UpstreamModel
-from proxy.errors import UpstreamError, UpstreamRejected
+from proxy.errors import UpstreamError, UpstreamRejected, UpstreamTimeout
 from proxy.upstream.base import (
     RETRYABLE_STATUS,
     RetryableUpstreamError,
@@ -71,9 +71,15 @@ class LiteLLMUpstream:
 
         chunks = await call_with_retries(attempt, self.retry, self.config.timeout_s,
                                       self.on_retry)
+        events = 0
         try:
             async for chunk in chunks:
+                events += 1
                 yield chunk.model_dump(exclude_none=True)
+        except litellm.exceptions.Timeout as exc:
+            raise UpstreamTimeout(f"Upstream stream stalled: nothing arrived for "
+                                  f"{self.config.timeout_s:g}s (timeout_s) after {events} "
+                                  "event(s)", code="upstream_stream_timeout") from exc
         except Exception as exc:
             raise UpstreamError(f"Upstream dropped the stream: {exc!r}",
                                 code="upstream_stream_broken") from exc

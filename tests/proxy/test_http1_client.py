@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 
-from proxy.upstream.http1 import Endpoint, HttpClient, HttpClientError
+from proxy.upstream.http1 import Endpoint, HttpClient, HttpClientError, Proxy, proxy_for
 
 Handler = Callable[["ScriptedServer", asyncio.StreamReader, asyncio.StreamWriter, int],
                    Awaitable[None]]
@@ -208,7 +208,7 @@ async def test_a_silent_server_times_out_and_its_connection_is_dropped():
         async with HttpClient() as client:
             with pytest.raises(TimeoutError):
                 await client.post(endpoint(server), b"{}", timeout=0.2)
-            assert client._idle.get(("http", "127.0.0.1", server.port)) in (None, [])
+            assert client._idle.get(endpoint(server).key) in (None, [])
 
 
 async def test_a_stream_that_stalls_times_out_per_read_not_per_stream():
@@ -413,3 +413,154 @@ async def test_https_verifies_the_server_against_the_trusted_certificates(self_s
             first = await client.post(endpoint(server, "https"), b"{}", timeout=5)
             second = await client.post(endpoint(server, "https"), b"{}", timeout=5)
     assert first.body == second.body == b"secret"
+
+
+# --- forward proxies ----------------------------------------------------------------------
+
+def test_proxy_url_credentials_become_a_basic_header():
+    proxy = Proxy.parse("http://us%40er:p%3Ass@proxy.corp:3128")
+    assert (proxy.host, proxy.port) == ("proxy.corp", 3128)
+    assert proxy.authorization == "Basic dXNAZXI6cDpzcw=="  # base64("us@er:p:ss")
+    assert "p:ss" not in repr(proxy) and str(proxy) == "proxy.corp:3128"
+    assert Proxy.parse("proxy.corp:8080").port == 8080  # no scheme: http, as curl
+    with pytest.raises(ValueError, match="only http://"):
+        Proxy.parse("socks5://user:pw@proxy.corp:1080")
+
+
+@pytest.mark.parametrize(("environ", "url", "expected"), [
+    ({"HTTPS_PROXY": "http://p:1"}, "https://api.example.com/v1", "p:1"),
+    ({"https_proxy": "http://low:2", "HTTPS_PROXY": "http://up:1"}, "https://a.b/v1", "low:2"),
+    ({"HTTPS_PROXY": "http://p:1"}, "http://api.example.com/v1", None),
+    ({"HTTP_PROXY": "http://p:1"}, "http://api.example.com/v1", "p:1"),
+    ({"ALL_PROXY": "http://all:3"}, "https://api.example.com/v1", "all:3"),
+    ({"HTTPS_PROXY": "http://p:1", "NO_PROXY": "example.com"}, "https://api.example.com/v1",
+     None),
+    ({"HTTPS_PROXY": "http://p:1", "no_proxy": "*"}, "https://x.y/v1", None),
+    ({"HTTPS_PROXY": "http://p:1", "NO_PROXY": "other.com"}, "https://api.example.com/v1",
+     "p:1"),
+])
+def test_proxy_from_the_environment(monkeypatch, environ, url, expected):
+    for name in ("http_proxy", "https_proxy", "all_proxy", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.upper(), raising=False)
+    for name, value in environ.items():
+        monkeypatch.setenv(name, value)
+    found = proxy_for(url)
+    assert (str(found) if found else None) == expected
+    assert proxy_for(url, "none") is None  # the model's setting wins
+    assert str(proxy_for(url, "http://mine:9")) == "mine:9"
+
+
+async def test_http_through_a_proxy_uses_the_absolute_form_and_its_credentials():
+    async with ScriptedServer(keep_answering(reply(b"via proxy"))) as proxy_server:
+        proxy = Proxy.parse(f"http://u:pw@127.0.0.1:{proxy_server.port}")
+        target = Endpoint.parse("http://upstream.invalid:8000/v1/chat/completions", {},
+                                proxy=proxy)
+        async with HttpClient() as client:
+            resp = await client.post(target, b"{}", timeout=5)
+    assert resp.body == b"via proxy"
+    head = proxy_server.requests[0].split(b"\r\n\r\n")[0]
+    assert head.startswith(b"POST http://upstream.invalid:8000/v1/chat/completions HTTP/1.1")
+    assert b"Proxy-Authorization: Basic dTpwdw==" in head
+
+
+def connect_proxy(answer: bytes, upstream_port: int | None = None) -> Handler:
+    """A CONNECT proxy: reads the CONNECT, answers ``answer`` and, when it is a 200, relays
+    bytes to ``upstream_port`` both ways."""
+    async def handler(server, reader, writer, number):
+        head = await reader.readuntil(b"\r\n\r\n")
+        server.requests.append(head)
+        writer.write(answer)
+        await writer.drain()
+        if upstream_port is None:
+            return
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", upstream_port)
+
+        async def pipe(src, dst):
+            while data := await src.read(65536):
+                dst.write(data)
+                await dst.drain()
+            dst.close()
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer),
+                             return_exceptions=True)
+    return handler
+
+
+async def test_https_through_a_connect_tunnel(self_signed):
+    cert, key = self_signed
+    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_tls.load_cert_chain(cert, key)
+    async with ScriptedServer(keep_answering(reply(b"tunnelled")), tls=server_tls) as origin:
+        handler = connect_proxy(b"HTTP/1.1 200 Connection established\r\n\r\n", origin.port)
+        async with ScriptedServer(handler) as proxy_server:
+            proxy = Proxy.parse(f"http://u:pw@127.0.0.1:{proxy_server.port}")
+            target = Endpoint.parse(origin.url("https"), {}, proxy=proxy,
+                                    tls=ssl.create_default_context(cafile=cert))
+            async with HttpClient() as client:
+                first = await client.post(target, b"{}", timeout=5)
+                second = await client.post(target, b"{}", timeout=5)
+    assert first.body == second.body == b"tunnelled"
+    assert proxy_server.connections == 1  # the tunnel is pooled like any connection
+    connect = proxy_server.requests[0]
+    assert connect.startswith(f"CONNECT 127.0.0.1:{origin.port} HTTP/1.1\r\n".encode())
+    assert b"Proxy-Authorization: Basic dTpwdw==" in connect
+
+
+async def test_a_proxy_refusing_connect_is_named():
+    handler = connect_proxy(b"HTTP/1.1 407 Proxy Authentication Required\r\n\r\n")
+    async with ScriptedServer(handler) as proxy_server:
+        target = Endpoint.parse("https://api.example.com/v1", {},
+                                proxy=Proxy.parse(f"http://127.0.0.1:{proxy_server.port}"))
+        async with HttpClient() as client:
+            with pytest.raises(HttpClientError, match="refused CONNECT api.example.com:443: "
+                                                      "'HTTP/1.1 407 Proxy Authentication"):
+                await client.post(target, b"{}", timeout=5)
+
+
+# --- pool limits --------------------------------------------------------------------------
+
+async def test_connections_per_host_are_limited_and_requests_wait_for_one():
+    release = asyncio.Event()
+
+    async def handler(server, reader, writer, number):
+        while await server.read_request(reader) is not None:
+            await release.wait()
+            writer.write(reply(b"ok"))
+            await writer.drain()
+
+    async with ScriptedServer(handler) as server:
+        async with HttpClient(max_connections_per_host=2) as client:
+            calls = [asyncio.create_task(client.post(endpoint(server), b"{}", timeout=5))
+                     for _ in range(5)]
+            await asyncio.sleep(0.2)
+            assert server.connections == 2 and len(server.requests) == 2
+            stream_wait = asyncio.create_task(client.open(endpoint(server), b"{}", timeout=5))
+            await asyncio.sleep(0.05)
+            assert not stream_wait.done()  # a stream waits for a connection too
+            release.set()
+            assert [r.body for r in await asyncio.gather(*calls)] == [b"ok"] * 5
+            stream = await stream_wait
+            assert await stream.read(5) == b"ok"
+            stream.close()
+    assert server.connections == 2
+
+
+async def test_idle_connections_beyond_the_bound_are_closed():
+    release = asyncio.Event()
+
+    async def handler(server, reader, writer, number):
+        while await server.read_request(reader) is not None:
+            await release.wait()
+            writer.write(reply(b"ok"))
+            await writer.drain()
+
+    async with ScriptedServer(handler) as server:
+        async with HttpClient(max_idle_per_host=1) as client:
+            calls = [asyncio.create_task(client.post(endpoint(server), b"{}", timeout=5))
+                     for _ in range(3)]
+            await asyncio.sleep(0.2)
+            release.set()
+            await asyncio.gather(*calls)
+            assert server.connections == 3
+            assert len(client._idle[endpoint(server).key]) == 1
