@@ -119,7 +119,7 @@ class Recording:
         path = self.dir / META
         if not path.exists():
             raise FileNotFoundError(f"{path}: not a hallgate recording (no {META})")
-        return [UpstreamModel(**m, api_base="replay://") for m in
+        return [UpstreamModel(**m) for m in
                 json.loads(path.read_text())["models"]]
 
     def take(self, key: str) -> dict | None:

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 import openai
 import pytest
 
+from detectors.halt.detector import HaltPlugin
 from proxy.app import create_app
 from proxy.config import EMBEDDED_MODEL_NAME, GEMMA_MODEL_NAME, EmbeddedSettings, Settings
 from tests.conftest import RunningServer
@@ -20,7 +21,7 @@ QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
 def two_model_client(halt_scorer) -> Iterator[openai.OpenAI]:
     settings = Settings(embedded=EmbeddedSettings(
         models=[EMBEDDED_MODEL_NAME, GEMMA_MODEL_NAME], n_threads=1))
-    server = RunningServer(create_app(settings, halt=halt_scorer)).start()
+    server = RunningServer(create_app(settings, plugins={"halt": HaltPlugin(halt_scorer)})).start()
     yield openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0,
                         timeout=300)
     server.stop()
