@@ -30,6 +30,7 @@ from proxy.chat.service import ChatService
 from proxy.config import Settings, UpstreamModel
 from proxy.embedded import EmbeddedModel, embedded_upstream_config
 from proxy.errors import install_error_handlers
+from proxy.feedback import router as feedback_router
 from proxy.gates import DetectorSuite, HaltScoring, PolicyGatekeeper, load_halt_scorer
 from proxy.guardrail.router import router as guardrail_router
 from proxy.limits import ConcurrencyLimitMiddleware, InFlightLimits
@@ -38,6 +39,7 @@ from proxy.middleware import BodyLimitMiddleware, RequestIdMiddleware
 from proxy.openapi import install_openapi
 from proxy.registry import UpstreamRegistry
 from proxy.responses.router import router as responses_router
+from proxy.store import open_store
 from proxy.tracing import build_tracing
 from proxy.upstream import Upstream, build_upstream
 from proxy.upstream.capabilities import LogprobsCapability, rejection_counter
@@ -168,6 +170,9 @@ def create_app(settings: Settings | None = None, halt: HaltScoring | None = None
             app.state.registry = registry = UpstreamRegistry(upstreams)
             keeper = await stack.enter_async_context(
                 policy_gatekeeper(settings, registry, app.state.metrics, app.state.audit, halt))
+            if settings.store.enabled:  # judged exchanges sampled into a database
+                keeper.exchanges = app.state.exchanges = await stack.enter_async_context(
+                    open_store(settings, app.state.metrics.registry, lambda: keeper.store.policy))
             app.state.chat = ChatService(registry, keeper, settings.max_n)
             app.state.ready = True
             log.info("hallgate ready: models %s", app.state.registry.names())
@@ -178,12 +183,14 @@ def create_app(settings: Settings | None = None, halt: HaltScoring | None = None
                       docs_url=None, redoc_url=None)
     app.state.settings = settings
     app.state.ready = False
+    app.state.exchanges = None
     app.state.metrics = Metrics()
     app.state.audit = AuditLog(settings.audit.path, settings.audit.include_prompt) \
         if settings.audit.path else None
     install_error_handlers(app)
     app.include_router(responses_router)
     app.include_router(guardrail_router)
+    app.include_router(feedback_router)
     install_openapi(app)
     _add_service_routes(app)
     # One middleware chain, innermost first: body limit, in-flight limits, auth, metrics,

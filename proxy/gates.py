@@ -56,6 +56,7 @@ from proxy.errors import InvalidRequest, PermissionDenied
 from proxy.metrics import Metrics
 from proxy.registry import UpstreamRegistry
 from proxy.sampler import UpstreamSampler
+from proxy.store.ids import new_response_id
 from proxy.tracing import detector as traced_detector
 from proxy.tracing import record_decision
 
@@ -143,6 +144,7 @@ class PolicyGatekeeper:
         self.registry = registry
         self.metrics = metrics
         self.audit = audit
+        self.exchanges = None  # proxy.store.ExchangeStore when the store is on (app.py)
         # the route resolutions of the current policy: a request pays a dict lookup, not
         # the matching (about 30 µs on a cold cache at concurrency 1, bench/overhead.py)
         self._routes: tuple[Policy | None, dict] = (None, {})
@@ -203,6 +205,7 @@ class PolicySession:
         self.keeper, self.route, self.profile = keeper, route, profile
         self.escalation, self.messages, self.sampler = escalation, messages, sampler
         self.ctx, self.model = ctx, model
+        self.response_id = new_response_id()  # the client's id for this answer
         self.enabled = profile.detectors.enabled()
         # judge() reads no answer when every detector is off, so such a route asks the
         # upstream only for what the client asked for, and streams it as it comes:
@@ -266,11 +269,11 @@ class PolicySession:
             results["semantic"] = await self._semantic(primary)
         decision = decide(self.profile, results, route=self.route, escalation=self.escalation,
                           answer=answer_features(primary.tokens))
-        self._record(decision)
+        self._record(decision, primary)
         return self._outcome(decision, answers, results.get("semantic"))
 
-    def _record(self, decision: Decision) -> None:
-        """Metrics, tracing events and the audit record of a decision."""
+    def _record(self, decision: Decision, answer: Answer | None = None) -> None:
+        """Metrics, tracing events, the audit record and the store's sample of a decision."""
         self.keeper.metrics.decisions.labels(decision.profile, decision.verdict.value).inc()
         record_decision(decision)  # gen_ai.evaluation.result events when tracing is on
         if self.keeper.audit is not None:
@@ -278,6 +281,8 @@ class PolicySession:
             self.keeper.audit.record(request_id=self.ctx.request_id, model=self.model,
                                      messages=self.messages, decision=decision.to_dict(),
                                      usage=self._gate_usage(), key_name=self.ctx.key_name)
+        if self.keeper.exchanges is not None:  # queued, never awaited
+            self.keeper.exchanges.offer(self, decision, answer)
 
     # --- progressive streaming (proxy/chat/progressive.py drives these) --------------
 
@@ -347,7 +352,7 @@ class PolicySession:
         profile = self.profile.model_copy(update={"combine": CombineConfig()})
         decision = decide(profile, results, route=self.route, escalation=self.escalation,
                           answer=answer_features(answer.tokens))
-        self._record(decision)
+        self._record(decision, answer)
         return self._outcome(decision, [answer])
 
     def _gate_usage(self) -> dict:

@@ -29,6 +29,18 @@ from proxy.upstream import Upstream
 from proxy.upstream.fanout import complete_n, merge_streams, sum_usage
 
 
+async def stamped(chunks: AsyncGenerator[dict, None], response_id: str,
+                  ) -> AsyncGenerator[dict, None]:
+    """The upstream's chunks under the gateway's response id (an upstream's own id may
+    repeat); closing this closes the upstream stream."""
+    try:
+        async for chunk in chunks:
+            chunk["id"] = response_id
+            yield chunk
+    finally:
+        await chunks.aclose()
+
+
 @dataclass
 class StreamPlan:
     headers: dict[str, str]
@@ -61,6 +73,7 @@ class ChatService:
         try:
             body = req.upstream_body(upstream.config.max_tokens_field, session.reads_logprobs)
             resp = await complete_n(upstream, body)
+            resp["id"] = session.response_id  # the upstream's own id may repeat
             # a session that reads no answer (every detector off) is not handed one
             answers = shaping.answers_from_response(resp) if session.reads_logprobs else []
             outcome = await session.judge(answers)
@@ -74,7 +87,8 @@ class ChatService:
     async def open_stream(self, req: ChatCompletionRequest, ctx: RequestContext) -> StreamPlan:
         upstream = self._check(req)
         session = self.gatekeeper.begin(req, ctx, req.model)
-        chunks = self._upstream_chunks(upstream, req, session.reads_logprobs)
+        chunks = stamped(self._upstream_chunks(upstream, req, session.reads_logprobs),
+                         session.response_id)
         try:
             first = await anext(chunks)
         except StopAsyncIteration:

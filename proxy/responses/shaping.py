@@ -15,6 +15,7 @@ import uuid
 from typing import Any
 
 from proxy.responses.schemas import ResponsesRequest
+from proxy.store.ids import responses_id
 
 
 def new_id(prefix: str) -> str:
@@ -105,7 +106,8 @@ def response_object(req: ResponsesRequest, chat: dict) -> dict:
     choice = (chat.get("choices") or [{}])[0]
     message = choice.get("message") or {}
     parts = content_parts(message, choice.get("logprobs"), req.wants_logprobs())
-    response = skeleton(req, new_id("resp"), int(chat.get("created") or time.time()))
+    response = skeleton(req, responses_id(chat.get("id")) or new_id("resp"),
+                        int(chat.get("created") or time.time()))
     status = "incomplete" if choice.get("finish_reason") == "length" else "completed"
     return finish(response, message_item(new_id("msg"), parts, status),
                   choice.get("finish_reason"), chat.get("usage"), chat.get("hallgate"))
