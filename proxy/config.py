@@ -115,6 +115,8 @@ class StoreSettings(BaseModel):
     queue_size: int = Field(10_000, ge=1)  # records waiting for the writer; beyond it new
     # ones are dropped and counted (hallgate_store_dropped), never waited for
     batch_size: int = Field(200, ge=1)  # records per write transaction
+    flush_interval_s: float = Field(0.2, ge=0)  # a batch gathers this long before its
+    # write (a label posted right after its answer waits for it, up to 5 s)
     max_age_days: float | None = Field(30.0, gt=0)  # older exchanges are deleted; None = kept
     max_rows: int | None = Field(1_000_000, ge=1)  # the oldest beyond this are deleted
     retention_interval_s: float = Field(300.0, gt=0)  # how often retention runs

@@ -4,6 +4,9 @@
      "score": 0.0-1.0 (optional), "gold": "...", "comment": "..."}  ->  200
     {"object": "feedback", "id": ..., "label": ..., "created_at": ..., "labels": n}
 
+``POST [/<prefix>]/v1/feedback/bulk`` takes the same objects as JSONL, one per line, for
+labels produced offline, and answers each line's result in order.
+
 Authenticated like every other call (gateway keys); a key labels only the answers it
 received (403). Every label is kept; the newest one counts (posting again is safe). An id
 the store does not hold is a 404 whose message says why: never minted here, not sampled
@@ -18,9 +21,9 @@ from datetime import UTC, datetime
 from typing import Literal
 
 from fastapi import APIRouter, Request
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from proxy.errors import HallgateError, PermissionDenied
+from proxy.errors import HallgateError, InvalidRequest, PermissionDenied, validation_error
 from proxy.store.ids import canonical_response_id, minted_at
 from proxy.store.records import text_sha256
 
@@ -65,17 +68,20 @@ def _not_found(given: str, canonical: str | None, max_age_days: float | None) ->
                             f"store dropped or trimmed it.", param="id")
 
 
-async def _post_feedback(body: FeedbackRequest, request: Request) -> dict:
+def _store_of(request: Request):
     store = getattr(request.app.state, "exchanges", None)
-    settings = request.app.state.settings.store
     if store is None:
         raise ResponseNotFound("This gateway keeps no store of exchanges (store.enabled is "
                                "off), so it has nothing to label.", param="id",
                                code="store_disabled")
+    return store
+
+
+async def label(store, settings, body: FeedbackRequest, key_name: str | None) -> dict:
+    """Store one label; raises the OpenAI-shaped error of each refusal."""
     canonical = canonical_response_id(body.id)
     if canonical is None:
         raise _not_found(body.id, None, settings.max_age_days)
-    key_name = (request.scope.get("state") or {}).get("key_name")
     try:
         found = await store.find(canonical)
     except Exception as exc:
@@ -87,9 +93,8 @@ async def _post_feedback(body: FeedbackRequest, request: Request) -> dict:
         raise PermissionDenied(f"Response '{body.id}' was not returned to this API key; a "
                                f"key may label only its own responses.", param="id",
                                code="not_your_response")
-    keep_text = settings.include_prompt
     gold, comment = body.gold, body.comment
-    if not keep_text:
+    if not settings.include_prompt:
         gold = f"sha256:{text_sha256(gold)}" if gold is not None else None
         comment = f"sha256:{text_sha256(comment)}" if comment is not None else None
     try:
@@ -103,7 +108,43 @@ async def _post_feedback(body: FeedbackRequest, request: Request) -> dict:
             "created_at": int(created.timestamp()), "labels": count}
 
 
+def _key_name(request: Request) -> str | None:
+    return (request.scope.get("state") or {}).get("key_name")
+
+
 @router.post("/v1/feedback")
 @router.post("/{route_prefix:path}/v1/feedback")  # api_base=http://gw/<prefix>/v1
 async def post_feedback(body: FeedbackRequest, request: Request) -> dict:
-    return await _post_feedback(body, request)
+    store = _store_of(request)
+    return await label(store, request.app.state.settings.store, body, _key_name(request))
+
+
+@router.post("/v1/feedback/bulk")
+@router.post("/{route_prefix:path}/v1/feedback/bulk")
+async def post_feedback_bulk(request: Request) -> dict:
+    """Labels produced offline: a JSONL body, one feedback object per line (blank lines
+    skipped). Each line is judged alone, as the single form would; the answer lists
+    every line's result (``status`` and the label, or the error) in order."""
+    store = _store_of(request)
+    settings = request.app.state.settings.store
+    key_name = _key_name(request)
+    results, stored = [], 0
+    for number, line in enumerate((await request.body()).splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            body = FeedbackRequest.model_validate_json(line)
+            result = {"line": number, "status": 200,
+                      **await label(store, settings, body, key_name)}
+            stored += 1
+        except ValidationError as exc:
+            error = validation_error(list(exc.errors()))
+            result = {"line": number, "status": error.status, **error.to_body()}
+        except HallgateError as exc:
+            result = {"line": number, "status": exc.status, **exc.to_body()}
+        results.append(result)
+    if not results:
+        raise InvalidRequest("The body holds no feedback lines; expected JSONL, one "
+                             "{\"id\", \"label\"} object per line.")
+    return {"object": "list", "data": results, "stored": stored,
+            "failed": len(results) - stored}

@@ -45,6 +45,7 @@ async def stamped(chunks: AsyncGenerator[dict, None], response_id: str,
 class StreamPlan:
     headers: dict[str, str]
     body: AsyncIterator[bytes]
+    response_id: str | None = None  # the id every chunk carries
 
 
 @dataclass
@@ -103,10 +104,11 @@ class ChatService:
         if plan is not None:
             tail = functools.partial(self._tail, req, first)  # (outcome, usage) -> SSE end
             stream = ProgressiveStream(req, session, plan, first, chunks, tail)
-            return StreamPlan(dict(session.headers), stream.events())
+            return StreamPlan(dict(session.headers), stream.events(), session.response_id)
         if mode != "passthrough":  # buffer, or progressive that cannot be (n > 1, no HALT)
             return await self._buffered(req, session, first, chunks)
-        return StreamPlan(dict(session.headers), self._passthrough(req, session, first, chunks))
+        return StreamPlan(dict(session.headers), self._passthrough(req, session, first, chunks),
+                          session.response_id)
 
     def _upstream_chunks(self, upstream: Upstream, req: ChatCompletionRequest,
                          reads_logprobs: bool) -> AsyncGenerator[dict, None]:
@@ -133,7 +135,8 @@ class ChatService:
         finally:
             await session.aclose()
         headers = {**session.headers, **outcome.headers}
-        return StreamPlan(headers, self._replay(req, held, answers, outcome))
+        return StreamPlan(headers, self._replay(req, held, answers, outcome),
+                          session.response_id)
 
     async def _replay(self, req: ChatCompletionRequest, held: list[dict], answers: list[Answer],
                       outcome: GateOutcome) -> AsyncIterator[bytes]:

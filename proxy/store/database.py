@@ -14,8 +14,10 @@ database stamped by a newer gateway than this one is always refused.
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 
+import orjson
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
@@ -57,8 +59,18 @@ def display_url(url: str) -> str:
     return make_url(url).render_as_string(hide_password=True)
 
 
+def dumps(value) -> str:
+    """JSON for the JSON columns: orjson (a 256-token logprob matrix is 5,000 floats; NaN
+    and infinities become null), the standard library for what orjson refuses (integers
+    beyond 64 bits in a client's message)."""
+    try:
+        return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
+    except TypeError:
+        return json.dumps(value, default=str)
+
+
 def create_engine(url: str) -> AsyncEngine:
-    engine = create_async_engine(url, pool_pre_ping=True)
+    engine = create_async_engine(url, pool_pre_ping=True, json_serializer=dumps)
     if engine.dialect.name == "sqlite":
         @event.listens_for(engine.sync_engine, "connect")
         def _sqlite_pragmas(dbapi_connection, _record) -> None:

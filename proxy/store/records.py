@@ -27,11 +27,13 @@ def _number(value: Any) -> float | None:
 def logprob_matrix(tokens: list[dict] | None) -> dict | None:
     """The answer's token logprobs as numbers: ``chosen[t]`` is token t's own logprob and
     ``top[t]`` its top-k alternatives' logprobs in the upstream's order (k varies per
-    token: llama.cpp sends 1 to 21); None when the upstream sent no logprobs."""
+    token: llama.cpp sends 1 to 21); None when the upstream sent no logprobs. A −inf
+    logprob is written as null (the engine's JSON serializer, orjson, writes NaN and
+    infinities so)."""
     if tokens is None:
         return None
-    return {"chosen": [_number(t.get("logprob")) for t in tokens],
-            "top": [[_number(a.get("logprob")) for a in t.get("top_logprobs") or ()]
+    return {"chosen": [t.get("logprob") for t in tokens],
+            "top": [[a.get("logprob") for a in t.get("top_logprobs") or ()]
                     for t in tokens]}
 
 

@@ -2,7 +2,8 @@
 
     request path                         background (one task per gateway)
     ------------                         ---------------------------------
-    offer(session, decision, answer)     drain: queue -> batches -> one INSERT each
+    offer(session, decision, answer)     drain: queue -> batches (gathered for
+                                           flush_interval_s) -> one INSERT each
       route's sample share? no -> done   retention: every retention_interval_s delete
       queue full? drop + count            rows older than max_age_days, then the oldest
       else put_nowait (never waits)       beyond max_rows, then labels left without one
@@ -160,6 +161,9 @@ class ExchangeStore:
     async def _drain(self) -> None:
         while True:
             batch = [await self.queue.get()]
+            # one transaction per row costs ~10x the CPU of a batched row
+            # (bench/store_ab.py): let a batch gather for a moment
+            await asyncio.sleep(self.settings.flush_interval_s)
             while len(batch) < self.settings.batch_size and not self.queue.empty():
                 batch.append(self.queue.get_nowait())
             try:

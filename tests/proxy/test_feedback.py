@@ -3,6 +3,8 @@ every error case in the OpenAI error shape."""
 
 from __future__ import annotations
 
+import json
+
 import httpx
 import pytest
 
@@ -105,11 +107,47 @@ def test_a_gateway_without_a_store_says_so(gateway):
     assert resp.status_code == 404 and error_of(resp)["code"] == "store_disabled"
 
 
-def test_responses_api_ids_can_be_labelled_too(keyed_gateway, tmp_path):
+@pytest.mark.parametrize("stream", [False, True], ids=["non_streaming", "streaming"])
+def test_responses_api_ids_can_be_labelled_too(keyed_gateway, tmp_path, stream):
     url = keyed_gateway
-    response = client(url, key="sk-alice").responses.create(model="fake", input="Capital?")
-    assert response.id.startswith("resp_")
-    resp = post(url, {"id": response.id, "label": "unsure"}, key="sk-alice")
+    responses = client(url, key="sk-alice").responses
+    if stream:
+        events = list(responses.create(model="fake", input="Capital?", stream=True))
+        response_id = events[-1].response.id
+        assert {e.response.id for e in events if hasattr(e, "response")} == {response_id}
+    else:
+        response_id = responses.create(model="fake", input="Capital?").id
+    assert response_id.startswith("resp_")
+    resp = post(url, {"id": response_id, "label": "unsure"}, key="sk-alice")
     assert resp.status_code == 200, resp.text
     [label] = sqlite_rows(tmp_path / "exchanges.sqlite3", "feedback")
-    assert label["response_id"] == "chatcmpl-" + response.id.removeprefix("resp_")
+    assert label["response_id"] == "chatcmpl-" + response_id.removeprefix("resp_")
+
+
+def test_labels_produced_offline_go_in_as_jsonl_each_line_judged_alone(keyed_gateway,
+                                                                       tmp_path):
+    url = keyed_gateway
+    alice = client(url, key="sk-alice")
+    ids = [alice.chat.completions.create(model="fake", messages=PROMPT).id for _ in range(2)]
+    bobs = client(url, key="sk-bob").chat.completions.create(model="fake", messages=PROMPT).id
+    lines = [{"id": ids[0], "label": "correct"}, {"id": ids[1], "label": "incorrect"},
+             {"id": bobs, "label": "correct"}, {"id": ids[0], "label": "nonsense"},
+             {"id": "chatcmpl-fake", "label": "correct"}]
+    body = "\n".join(json.dumps(line) for line in lines).encode() + b"\n\n{broken\n"
+    resp = httpx.post(f"{url}/v1/feedback/bulk", content=body,
+                      headers={"authorization": "Bearer sk-alice",
+                               "content-type": "application/jsonl"})
+    assert resp.status_code == 200, resp.text
+    result = resp.json()
+    assert (result["stored"], result["failed"]) == (2, 4)
+    assert [(r["line"], r["status"]) for r in result["data"]] == [
+        (1, 200), (2, 200), (3, 403), (4, 400), (5, 404), (7, 400)]
+    assert result["data"][3]["error"]["param"] == "label"
+    labels = sqlite_rows(tmp_path / "exchanges.sqlite3", "feedback")
+    assert [(r["response_id"], r["label"]) for r in labels] == [
+        (ids[0], "correct"), (ids[1], "incorrect")]
+
+
+def test_an_empty_bulk_upload_is_400(keyed_gateway):
+    resp = post(keyed_gateway, b"\n", key="sk-alice", path="/v1/feedback/bulk")
+    assert resp.status_code == 400 and "no feedback lines" in error_of(resp)["message"]
