@@ -1,7 +1,9 @@
-"""The store's cost on the request path: one gateway with ``store.sample: 1.0`` against
-the same gateway with the store off, in one run.
+"""The store's cost on the request path: one gateway with ``store.sample: 1.0`` (or
+``--sample``) against the same gateway with the store off, in one run.
 
-    .venv/bin/python bench/store_ab.py [--rounds 500] [--seconds 10]   (wrk: scripts/bench_tools.sh)
+    .venv/bin/python bench/store_ab.py [--sample 1.0] [--rounds 500] [--repeats 4]
+
+(wrk from scripts/bench_tools.sh; without it only concurrency 1 runs.)
 
 One fake upstream (``tests.fake_upstream``, 20 ms) and two ``hallgate serve`` processes of
 this checkout with the HALT-annotate route, one with every judged exchange sampled into a
@@ -39,9 +41,10 @@ from overhead import (  # bench/overhead.py (this folder is on sys.path as the s
 from proxy.embedded import free_port
 
 
-def config(tmp: Path, name: str, port: int, fake_url: str, store: bool) -> Path:
+def config(tmp: Path, name: str, port: int, fake_url: str, store: bool,
+           sample: float) -> Path:
     policy = yaml.safe_load(yaml.safe_dump(POLICIES["halt"]))
-    policy["routes"][0]["store"] = {"sample": 1.0}  # read only where the store is on
+    policy["routes"][0]["store"] = {"sample": sample}  # read only where the store is on
     policy_path = tmp / "policy.yaml"
     policy_path.write_text(yaml.safe_dump(policy, sort_keys=False))
     cfg = {"host": "127.0.0.1", "port": port, "policy_file": str(policy_path),
@@ -64,7 +67,8 @@ def counter(url: str, name: str) -> float:
 def main(rounds: int = typer.Option(500, help="Interleaved rounds at concurrency 1."),
          seconds: float = typer.Option(10.0, help="Each wrk run at concurrency 64."),
          repeats: int = typer.Option(2, help="wrk runs per gateway, alternating."),
-         latency_ms: float = typer.Option(20.0, help="The fake upstream's latency.")) -> None:
+         latency_ms: float = typer.Option(20.0, help="The fake upstream's latency."),
+         sample: float = typer.Option(1.0, help="The route's store.sample on `on`.")) -> None:
     """Added p50 at c=1 and req/s at c=64 of the store, against the store off."""
     with tempfile.TemporaryDirectory(prefix="hallgate-store-ab-") as tmp, \
             contextlib.ExitStack() as stack:
@@ -73,7 +77,7 @@ def main(rounds: int = typer.Option(500, help="Interleaved rounds at concurrency
         targets = [Target("direct", fake_url, logprobs=True)]
         for name, store in (("off", False), ("on", True)):
             port = free_port()
-            path = config(log_dir, name, port, fake_url, store)
+            path = config(log_dir, name, port, fake_url, store, sample)
             proc = stack.enter_context(server(
                 name, [*gateway_command(), "--config", str(path), "--port", str(port)],
                 f"http://127.0.0.1:{port}/readyz", log_dir))
@@ -118,7 +122,7 @@ def main(rounds: int = typer.Option(500, help="Interleaved rounds at concurrency
             time.sleep(0.2)
         counts = {name: int(counter(on, f"hallgate_store_{name}_total"))
                   for name in ("sampled", "written", "dropped")}
-    print(f"RESULT store_ab rounds={rounds} " + " ".join(
+    print(f"RESULT store_ab sample={sample} rounds={rounds} " + " ".join(
         f"{k}={v:.3f}" for k, v in fields.items()) + " " + " ".join(
         f"{k}={v}" for k, v in counts.items()))
 

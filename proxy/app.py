@@ -39,7 +39,6 @@ from proxy.middleware import BodyLimitMiddleware, RequestIdMiddleware
 from proxy.openapi import install_openapi
 from proxy.registry import UpstreamRegistry
 from proxy.responses.router import router as responses_router
-from proxy.store import open_store
 from proxy.tracing import build_tracing
 from proxy.upstream import Upstream, build_upstream
 from proxy.upstream.capabilities import LogprobsCapability, rejection_counter
@@ -171,6 +170,8 @@ def create_app(settings: Settings | None = None, halt: HaltScoring | None = None
             keeper = await stack.enter_async_context(
                 policy_gatekeeper(settings, registry, app.state.metrics, app.state.audit, halt))
             if settings.store.enabled:  # judged exchanges sampled into a database
+                from proxy.store.writer import open_store  # SQLAlchemy only when it is on
+
                 keeper.exchanges = app.state.exchanges = await stack.enter_async_context(
                     open_store(settings, app.state.metrics.registry, lambda: keeper.store.policy))
             app.state.chat = ChatService(registry, keeper, settings.max_n)

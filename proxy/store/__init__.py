@@ -12,11 +12,7 @@
 
 SQLite (aiosqlite) by default, a file beside the audit log; PostgreSQL (asyncpg) with
 ``store.url: postgresql://...`` when several replicas share one store.
+
+Nothing is imported here: the request path needs only ``ids`` and ``records``, and
+SQLAlchemy and Alembic load with ``database``/``writer`` when the store is on.
 """
-
-from proxy.store.database import StoreError, migrate, open_database
-from proxy.store.ids import canonical_response_id, minted_at, new_response_id, responses_id
-from proxy.store.writer import ExchangeStore, open_store
-
-__all__ = ["ExchangeStore", "StoreError", "canonical_response_id", "migrate", "minted_at",
-           "new_response_id", "open_database", "open_store", "responses_id"]

@@ -110,7 +110,7 @@ async def migrate(engine: AsyncEngine, mode: str = "auto", revision: str = "head
     scripts = ScriptDirectory.from_config(alembic_config())
     known = {s.revision for s in scripts.walk_revisions()}
     head = scripts.get_current_head()
-    where = display_url(str(engine.url.render_as_string(hide_password=False)))
+    where = engine.url.render_as_string(hide_password=True)
     async with engine.begin() as conn:
         current = await conn.run_sync(_revision_of)
         if current is not None and current not in known:

@@ -32,7 +32,7 @@ from sqlalchemy import delete, func, insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from proxy.config import Settings, StoreSettings
-from proxy.store.database import display_url, open_database
+from proxy.store.database import head_revision, open_database
 from proxy.store.models import Exchange, Feedback
 from proxy.store.records import exchange_row
 
@@ -264,8 +264,8 @@ async def open_store(settings: Settings, registry: CollectorRegistry,
     at exit what is queued is written (briefly) and the engine closed."""
     engine = await open_database(settings)
     store = ExchangeStore(engine, settings.store, registry, policy)
-    log.info("store %s open (schema migrated)", display_url(str(engine.url.render_as_string(
-        hide_password=False))))
+    log.info("store %s open (schema revision %s)",
+             engine.url.render_as_string(hide_password=True), head_revision())
     store.start()
     try:
         yield store

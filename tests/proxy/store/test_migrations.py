@@ -11,8 +11,7 @@ import pytest
 
 from proxy.app import create_app
 from proxy.config import Settings
-from proxy.store import StoreError, migrate
-from proxy.store.database import create_engine, database_url, head_revision
+from proxy.store.database import StoreError, create_engine, database_url, head_revision, migrate
 from tests.proxy.store.helpers import client, store_settings
 
 

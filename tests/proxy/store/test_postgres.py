@@ -9,8 +9,7 @@ import json
 import asyncpg
 import httpx
 
-from proxy.store import migrate
-from proxy.store.database import create_engine
+from proxy.store.database import create_engine, migrate
 from tests.proxy.store.helpers import client, store_settings, wait_written
 
 PROMPT = [{"role": "user", "content": "What is the capital of France?"}]

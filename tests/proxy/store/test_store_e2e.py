@@ -119,3 +119,14 @@ def test_the_text_is_there_with_include_prompt(fake_upstream, start_gateway, tmp
     row = sqlite_rows(tmp_path / "store-True.sqlite3")[0]
     assert json.loads(row["prompt"]) == PROMPT and MARKER in row["answer"]
     assert json.loads(row["tokens"])[0][0] == MARKER
+
+
+def test_the_store_keeps_every_alternative_the_upstream_sent_whatever_the_client_asked(
+        fake_upstream, start_gateway, tmp_path):
+    url = start_gateway(store_settings(fake_upstream, tmp_path))
+    resp = client(url).chat.completions.create(model="fake", messages=PROMPT, logprobs=True,
+                                               top_logprobs=2)
+    assert len(resp.choices[0].logprobs.content[0].top_logprobs) == 2
+    wait_written(url, 1)
+    [row] = sqlite_rows(tmp_path / "exchanges.sqlite3")
+    assert {len(top) for top in json.loads(row["logprobs"])["top"]} == {20}

@@ -15,8 +15,10 @@ from detectors.verdict import Verdict
 from policies.decision import Decision
 from policies.schema import Route, RouteStore
 from proxy.config import Settings
-from proxy.store import ExchangeStore, new_response_id, open_database
+from proxy.store.database import open_database
+from proxy.store.ids import new_response_id
 from proxy.store.models import Exchange, Feedback
+from proxy.store.writer import ExchangeStore
 
 
 def decision() -> Decision:
