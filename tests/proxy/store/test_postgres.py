@@ -4,13 +4,18 @@ schema."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
+import time
+from pathlib import Path
 
 import asyncpg
 import httpx
 
 from proxy.store.database import create_engine, migrate
-from tests.proxy.store.helpers import client, store_settings, wait_written
+from tests.proxy.store.helpers import client, metric, store_settings, wait_written
 
 PROMPT = [{"role": "user", "content": "What is the capital of France?"}]
 
@@ -68,3 +73,41 @@ async def test_a_gateway_upgrades_an_old_postgresql_schema(fake_upstream, start_
     assert resp.status_code == 200, resp.text
     [version] = await fetch(postgres_url, "SELECT version_num FROM alembic_version")
     assert version["version_num"] == "0002"
+
+
+def postgres_pids(server) -> list[int]:
+    """The server's postmaster and every process it started."""
+    postmaster = int((server.data / "postmaster.pid").read_text().split()[0])
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == postmaster:
+                children.append(int(stat.parent.name))
+    return [postmaster, *children]
+
+
+def test_a_frozen_database_never_slows_a_request_and_its_drops_are_counted(
+        fake_upstream, start_gateway, tmp_path, postgres_server):
+    db_url = postgres_server.create_database()
+    url = start_gateway(store_settings(fake_upstream, tmp_path, url=db_url, queue_size=3,
+                                       flush_interval_s=0.0))
+    chat = client(url)
+    chat.chat.completions.create(model="fake", messages=PROMPT)
+    wait_written(url, 1)
+    pids = postgres_pids(postgres_server)
+    for pid in pids:  # the database stops answering, connections stay open
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        took = []
+        for _ in range(12):
+            start = time.perf_counter()
+            chat.chat.completions.create(model="fake", messages=PROMPT)
+            took.append(time.perf_counter() - start)
+        dropped = metric(url, 'hallgate_store_dropped_total{reason="queue_full"}')
+    finally:
+        for pid in pids:
+            os.kill(pid, signal.SIGCONT)
+    # one exchange may sit in the stuck writer, three in the queue; the rest are dropped
+    assert 8 <= dropped <= 11
+    assert max(took) < 1.0, took  # no request waited for the database
+    wait_written(url, 1 + 12 - dropped)  # the writer goes on once the database is back
