@@ -38,6 +38,7 @@ from proxy.store.records import exchange_row
 
 log = logging.getLogger("hallgate.store")
 LOG_EVERY_S = 60.0  # at most one log line per failure kind and interval
+POLL_S = 0.01  # a gathering batch looks at the queue this often
 
 
 class JudgedSession(Protocol):
@@ -158,28 +159,54 @@ class ExchangeStore:
             tokens=answer.tokens if answer is not None else None,
             include_prompt=self.settings.include_prompt)
 
+    async def _gather(self) -> tuple[list[str], list[dict]]:
+        """The next batch: its response ids and rows. Each row is built as soon as its
+        exchange is taken from the queue, so the answer's token dicts die young (held for
+        the whole flush interval they reach the collector's oldest generation, and full
+        collections of this process's heap cost more than the rows); the batch then
+        gathers for ``flush_interval_s``, looking at the queue every ``POLL_S``."""
+        loop = asyncio.get_running_loop()
+        ids: list[str] = []
+        rows: list[dict] = []
+
+        def take(item: Pending) -> None:
+            ids.append(item.response_id)
+            try:
+                rows.append(self._row(item))
+            except Exception as exc:  # a row that cannot be built is dropped, not the batch
+                self.metrics.write_error.inc()
+                self._log_once("row_error", "store row failed, exchange dropped: %r", exc)
+
+        take(await self.queue.get())
+        deadline = loop.time() + self.settings.flush_interval_s
+        size = self.settings.batch_size
+        while True:
+            while len(ids) < size and not self.queue.empty():
+                take(self.queue.get_nowait())
+            left = deadline - loop.time()
+            if len(ids) >= size or left <= 0:
+                return ids, rows
+            await asyncio.sleep(min(POLL_S, left))
+
     async def _drain(self) -> None:
         while True:
-            batch = [await self.queue.get()]
             # one transaction per row costs ~10x the CPU of a batched row
-            # (bench/store_ab.py): let a batch gather for a moment
-            await asyncio.sleep(self.settings.flush_interval_s)
-            while len(batch) < self.settings.batch_size and not self.queue.empty():
-                batch.append(self.queue.get_nowait())
+            # (bench/store_ab.py): batches gather for a moment
+            ids, rows = await self._gather()
             try:
-                rows = [self._row(item) for item in batch]
-                async with self.engine.begin() as conn:
-                    await conn.execute(insert(Exchange), rows)
-                self.metrics.written.inc(len(rows))
+                if rows:
+                    async with self.engine.begin() as conn:
+                        await conn.execute(insert(Exchange), rows)
+                    self.metrics.written.inc(len(rows))
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                self.metrics.write_error.inc(len(batch))
+                self.metrics.write_error.inc(len(rows))
                 self._log_once("write_error", "store write failed, %d exchanges dropped: %r",
-                               len(batch), exc)
+                               len(rows), exc)
             finally:
-                for item in batch:
-                    self.pending.discard(item.response_id)
+                for response_id in ids:
+                    self.pending.discard(response_id)
                     self.queue.task_done()
                 async with self._written:
                     self._written.notify_all()
