@@ -23,4 +23,4 @@ lint: setup
 	$(VENV)/bin/ruff check proxy detectors policies tests bench
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) .venv-clients tests/clients/node/node_modules .pytest_cache .ruff_cache

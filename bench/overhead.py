@@ -419,7 +419,9 @@ def litellm_proxy_config(tmp: Path, fake_base: str) -> Path:
 
 
 def gateway_command() -> list[str]:
-    return [str(REPO / ".venv" / "bin" / "hallgate"), "serve"]
+    """`hallgate serve` as the gateway's own module runs it: the same in every build
+    (bench/ab_c1.py points PYTHONPATH at another checkout)."""
+    return [str(REPO / ".venv" / "bin" / "python"), "-m", "proxy.cli", "serve"]
 
 
 def start_gateway(stack: contextlib.ExitStack, name: str, model: dict, tmp: Path,

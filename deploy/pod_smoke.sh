@@ -5,7 +5,7 @@
 #   bash deploy/pod_smoke.sh   # ~9 min the first time (torch, llama.cpp), then ~2 min
 #
 # 1. build stage: the Dockerfile's COPY set into a clean folder, then scripts/bootstrap.sh
-#    with VENV, HALLGATE_EDITABLE=0, HALLGATE_EXTRAS= exactly as the Dockerfile runs it;
+#    with VENV, HALLGATE_EDITABLE=0, HALLGATE_EXTRAS=gemma exactly as the Dockerfile runs it;
 # 2. the two ConfigMaps as `kubectl kustomize deploy/k8s/overlays/local-model` renders them;
 # 3. `hallgate serve` as UID/GID 10001 (when run as root) with the image's environment,
 #    only a temp dir and the audit dir writable; /healthz, /readyz, one chat completion,
@@ -28,11 +28,11 @@ rm -rf "$WORK/ctx" "$WORK/etc" "$WORK/tmp" "$WORK/log"
 mkdir -p "$WORK/ctx/scripts" "$WORK/etc" "$WORK/tmp" "$WORK/log"
 cp pyproject.toml README.md "$WORK/ctx/"
 cp scripts/bootstrap.sh "$WORK/ctx/scripts/"
-cp -r proxy detectors policies "$WORK/ctx/"
+cp -r proxy detectors policies hallgate_cli "$WORK/ctx/"
 find "$WORK/ctx" -name __pycache__ -prune -exec rm -rf {} +
 rm -f "$WORK/venv/.hallgate-installed"   # always install the current tree
 (cd "$WORK/ctx" && env PYTHON="$PYTHON" VENV="$WORK/venv" HALLGATE_EDITABLE=0 \
-  HALLGATE_EXTRAS= bash scripts/bootstrap.sh)
+  HALLGATE_EXTRAS=gemma bash scripts/bootstrap.sh)
 
 echo "pod_smoke: ConfigMaps of the local-model overlay into $WORK/etc"
 "$KUBECTL" kustomize deploy/k8s/overlays/local-model | "$WORK/venv/bin/python" -c '

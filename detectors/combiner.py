@@ -26,18 +26,21 @@ from pathlib import Path
 
 import numpy as np
 
-# feature name -> the detector that produces it (None: read off the answer itself)
-FEATURES: dict[str, str | None] = {
-    "halt": "halt",  # HALT risk
-    "edfl": "edfl",  # EDFL's RoH bound
-    "edfl_neg_isr": "edfl",  # −ISR, capped at ±1e3
-    "semantic": "semantic",  # semantic risk, H / log M
-    "semantic_entropy": "semantic",  # semantic entropy over count clusters, nats
-    "semantic_entropy_prob": "semantic",  # ... over probability clusters, nats
-    "neg_mean_logprob": None,  # −mean token logprob of the answer
-    "neg_min_logprob": None,  # −min token logprob of the answer
-    "answer_tokens": None,  # answer length in tokens
-}
+from detectors.registry import REGISTRY
+
+# the features read off the answer itself (no detector produces them)
+ANSWER_FEATURES: tuple[str, ...] = (
+    "neg_mean_logprob",  # −mean token logprob of the answer
+    "neg_min_logprob",  # −min token logprob of the answer
+    "answer_tokens",  # answer length in tokens
+)
+
+
+def known_features() -> dict[str, str | None]:
+    """Feature name -> the detector that produces it (None: read off the answer itself).
+    Each registered detector declares its own (detectors/registry.py; default: its risk
+    under its name)."""
+    return {**REGISTRY.feature_owners(), **dict.fromkeys(ANSWER_FEATURES)}
 
 
 def linear_score(x: np.ndarray, mean: np.ndarray, scale: np.ndarray, coef: np.ndarray,
@@ -72,12 +75,10 @@ def answer_features(tokens: Sequence[dict] | None) -> dict[str, float | None]:
 def detector_features(details: Mapping[str, Mapping]) -> dict[str, float | None]:
     """The detector features from each detector's result dict (its ``to_dict()``, as the
     decision and the audit log carry it); a detector absent from ``details`` gives None."""
-    halt, edfl, semantic = (details.get(d) or {} for d in ("halt", "edfl", "semantic"))
-    isr = edfl.get("isr")
-    return {"halt": halt.get("risk"), "edfl": edfl.get("risk"),
-            "edfl_neg_isr": -min(float(isr), 1e3) if isr is not None else None,
-            "semantic": semantic.get("risk"), "semantic_entropy": semantic.get("entropy_count"),
-            "semantic_entropy_prob": semantic.get("entropy_prob")}
+    out: dict[str, float | None] = {}
+    for spec in REGISTRY:
+        out.update(spec.values(details.get(spec.name) or {}))
+    return out
 
 
 @dataclass(frozen=True)
@@ -94,9 +95,10 @@ class LearnedCombiner:
     platt: tuple[float, float] | None = None  # (a, b) of σ(a·z + b), instead of the knots
 
     def __post_init__(self) -> None:
-        unknown = [f for f in self.features if f not in FEATURES]
+        known = known_features()
+        unknown = [f for f in self.features if f not in known]
         if unknown:
-            raise ValueError(f"unknown combiner features {unknown} (known: {list(FEATURES)})")
+            raise ValueError(f"unknown combiner features {unknown} (known: {list(known)})")
         n = len(self.features)
         if not all(len(v) == n for v in (self.impute, self.mean, self.scale, self.coef)):
             raise ValueError("features, impute, mean, scale and coef must have equal length")
@@ -108,7 +110,8 @@ class LearnedCombiner:
 
     def detectors(self) -> set[str]:
         """The detectors whose scores this combiner reads."""
-        return {d for f in self.features if (d := FEATURES[f]) is not None}
+        owners = known_features()
+        return {d for f in self.features if (d := owners[f]) is not None}
 
     def risk(self, values: Mapping[str, float | None]) -> float:
         """Calibrated P(hallucinated) for one answer's feature values."""

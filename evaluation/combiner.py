@@ -16,14 +16,14 @@ import warnings
 
 import numpy as np
 
-from detectors.combiner import FEATURES, LearnedCombiner
+from detectors.combiner import LearnedCombiner, known_features
 from detectors.metrics import auroc
 
 
 def usable_features(records: list[dict], enabled: set[str]) -> list[str]:
     """The features a profile with ``enabled`` detectors can feed, present in the data."""
     out = []
-    for name, detector in FEATURES.items():
+    for name, detector in known_features().items():
         if detector is not None and detector not in enabled:
             continue
         if any(r["scores"].get(name) is not None for r in records):

@@ -273,7 +273,7 @@ def make_record(item: QAItem, response, latency_s: float, request_id: str,
         "gold": list(item.gold), "answer": answer, "finish_reason": choice.finish_reason,
         "correct": correct, "hallucinated": not correct,
         "scores": {  # the combiner's features (one definition: detectors/combiner.py)
-            **detector_features({name: ok(name) for name in ("halt", "edfl", "semantic")}),
+            **detector_features({name: ok(name) for name in detectors}),
             **answer_features([{"logprob": lp} for lp in logprobs]),
             "semantic_entropy_prob": ok("semantic").get("entropy_prob"),
             "combined": meta.get("risk"),

@@ -6,13 +6,14 @@
     profile = apply_overrides(profile, request_headers)      # OverrideError -> HTTP 400
     profile, escalation = apply_hard_rule(policy, profile, prompt_text(messages))
     ... run profile.detectors.enabled() ...
-    decision = decide(profile, results, route=route.name, escalation=escalation)
+    decision = decide(profile, results, route=route.name, escalation=escalation,
+                      combiner=policy.combiner(profile))
     decision.returned, decision.to_dict()                    # the `hallgate` object
 
 Nothing here speaks HTTP; see docs/POLICIES.md for the file format.
 """
 
-from policies.decision import Decision, DetectorScore, Escalation, MissingLogprobs, decide
+from policies.decision import Decision, DetectorScore, Escalation, decide
 from policies.hard_rule import FactualSignal, apply_hard_rule, factual_signal, prompt_text
 from policies.loader import builtin_profile_names, load_policy, load_policy_text
 from policies.overrides import OverrideError, apply_overrides, knob_header
@@ -23,13 +24,13 @@ from policies.routing import (
     UnknownRoute,
     resolve_route,
 )
-from policies.schema import KNOWN_DETECTORS, ROUTE_HEADER, Policy, Profile, Route
+from policies.schema import ROUTE_HEADER, Policy, Profile, Route
 from policies.store import PolicyStore, ReloadResult
 from policies.yaml_source import PolicyError, PolicyIssue
 
 __all__ = [
-    "KNOWN_DETECTORS", "ROUTE_HEADER", "Decision", "DetectorScore", "Escalation",
-    "FactualSignal", "MissingLogprobs", "OverrideError", "Policy", "PolicyError",
+    "ROUTE_HEADER", "Decision", "DetectorScore", "Escalation",
+    "FactualSignal", "OverrideError", "Policy", "PolicyError",
     "PolicyIssue", "PolicyStore", "Profile", "ReloadResult", "Resolution", "Route",
     "RouteNotAllowed", "RoutingError", "UnknownRoute", "apply_hard_rule",
     "apply_overrides", "builtin_profile_names", "decide", "factual_signal", "knob_header",

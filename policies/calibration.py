@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from detectors.metrics import clopper_pearson_upper
+from detectors.registry import REGISTRY
 
 KNOBS: tuple[str, ...] = ("halt.threshold", "combine.threshold")  # knobs we can calibrate
 
@@ -144,6 +145,55 @@ def split_indices(n: int, calibration_fraction: float, seed: int) -> tuple[np.nd
     return np.sort(order[:cut]), np.sort(order[cut:])
 
 
+@dataclass(frozen=True)
+class GuaranteeCheck:
+    """How often Learn-then-Test's promise failed on data it was not calibrated on."""
+
+    splits: int
+    exceeded: int  # splits whose measured answered-hallucination rate was above α
+    no_threshold: int  # splits where no threshold was safe (nothing answered: no risk)
+    mean_coverage: float  # mean fraction answered where it was measured, over all splits
+
+    @property
+    def exceeded_fraction(self) -> float:
+        return self.exceeded / self.splits if self.splits else 0.0
+
+
+def guarantee_check(scores, hallucinated, config: CalibrationConfig, splits: int = 200,
+                    calibration_fraction: float = 0.5, seed: int = 0,
+                    population: bool = False) -> GuaranteeCheck:
+    """The LTT guarantee P(R(t̂) > α) <= δ checked empirically, where
+    R(t) = #(hallucinated ∧ answered at t) / #answered at t.
+
+    ``population=False`` (resplits): calibrate on a seeded random part of the items and
+    measure R on the rest. The rest is a finite sample too, so its R̂ scatters around the
+    true R(t̂): a threshold whose true risk sits just under α exceeds it on about half the
+    held-out draws, and the fraction of exceedances can pass δ with the promise kept.
+    ``population=True``: the items are the population. Each calibration set is drawn from
+    them with replacement (i.i.d., as LTT assumes) and R(t̂) is measured exactly on all of
+    them, so the fraction of exceedances estimates P(R(t̂) > α) itself."""
+    s = np.asarray(scores, dtype=np.float64)
+    y = np.asarray(hallucinated, dtype=bool)
+    n = len(y)
+    exceeded = no_threshold = 0
+    coverage = 0.0
+    for k in range(splits):
+        if population:
+            cal = np.random.default_rng(seed + k).integers(0, n, round(calibration_fraction * n))
+            measured = np.arange(n)
+        else:
+            cal, measured = split_indices(n, calibration_fraction, seed + k)
+        result = ltt_threshold(s[cal], y[cal], config)
+        if result.threshold is None:
+            no_threshold += 1
+            continue
+        answered = answered_mask(s[measured], result.threshold)
+        coverage += answered.mean() if len(measured) else 0.0
+        if answered.any() and y[measured][answered].mean() > config.target_risk:
+            exceeded += 1
+    return GuaranteeCheck(splits, exceeded, no_threshold, coverage / splits if splits else 0.0)
+
+
 # --------------------------------------------------------------------------- policy text
 
 
@@ -156,7 +206,7 @@ def knob_path(profile: str, knob: str) -> list[str]:
     profiles.<p>.combine.threshold."""
     if knob not in KNOBS:
         raise ValueError(f"cannot calibrate '{knob}' (calibratable: {', '.join(KNOBS)})")
-    head = ["detectors"] if knob.startswith("halt.") else []
+    head = ["detectors"] if knob.partition(".")[0] in REGISTRY else []
     return ["profiles", profile, *head, *knob.split(".")]
 
 

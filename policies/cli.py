@@ -14,16 +14,17 @@ from pathlib import Path
 import typer
 import yaml
 
+from detectors.registry import REGISTRY
 from policies.hard_rule import factual_signal
 from policies.loader import BUILTIN_DIR, builtin_profile_names, load_policy, load_policy_text
 from policies.routing import RoutingError, resolve_route
-from policies.schema import KNOWN_DETECTORS, Policy, Profile
+from policies.schema import Policy, Profile
 from policies.yaml_source import PolicyError
 
 app = typer.Typer(help="Policy files: check them before deploying.", no_args_is_help=True)
 
 _AVAILABLE_HELP = (f"Comma-separated detectors the gateway offers (default: all known: "
-                   f"{','.join(KNOWN_DETECTORS)}).")
+                   f"{','.join(REGISTRY.names())}).")
 
 
 @app.callback()
@@ -50,8 +51,8 @@ def _profile_line(profile: Profile) -> str:
     dets = "+".join(profile.detectors.enabled()) or "no detectors"
     base = f", extends {profile.extends}" if profile.extends else ""
     return (f"  {profile.name}: h*={profile.h_star:g}, {dets}, combine {profile.combine.mode}, "
-            f"action {profile.action}, fail {profile.fail_mode}, streaming {profile.streaming}"
-            f"{base}")
+            f"action {profile.action}, fail {profile.fail_mode}, streaming {profile.streaming}, "
+            f"tool calls {profile.tool_calls}{base}")
 
 
 @app.command()

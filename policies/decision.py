@@ -1,19 +1,21 @@
 """The one place where detector results become ANSWER or ABSTAIN.
 
-    decision = decide(profile, {"halt": halt_result, "edfl": TimeoutError(...)},
+    decision = decide(profile, {"halt": judgement, "edfl": TimeoutError(...)},
                       route="strict")
-    decision.verdict     # what the profile's judgement is (ABSTAIN)
-    decision.returned    # what the gateway returns after the action (annotate: ANSWER)
+    decision.verdict     # the decision: the profile's judgement (ABSTAIN)
+    decision.returned    # what the gateway returned after the action (annotate: ANSWER)
     decision.reasons     # ("halt: risk 0.83 >= 0.61", "edfl: error (TimeoutError) ...")
     decision.to_dict()   # the response's JSON-safe `hallgate` object
 
-A result is whatever a detector returned (``verdict``, ``risk`` in [0, 1], ``to_dict()``;
-see detectors/verdict.py), an exception it raised, or :class:`MissingLogprobs` when it
-could not run because the upstream gave no logprobs. The profile's fail mode decides what
-the last two mean: ``open`` leaves the detector out, ``closed`` counts it as an
-abstention (risk 1 in the weighted score). Results of detectors the profile does not
-enable are reported but never counted; an enabled detector without a result counts as
-an error.
+"Decision" means the judgement everywhere (the `x-hallgate-decision` header, the body's
+``hallgate.decision``, the metric, the audit record, the trace); what the client got is
+``returned`` (`x-hallgate-returned`). A result is a detector's
+:class:`detectors.protocol.Judgement` or the exception it raised
+(:class:`detectors.protocol.MissingLogprobs` when the upstream gave no logprobs). The
+profile's fail mode decides what an exception means: ``open`` leaves the detector out,
+``closed`` counts it as an abstention (risk 1 in the weighted score). Results of
+detectors the profile does not enable are reported but never counted; an enabled
+detector without a result counts as an error.
 
 Combination (``profile.combine.mode``):
     any       ABSTAIN iff a counted detector abstains.
@@ -32,15 +34,11 @@ from enum import Enum
 from typing import Any, Literal
 
 from detectors.combiner import detector_features
+from detectors.protocol import Judgement, MissingLogprobs
 from detectors.verdict import Verdict
 from policies.schema import Profile
 
-
-@dataclass(frozen=True)
-class MissingLogprobs:
-    """A detector's slot in ``results`` when the upstream gave no (or too few) logprobs."""
-
-    detail: str = "the upstream returned no token logprobs"
+Result = Judgement | BaseException  # what a detector's slot in ``results`` holds
 
 
 @dataclass(frozen=True)
@@ -52,6 +50,9 @@ class Escalation:
 
 
 Status = Literal["ok", "error", "missing_logprobs"]
+
+
+_SHORT_KEYS = ("reason", "reasons", "error", "threshold", "threshold_source")
 
 
 @dataclass(frozen=True)
@@ -66,9 +67,10 @@ class DetectorScore:
     detail: dict = field(default_factory=dict)  # the result's to_dict(), or the error
 
     def to_dict(self, detail: bool = True) -> dict:
-        """JSON-safe; ``detail=False`` keeps only status, verdict, risk and reasons."""
+        """JSON-safe; ``detail=False`` keeps only status, verdict, risk, the threshold with
+        its source, and reasons."""
         extra = self.detail if detail else {
-            k: v for k, v in self.detail.items() if k in ("reason", "reasons", "error")}
+            k: v for k, v in self.detail.items() if k in _SHORT_KEYS}
         return _json_safe({
             **extra,
             "status": self.status,
@@ -107,16 +109,18 @@ class Decision:
         return self.action != "shadow"
 
     def response_headers(self) -> dict[str, str]:
-        """``x-hallgate-*`` response headers summarising the decision."""
+        """``x-hallgate-*`` response headers: ``-decision`` (the judgement) and ``-risk``
+        unless the action is shadow (which only logs them), ``-returned`` always."""
         headers = {
-            "x-hallgate-decision": self.verdict.value,
             "x-hallgate-returned": self.returned.value,
             "x-hallgate-route": self.route or "",
             "x-hallgate-profile": self.profile,
             "x-hallgate-escalated": "true" if self.escalation else "false",
         }
-        if self.risk is not None and math.isfinite(self.risk):
-            headers["x-hallgate-risk"] = f"{self.risk:.4f}"
+        if self.shown_to_client:
+            headers["x-hallgate-decision"] = self.verdict.value
+            if self.risk is not None and math.isfinite(self.risk):
+                headers["x-hallgate-risk"] = f"{self.risk:.4f}"
         return headers
 
     @property
@@ -146,37 +150,45 @@ class Decision:
         })
 
 
-def decide(profile: Profile, results: Mapping[str, Any], *, route: str | None = None,
+def decide(profile: Profile, results: Mapping[str, Result], *, route: str | None = None,
            escalation: Escalation | None = None,
-           answer: Mapping[str, float | None] | None = None) -> Decision:
-    """Combine ``results`` (detector name -> result, exception or MissingLogprobs).
+           answer: Mapping[str, float | None] | None = None, combiner: Any = None,
+           counting: tuple[str, ...] | None = None, combine: str | None = None) -> Decision:
+    """Combine ``results`` (detector name -> Judgement or exception).
+
     ``answer``: the answer's own features (detectors.combiner.answer_features), which the
-    learned combiner reads beside the detectors' scores."""
-    enabled = profile.detectors.enabled()
+    learned combiner (``combiner``: the profile's, from ``Policy.combiner``) reads beside
+    the detectors' scores. ``counting``: the detectors that may count (default: those the
+    profile enables); ``combine``: another combine mode than the profile's (a stream cut by
+    its prefix judge is decided by ``any``)."""
+    enabled = profile.detectors.enabled() if counting is None else counting
+    mode = combine or profile.combine.mode
     names = [*enabled, *(n for n in results if n not in enabled)]
     scores = {n: _score(n, results.get(n, _NO_RESULT), n in enabled, profile) for n in names}
     counted = [s for s in scores.values() if s.counted]
-    reasons = [_score_reason(s, profile) for s in scores.values()]
-    if profile.combine.mode == "weighted":
+    reasons = [_score_reason(s, n in enabled) for n, s in scores.items()]
+    if mode == "weighted":
         verdict, risk, why = _weighted(counted, profile)
-    elif profile.combine.mode == "learned":
-        verdict, risk, why = _learned(scores, profile, answer or {})
+    elif mode == "learned":
+        if combiner is None:
+            raise ValueError(f"profile '{profile.name}' combines 'learned' but no combiner "
+                             "was given (Policy.combiner(profile))")
+        verdict, risk, why = _learned(scores, profile, answer or {}, combiner)
     else:
         verdict, risk, why = _any(counted)
     reasons.append(why)
     returned = verdict if profile.action == "abstain" else Verdict.ANSWER
     return Decision(verdict=verdict, returned=returned, action=profile.action, risk=risk,
                     reasons=tuple(reasons), detectors=scores, profile=profile.name, route=route,
-                    combine=profile.combine.mode, fail_mode=profile.fail_mode,
+                    combine=mode, fail_mode=profile.fail_mode,
                     escalation=escalation)
 
 
 def _learned(scores: Mapping[str, DetectorScore], profile: Profile,
-             answer: Mapping[str, float | None]) -> tuple[Verdict, float, str]:
+             answer: Mapping[str, float | None], combiner: Any) -> tuple[Verdict, float, str]:
     """The combiner's calibrated risk against ``combine.threshold``. A detector it reads
     that failed: fail closed abstains (risk 1); fail open leaves the feature to the
     combiner's imputation (its training mean)."""
-    combiner = profile.combine.combiner
     failed = sorted(d for d in combiner.detectors()
                     if d not in scores or scores[d].status != "ok")
     if failed and profile.fail_mode == "closed":
@@ -193,11 +205,11 @@ def _learned(scores: Mapping[str, DetectorScore], profile: Profile,
 _NO_RESULT = RuntimeError("no result: the detector was enabled but did not run")
 
 
-def _score(name: str, result: Any, enabled: bool, profile: Profile) -> DetectorScore:
+def _score(name: str, result: Result, enabled: bool, profile: Profile) -> DetectorScore:
     counts_if_failed = enabled and profile.fail_mode == "closed"
     if isinstance(result, MissingLogprobs):
         return DetectorScore(name, "missing_logprobs", counts_if_failed, None, None,
-                             {"error": result.detail})
+                             {"error": str(result)})
     if isinstance(result, BaseException):
         detail = {"error": f"{type(result).__name__}: {result}"}
         return DetectorScore(name, "error", counts_if_failed, None, None, detail)
@@ -248,16 +260,15 @@ def _weighted(counted: list[DetectorScore], profile: Profile,
                                  f"{combine.threshold:.2f} ({parts})"
 
 
-def _score_reason(score: DetectorScore, profile: Profile) -> str:
+def _score_reason(score: DetectorScore, enabled: bool) -> str:
     """``halt: risk 0.83 >= 0.61``, ``edfl: error (TimeoutError: ...), counted as ...``."""
-    enabled = score.name in profile.detectors.enabled()
     label = score.name if enabled else f"{score.name} (not enabled, not counted)"
     if score.status != "ok":
         what = "missing logprobs" if score.status == "missing_logprobs" else "error"
         effect = ("counted as abstain (fail closed)" if score.counted
                   else "ignored (fail open)") if enabled else "ignored"
         return f"{label}: {what} ({score.detail.get('error')}), {effect}"
-    threshold = _threshold(score, profile)
+    threshold = _risk_threshold(score)
     if threshold is not None:
         sign = ">=" if score.verdict is Verdict.ABSTAIN else "<"
         return f"{label}: risk {score.risk:.2f} {sign} {threshold:.2f}"
@@ -266,11 +277,12 @@ def _score_reason(score: DetectorScore, profile: Profile) -> str:
     return f"{label}: {score.verdict.value} (risk {score.risk:.2f}{own})"
 
 
-def _threshold(score: DetectorScore, profile: Profile) -> float | None:
-    """The risk threshold behind a thresholded detector's verdict (HALT), if known."""
+def _risk_threshold(score: DetectorScore) -> float | None:
+    """The risk threshold behind a detector's verdict, when a risk threshold decided it
+    (the judgement reports it: detectors.protocol.Judgement.to_dict)."""
     value = score.detail.get("threshold")
-    if value is None and score.name == "halt":
-        value = profile.detectors.halt.threshold
+    if score.detail.get("threshold_score", "risk") != "risk":
+        return None
     return float(value) if isinstance(value, int | float) else None
 
 

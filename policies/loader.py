@@ -15,16 +15,17 @@ profiles directly; only the built-ins a file reaches are loaded into its Policy.
 
 from __future__ import annotations
 
-import difflib
 import functools
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn, get_args, get_origin
+from typing import NoReturn
 
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
-from policies.schema import KNOWN_DETECTORS, LocatedError, Policy, Profile
+from detectors.registry import REGISTRY
+from policies.schema import LocatedError, Policy
+from policies.validation_errors import reason
 from policies.yaml_source import (
     Loc,
     PolicyError,
@@ -69,7 +70,8 @@ def load_policy(path: str | Path, *, available_detectors: Iterable[str] | None =
     """Read and validate a policy file.
 
     ``available_detectors``: the detectors this gateway can run (default: all known);
-    a profile that enables another one is rejected.
+    a profile that enables another one is rejected. Combiner files (``combine.model``)
+    are read here, relative to the policy file, once.
     """
     return policy_from_source(read_yaml(path), available_detectors=available_detectors)
 
@@ -88,14 +90,51 @@ def policy_from_source(source: YamlSource, *,
                                        "profiles")])
     resolver = _Resolver(source)
     profiles = resolver.resolve_reachable(data)
-    available = set(KNOWN_DETECTORS if available_detectors is None else available_detectors)
+    available = set(REGISTRY.names() if available_detectors is None else available_detectors)
     try:
         context = {"available_detectors": available,
-                   "profile_names": {*resolver.own, *builtin_profile_names()},
-                   "policy_dir": Path(source.file).parent}  # where `combine.model` is
-        return Policy.model_validate({**data, "profiles": profiles}, context=context)
+                   "profile_names": {*resolver.own, *builtin_profile_names()}}
+        policy = Policy.model_validate({**data, "profiles": profiles}, context=context)
     except ValidationError as exc:
         raise PolicyError(resolver.issues_from(exc)) from None
+    policy._combiners.update(_load_combiners(policy, resolver, Path(source.file).parent))
+    return policy
+
+
+def _load_combiners(policy: Policy, resolver: _Resolver, base: Path) -> dict:
+    """Every combiner file a profile names, read once, relative to ``base``; a learned
+    profile's combiner reads only detectors the profile enables."""
+    from detectors.combiner import LearnedCombiner
+
+    loaded: dict = {}
+    issues: list[PolicyIssue] = []
+    for name, profile in policy.profiles.items():
+        ref = profile.combine.model
+        if ref is None:
+            continue
+        (file, line, key), _ = resolver.locate(("profiles", name, "combine", "model"))
+        path = base / ref
+        if ref not in loaded:
+            try:
+                loaded[ref] = LearnedCombiner.load(path)
+            except FileNotFoundError:
+                issues.append(PolicyIssue(file, line, key, f"combiner file {path} does not "
+                                          "exist"))
+                loaded[ref] = None
+            except (ValueError, TypeError, KeyError) as exc:
+                issues.append(PolicyIssue(file, line, key, f"{path} is not a combiner: {exc}"))
+                loaded[ref] = None
+        combiner = loaded[ref]
+        if combiner is None or profile.combine.mode != "learned":
+            continue
+        missing = sorted(combiner.detectors() - set(profile.detectors.enabled()))
+        if missing:
+            issues.append(PolicyIssue(file, line, key, f"the combiner reads "
+                                      f"{', '.join(missing)}, which this profile does not "
+                                      "enable"))
+    if issues:
+        raise PolicyError(list(dict.fromkeys(issues)))
+    return loaded
 
 
 class _Resolver:
@@ -186,7 +225,7 @@ class _Resolver:
             loc = tuple(err["loc"])
             located = (err.get("ctx") or {}).get("error")
             problems = (located.problems if isinstance(located, LocatedError)
-                        else [((), _reason(err, loc))])
+                        else [((), reason(err, loc, Policy))])
             for sub, why in problems:
                 (file, line, key), heir = self.locate(loc + tuple(sub))
                 names = heirs.setdefault((file, line, key, why), [])
@@ -232,51 +271,3 @@ def _deep_merge(base: dict, override: dict) -> dict:
         else:
             out[key] = value
     return out
-
-
-def _reason(err: dict, loc: Loc) -> str:
-    """A pydantic error as one sentence, with the allowed keys for unknown ones."""
-    kind, msg = err["type"], err["msg"]
-    if kind == "extra_forbidden":
-        return _unknown_key_reason(loc)
-    if kind == "missing":
-        return f"missing required key '{loc[-1]}'"
-    msg = msg.removeprefix("Value error, ")
-    value = err.get("input")
-    if isinstance(value, str | int | float | bool) or value is None:
-        msg += f" (got {value!r})"
-    return msg
-
-
-def _unknown_key_reason(loc: Loc) -> str:
-    key = str(loc[-1])
-    if loc[-2:-1] == ("detectors",) and loc[:1] == ("profiles",):
-        return f"unknown detector '{key}' (known detectors: {', '.join(KNOWN_DETECTORS)})"
-    allowed = _fields_at(loc[:-1])
-    if not allowed:
-        return f"unknown key '{key}'"
-    hint = difflib.get_close_matches(key, allowed, n=1)
-    guess = f"did you mean '{hint[0]}'? " if hint else ""
-    return f"unknown key '{key}' ({guess}allowed: {', '.join(allowed)})"
-
-
-def _fields_at(loc: Loc) -> list[str] | None:
-    """The keys the model at ``loc`` (below Policy) accepts, or None if not a model."""
-    model: Any = Policy
-    parts = list(loc)
-    while parts:
-        part = parts.pop(0)
-        if not (isinstance(model, type) and issubclass(model, BaseModel)):
-            return None
-        field = model.model_fields.get(str(part))
-        if field is None:
-            return None
-        model = field.annotation
-        while get_origin(model) in (tuple, list, dict) and parts:
-            args = [a for a in get_args(model) if a is not Ellipsis]
-            model = args[-1]
-            parts.pop(0)  # the index or the mapping key
-    if isinstance(model, type) and issubclass(model, BaseModel):
-        hidden = {"name"} if model is Profile else set()  # the loader fills it in
-        return [name for name in model.model_fields if name not in hidden]
-    return None

@@ -19,7 +19,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from policies.schema import KNOWN_DETECTORS, OVERRIDABLE_KNOBS, ROUTE_HEADER, Profile
+from detectors.registry import REGISTRY
+from policies.schema import ROUTE_HEADER, Profile, overridable_knobs
 
 HEADER_PREFIX = "x-hallgate-"
 NOT_OVERRIDES = frozenset({ROUTE_HEADER})  # x-hallgate-* request headers that are no knobs
@@ -39,7 +40,9 @@ def knob_header(knob: str) -> str:
     return HEADER_PREFIX + knob.replace(".", "-").replace("_", "-").lower()
 
 
-HEADER_KNOBS: dict[str, str] = {knob_header(k): k for k in OVERRIDABLE_KNOBS}
+def header_knobs() -> dict[str, str]:
+    """``{header: knob}`` for every overridable knob (detectors' from the registry)."""
+    return {knob_header(k): k for k in overridable_knobs()}
 
 
 def requested_overrides(headers: Mapping[str, str] | Iterable[tuple[str, str]],
@@ -47,14 +50,16 @@ def requested_overrides(headers: Mapping[str, str] | Iterable[tuple[str, str]],
     """``{knob: (header, value)}`` for the knob headers among ``headers``."""
     items = headers.items() if isinstance(headers, Mapping) else headers
     out: dict[str, tuple[str, str]] = {}
+    known: dict[str, str] | None = None
     for name, value in items:
         header = name.lower()
         if not header.startswith(HEADER_PREFIX) or header in NOT_OVERRIDES:
             continue
-        knob = HEADER_KNOBS.get(header)
+        known = known if known is not None else header_knobs()
+        knob = known.get(header)
         if knob is None:
             raise OverrideError(f"unknown header '{header}': hallgate knob headers are "
-                                f"{', '.join(sorted(HEADER_KNOBS))}", header=header)
+                                f"{', '.join(sorted(known))}", header=header)
         out[knob] = (header, value)
     return out
 
@@ -71,7 +76,8 @@ def apply_overrides(profile: Profile, headers: Mapping[str, str] | Iterable[tupl
             raise OverrideError(f"profile '{profile.name}' does not allow overriding "
                                 f"'{knob}' per request ({header}); allowed: {allowed}",
                                 header=header)
-    data = profile.model_dump()
+    data = profile.model_dump(exclude_unset=True)  # unset stays unset: a detector
+    # reports a threshold it was not given as calibrated or default, not the profile's
     for knob, (_, value) in requested.items():
         _set(data, _data_path(knob), value.strip().lower())
     try:
@@ -84,14 +90,14 @@ def apply_overrides(profile: Profile, headers: Mapping[str, str] | Iterable[tupl
 
 def _data_path(knob: str) -> tuple[str, ...]:
     head, _, tail = knob.partition(".")
-    if tail and head in KNOWN_DETECTORS:
+    if tail and head in REGISTRY:
         return ("detectors", head, tail)
     return tuple(knob.split("."))
 
 
 def _set(data: dict, path: tuple[str, ...], value: Any) -> None:
     for key in path[:-1]:
-        data = data[key]
+        data = data.setdefault(key, {})
     data[path[-1]] = None if value in ("null", "none", "") else value
 
 

@@ -4,7 +4,7 @@
     ├── routes: [Route]            first match wins; exactly one `default: true`, last
     │   └── match: RouteMatch      path_prefix | header (x-hallgate-route) | model | key
     └── profiles: {name: Profile}  the file's own plus the built-ins it reaches
-        ├── detectors: halt | edfl | semantic     on/off and their knobs
+        ├── detectors: {name: settings}   every registered detector (detectors/registry.py)
         ├── combine: any | weighted               how detector results become one verdict
         ├── progressive: holdback_tokens | rescore_every | threshold   (streaming: progressive)
         └── action, streaming, fail_mode, abstention_text, allow_overrides, ...
@@ -20,24 +20,27 @@ from __future__ import annotations
 
 import fnmatch
 import re
-from collections.abc import Iterable
-from pathlib import Path
-from typing import Annotated, Any, Literal
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import (
     BaseModel,
     BeforeValidator,
     ConfigDict,
     Field,
+    GetCoreSchemaHandler,
     PrivateAttr,
+    SerializationInfo,
+    ValidationError,
     ValidationInfo,
     field_validator,
     model_validator,
 )
+from pydantic_core import core_schema
 
-# The registry of detectors a profile may name. A gateway may offer fewer (it passes
-# ``available_detectors`` in the validation context); naming one it lacks is a load error.
-KNOWN_DETECTORS: tuple[str, ...] = ("halt", "edfl", "semantic")
+from detectors.protocol import DetectorSettings, ProfileContext
+from detectors.registry import REGISTRY
+from policies.validation_errors import reason
 
 # The six closed-book masking levels of DESIGN.md, cycled over the m skeletons.
 DEFAULT_MASKING_LEVELS: tuple[float, ...] = (0.25, 0.35, 0.5, 0.65, 0.8, 0.9)
@@ -77,52 +80,6 @@ class _Strict(BaseModel):
 # --------------------------------------------------------------------------- detectors
 
 
-class HaltKnobs(_Strict):
-    """HALT on the answer's token logprobs (cheap: no extra upstream call)."""
-
-    enabled: bool = True  # on by default: it only reads logprobs the answer already has
-    threshold: UnitInterval | None = None  # risk >= threshold -> abstain; None = the
-    # threshold tuned for macro-F1 on validation and stored with the checkpoint
-
-
-class EdflKnobs(_Strict):
-    """The EDFL / ISR / B2T skeleton gate (1 + m short upstream calls, or (1 + m)·n)."""
-
-    enabled: bool = False  # off unless a profile asks: it costs extra upstream calls
-    isr_threshold: float = Field(1.0, gt=0.0)  # answer needs ISR = Δ̄ / B2T >= this
-    margin: float = Field(0.0, ge=0.0)  # extra nats: answer needs Δ̄ >= B2T + margin
-    m: int = Field(6, ge=1, le=32)  # skeleton prompts per request (the toolkit's default)
-    n: int = Field(7, ge=1, le=64)  # sampled decisions per prompt when logprobs can't be used
-    clip: float = Field(12.0, gt=0.0)  # B: Δ̄ = mean_k clip(log P − log S_k, −B, B), nats
-
-
-class SemanticKnobs(_Strict):
-    """The semantic-entropy gate: M sampled answers clustered by bidirectional entailment."""
-
-    enabled: bool = False  # off unless a profile asks: it samples M + m·3 extra answers
-    M: int = Field(10, ge=2, le=64)  # answers sampled for the full prompt (Farquhar et al.)
-    m: int = Field(4, ge=1, le=32)  # skeleton prompts whose answers form the prior
-    skeleton_samples: int = Field(3, ge=1, le=16)  # answers sampled per skeleton prompt
-    max_tokens: int = Field(64, ge=1, le=4096)  # per sampled answer (short QA needs fewer)
-    temperature: float = Field(1.0, gt=0.0, le=2.0)  # sampling temperature of those answers
-    seed: int | None = Field(0, ge=0)  # the answers' sampling seeds start here (one per
-    # answer, so they still differ): the same prompt gets the same verdict; null: unseeded
-    isr_threshold: float = Field(1.0, gt=0.0)  # answer needs ISR >= this
-    margin: float = Field(0.0, ge=0.0)  # extra nats: answer needs Δ̄ >= B2T + margin
-    entailment: Literal["nli", "llm", "embedding", "lexical"] = "embedding"  # clusterer;
-    # embedding = all-MiniLM-L6-v2 from a local package, no weights download
-    nli_model_path: str | None = None  # local directory of an NLI cross-encoder (nli only)
-    delta_mode: Literal["kl", "llr"] = "llr"  # Δ̄ as multi-class KL or 1-D log-ratio of the
-    # top meaning (stable when cluster supports differ)
-
-    @model_validator(mode="after")
-    def _nli_needs_a_model(self) -> SemanticKnobs:
-        if self.entailment == "nli" and not self.nli_model_path:
-            raise LocatedError([(("nli_model_path",), "entailment 'nli' needs nli_model_path "
-                                 "(a local directory; weights are never downloaded)")])
-        return self
-
-
 class SkeletonKnobs(_Strict):
     """The masker both gates use to build skeleton prompts (detectors/edfl/skeletons.py)."""
 
@@ -134,16 +91,94 @@ class SkeletonKnobs(_Strict):
     # None = the detectors' default list (python, regex, sql, ...); a list replaces it
 
 
-class DetectorsConfig(_Strict):
-    """One field per name in KNOWN_DETECTORS; an unknown name is an unknown key."""
+class DetectorsConfig(Mapping[str, DetectorSettings]):
+    """A profile's `detectors:`: detector name -> its settings, one entry per registered
+    detector (detectors/registry.py), in registry order. Each entry is validated by the
+    detector's own settings model; an unknown name is an unknown key. Frozen and hashable.
 
-    halt: HaltKnobs = HaltKnobs()
-    edfl: EdflKnobs = EdflKnobs()
-    semantic: SemanticKnobs = SemanticKnobs()
+        profile.detectors["halt"].threshold     # or profile.detectors.halt.threshold
+        profile.detectors.enabled()             # ("halt", "edfl")
+    """
+
+    __slots__ = ("_settings",)
+
+    def __init__(self, settings: Mapping[str, DetectorSettings] | None = None):
+        given = dict(settings or {})
+        filled = {spec.name: given.get(spec.name) or spec.settings() for spec in REGISTRY}
+        object.__setattr__(self, "_settings", filled)
+
+    def __getitem__(self, name: str) -> DetectorSettings:
+        return self._settings[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._settings)
+
+    def __len__(self) -> int:
+        return len(self._settings)
+
+    def __getattr__(self, name: str) -> DetectorSettings:
+        try:
+            return self._settings[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise TypeError("DetectorsConfig is frozen")
+
+    def __hash__(self) -> int:
+        return hash(tuple(self._settings.items()))
+
+    def __repr__(self) -> str:
+        return f"DetectorsConfig({self._settings!r})"
 
     def enabled(self) -> tuple[str, ...]:
         """Names of the detectors this profile runs, in registry order."""
-        return tuple(name for name in KNOWN_DETECTORS if getattr(self, name).enabled)
+        return tuple(name for name, s in self._settings.items() if s.enabled)
+
+    def replace(self, **settings: DetectorSettings) -> DetectorsConfig:
+        return DetectorsConfig({**self._settings, **settings})
+
+    def dump(self, exclude_unset: bool = False) -> dict[str, dict]:
+        return {name: s.model_dump(exclude_unset=exclude_unset)
+                for name, s in self._settings.items()}
+
+    @classmethod
+    def validate(cls, value: Any) -> DetectorsConfig:
+        if isinstance(value, cls):
+            return value
+        if value is None:
+            value = {}
+        if not isinstance(value, Mapping):
+            raise LocatedError([((), "must be a mapping of detector name -> settings "
+                                 f"(known detectors: {', '.join(REGISTRY.names())})")])
+        problems: list[tuple[tuple[str | int, ...], str]] = []
+        out: dict[str, DetectorSettings] = {}
+        for key, body in value.items():
+            if key not in REGISTRY:
+                problems.append(((str(key),), f"unknown detector '{key}' (known detectors: "
+                                 f"{', '.join(REGISTRY.names())})"))
+                continue
+            model = REGISTRY.get(key).settings
+            if isinstance(body, model):
+                out[key] = body
+                continue
+            try:
+                out[key] = model.model_validate({} if body is None else body)
+            except ValidationError as exc:
+                problems += [((key, *err["loc"]), reason(err, tuple(err["loc"]), model))
+                             for err in exc.errors()]
+        if problems:
+            raise LocatedError(problems)
+        return cls(out)
+
+    @classmethod
+    def __get_pydantic_core_schema__(cls, source: Any, handler: GetCoreSchemaHandler):
+        def serialize(value: DetectorsConfig, info: SerializationInfo) -> dict:
+            return value.dump(exclude_unset=info.exclude_unset)
+
+        return core_schema.no_info_plain_validator_function(
+            cls.validate, serialization=core_schema.plain_serializer_function_ser_schema(
+                serialize, info_arg=True))
 
 
 class CombineConfig(_Strict):
@@ -159,20 +194,14 @@ class CombineConfig(_Strict):
     weights: dict[str, float] = {}  # weighted mode; detectors not listed weigh 1.0
     threshold: UnitInterval = 0.5  # weighted / learned: abstain when the risk >= this
     model: str | None = None  # learned mode: the combiner JSON (`hallgate calibrate
-    # --fit-combiner`), relative to the policy file
-    _combiner: Any = PrivateAttr(default=None)  # the loaded LearnedCombiner (learned mode)
-
-    @property
-    def combiner(self):
-        """The loaded :class:`detectors.combiner.LearnedCombiner` (learned mode)."""
-        return self._combiner
+    # --fit-combiner`), relative to the policy file; the loader reads it (Policy.combiner)
 
     @field_validator("weights")
     @classmethod
     def _weights_name_detectors(cls, weights: dict[str, float]) -> dict[str, float]:
         problems = [((name,), f"unknown detector '{name}' (known detectors: "
-                     f"{', '.join(KNOWN_DETECTORS)})") for name in weights
-                    if name not in KNOWN_DETECTORS]
+                     f"{', '.join(REGISTRY.names())})") for name in weights
+                    if name not in REGISTRY]
         problems += [((name,), f"weight must be >= 0, got {w}")
                      for name, w in weights.items() if w < 0]
         if problems:
@@ -184,30 +213,40 @@ class CombineConfig(_Strict):
 
 
 class ProgressiveKnobs(_Strict):
-    """`streaming: progressive`: release the answer W tokens behind the upstream while HALT
-    judges the growing prefix; cut the stream when the prefix risk crosses ``threshold``."""
+    """`streaming: progressive`: release the answer W tokens behind the upstream while a
+    prefix-judging detector (the first enabled one, in registry order: HALT, the logprob
+    scores) judges the growing prefix; cut the stream when the prefix risk crosses
+    ``threshold``."""
 
     holdback_tokens: int = Field(8, ge=0, le=4096)  # W: tokens held back from the client;
     # a cut discards them, so at most (tokens read − W) of a cut answer were ever shown
-    rescore_every: int = Field(8, ge=1, le=4096)  # k: HALT scores the prefix every k tokens
+    rescore_every: int = Field(8, ge=1, le=4096)  # k: the prefix is judged every k tokens
     # (a bidirectional model rescores the whole prefix: cost ~ T²/k token-steps per answer)
     threshold: UnitInterval | None = None  # prefix risk >= threshold -> cut; None = the
-    # checkpoint's prefix threshold (chosen on validation prefixes by bench/halt_prefix.py)
+    # detector's calibrated prefix threshold (HALT: chosen on validation prefixes by
+    # bench/halt_prefix.py), else its answer threshold
 
 
 # --------------------------------------------------------------------------- profile
 
 # Knobs a request may override with an ``x-hallgate-*`` header, when the profile lists
-# them in ``allow_overrides``. Only scalars: a header carries one value.
-OVERRIDABLE_KNOBS: tuple[str, ...] = (
+# them in ``allow_overrides``. Only scalars: a header carries one value. Detector knobs are
+# ``<detector>.<field>`` for the fields its settings model lists in OVERRIDABLE (default:
+# every field).
+PROFILE_KNOBS: tuple[str, ...] = (
     "h_star", "action", "streaming", "fail_mode", "combine.mode", "combine.threshold",
-    "skeletons.masking",
+    "skeletons.masking", "tool_calls",
     "progressive.holdback_tokens", "progressive.rescore_every", "progressive.threshold",
-    "halt.enabled", "halt.threshold",
-    "edfl.enabled", "edfl.isr_threshold", "edfl.margin", "edfl.m", "edfl.n", "edfl.clip",
-    "semantic.enabled", "semantic.M", "semantic.temperature", "semantic.isr_threshold",
-    "semantic.margin", "semantic.entailment", "semantic.delta_mode",
-)  # (semantic.m is left out: headers ignore case, so it would collide with semantic.M)
+)
+
+
+def overridable_knobs() -> tuple[str, ...]:
+    """Every knob a profile may allow to be overridden, detectors' from the registry."""
+    detector_knobs = tuple(
+        f"{spec.name}.{field}" for spec in REGISTRY
+        for field in (getattr(spec.settings, "OVERRIDABLE", None) or spec.settings.model_fields))
+    return PROFILE_KNOBS + detector_knobs
+
 
 DEFAULT_ABSTENTION_TEXT = (
     "I can't answer that reliably, so I won't guess. Please check a trusted source."
@@ -240,48 +279,45 @@ class Profile(_Strict):
     # dates or numbers are judged under this profile (code-creative -> strict-factual)
     output_constraint: Literal["none", "code_or_paragraph"] = "none"  # code_or_paragraph =
     # the gates' own samples are asked for one code block or one paragraph (fewer splits)
+    tool_calls: Literal["pass", "judge", "abstain"] = "pass"  # an answer that calls tools:
+    # pass = returned unjudged (a call states no claim; the answer written from its result
+    # is judged); judge = the detectors judge what it has (a text part, logprobs);
+    # abstain = refused like an abstention (routes that must not call tools). See
+    # policies/answer_kind.py
+
+    HIDDEN_KEYS: ClassVar[frozenset[str]] = frozenset({"name"})  # the loader fills it in
 
     @field_validator("allow_overrides")
     @classmethod
     def _overridable_only(cls, knobs: tuple[str, ...]) -> tuple[str, ...]:
+        overridable = overridable_knobs()
         problems = [((i,), f"'{knob}' cannot be overridden per request (overridable: "
-                     f"{', '.join(OVERRIDABLE_KNOBS)})")
-                    for i, knob in enumerate(knobs) if knob not in OVERRIDABLE_KNOBS]
+                     f"{', '.join(overridable)})")
+                    for i, knob in enumerate(knobs) if knob not in overridable]
         if problems:
             raise LocatedError(problems)
         return knobs
 
-    @model_validator(mode="after")
-    def _loads_its_combiner(self, info: ValidationInfo) -> Profile:
-        """learned mode: the combiner file exists, loads, and reads only detectors this
-        profile enables."""
-        if self.combine.mode != "learned":
-            return self
-        where = ("combine", "model")
-        if not self.combine.model:
-            raise LocatedError([(where, "combine mode 'learned' needs `model`: the combiner "
-                                 "JSON written by `hallgate calibrate --fit-combiner`")])
-        from detectors.combiner import LearnedCombiner
+    def context(self) -> ProfileContext:
+        """The profile-wide knobs detectors read beside their own settings."""
+        return ProfileContext(h_star=self.h_star, masking=self.skeletons.masking,
+                              levels=tuple(self.skeletons.levels),
+                              skip_words=self.skeletons.skip_words,
+                              output_constraint=self.output_constraint)
 
-        base = Path((info.context or {}).get("policy_dir") or ".")
-        path = base / self.combine.model
-        try:
-            combiner = LearnedCombiner.load(path)
-        except FileNotFoundError:
-            raise LocatedError([(where, f"combiner file {path} does not exist")]) from None
-        except (ValueError, TypeError, KeyError) as exc:
-            raise LocatedError([(where, f"{path} is not a combiner: {exc}")]) from None
-        missing = sorted(combiner.detectors() - set(self.detectors.enabled()))
-        if missing:
-            raise LocatedError([(where, f"the combiner reads {', '.join(missing)}, which this "
-                                 f"profile does not enable")])
-        self.combine._combiner = combiner
+    @model_validator(mode="after")
+    def _learned_names_its_combiner(self) -> Profile:
+        """learned mode names its combiner file (the loader reads and checks it)."""
+        if self.combine.mode == "learned" and not self.combine.model:
+            raise LocatedError([(("combine", "model"), "combine mode 'learned' needs `model`: "
+                                 "the combiner JSON written by `hallgate calibrate "
+                                 "--fit-combiner`")])
         return self
 
     @model_validator(mode="after")
     def _progressive_can_judge_prefixes(self) -> Profile:
-        """progressive needs HALT (it judges the prefixes) and cannot take the semantic
-        gate, which needs its sampled answers before it can judge anything."""
+        """progressive needs a detector that judges prefixes, and none that can judge only
+        the whole answer."""
         if self.streaming != "progressive":
             return self
         problems = progressive_problems(self)
@@ -301,15 +337,19 @@ class Profile(_Strict):
 
 
 def progressive_problems(profile: Profile) -> list[str]:
-    """Why ``profile`` cannot stream progressively (empty when it can)."""
+    """Why ``profile`` cannot stream progressively (empty when it can): it needs an enabled
+    detector that judges prefixes, and every other enabled detector must judge either
+    prefixes or the prompt alone (nothing could be released before a whole-answer judge)."""
+    specs = [REGISTRY.get(name) for name in profile.detectors.enabled()]
     problems = []
-    if not profile.detectors.halt.enabled:
-        problems.append("streaming 'progressive' judges prefixes with HALT; enable "
-                        "detectors.halt or use 'buffer' / 'passthrough'")
-    if profile.detectors.semantic.enabled:
-        problems.append("streaming 'progressive' cannot be combined with the semantic gate: "
-                        "it judges only once all its sampled answers are in, so nothing "
-                        "could be released early; use 'buffer' (or 'passthrough')")
+    if not any(spec.judges_prefixes for spec in specs):
+        judges = ", ".join(s.name for s in REGISTRY if s.judges_prefixes)
+        problems.append(f"streaming 'progressive' judges prefixes; enable a detector that "
+                        f"does ({judges}) or use 'buffer' / 'passthrough'")
+    problems += [f"streaming 'progressive' cannot be combined with '{spec.name}': it judges "
+                 f"only the whole answer, so nothing could be released early; use 'buffer' "
+                 f"(or 'passthrough')" for spec in specs
+                 if spec.needs.answer and not spec.judges_prefixes]
     return problems
 
 
@@ -371,8 +411,9 @@ class KeyPolicy(_Strict):
     @field_validator("allow_overrides")
     @classmethod
     def _overridable_only(cls, knobs: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        overridable = overridable_knobs()
         problems = [((i,), f"'{knob}' cannot be overridden per request")
-                    for i, knob in enumerate(knobs or ()) if knob not in OVERRIDABLE_KNOBS]
+                    for i, knob in enumerate(knobs or ()) if knob not in overridable]
         if problems:
             raise LocatedError(problems)
         return knobs
@@ -414,6 +455,12 @@ class Policy(_Strict):
     profiles: dict[str, Profile] = {}  # the file's profiles plus the built-ins they reach
     keys: dict[str, KeyPolicy] = {}  # per gateway API key name: routes and overrides allowed
     source: str | None = None  # the file it came from (set by the loader)
+    _combiners: dict[str, Any] = PrivateAttr(default_factory=dict)  # combine.model ->
+    # the LearnedCombiner the loader read (relative to the policy file)
+
+    def combiner(self, profile: Profile):
+        """The loaded :class:`detectors.combiner.LearnedCombiner` a profile names, or None."""
+        return self._combiners.get(profile.combine.model) if profile.combine.model else None
 
     @model_validator(mode="after")
     def _consistent(self, info: ValidationInfo) -> Policy:

@@ -13,7 +13,7 @@ import logging
 import os
 import signal
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import torch
@@ -28,10 +28,11 @@ from proxy.auth import ApiKeyMiddleware, load_keys
 from proxy.chat.router import CHAT_PATH_SUFFIX, ChatEndpoint
 from proxy.chat.service import ChatService
 from proxy.config import Settings, UpstreamModel
+from proxy.detector_set import DetectorSet
 from proxy.embedded import EmbeddedModel, embedded_upstream_config
 from proxy.errors import install_error_handlers
 from proxy.feedback import router as feedback_router
-from proxy.gates import DetectorSuite, HaltScoring, PolicyGatekeeper, load_halt_scorer
+from proxy.gatekeeper import PolicyGatekeeper
 from proxy.guardrail.router import router as guardrail_router
 from proxy.limits import ConcurrencyLimitMiddleware, InFlightLimits
 from proxy.metrics import Metrics, MetricsMiddleware
@@ -52,18 +53,19 @@ log = logging.getLogger("hallgate")
 
 @contextlib.asynccontextmanager
 async def policy_gatekeeper(settings: Settings, registry: UpstreamRegistry, metrics: Metrics,
-                            audit: AuditLog | None, halt: HaltScoring | None = None,
+                            audit: AuditLog | None, plugins: Mapping[str, Any] | None = None,
                             ) -> AsyncIterator[PolicyGatekeeper]:
     """Load detectors and the policy file (a bad file stops the start with file, line and
     key); reload it on change and on SIGHUP, keeping the old policy when a reload fails."""
     torch.set_num_threads(settings.torch_threads)
-    suite = DetectorSuite(halt=halt or load_halt_scorer())
+    detectors = DetectorSet.load(plugins)
     # every BLAS loaded by now too (numpy's for the embedding models, and scipy's, which
     # loads with the detectors: limited before them, it kept one thread per core): a
     # thread pool that spins for a small product costs 10x the product on a busy machine
     threadpool_limits(settings.torch_threads, user_api="blas")
-    store = PolicyStore(settings.resolved_policy_file(), available_detectors=suite.available())
-    log.info("policy %s loaded; detectors available: %s", store.path, suite.available())
+    store = PolicyStore(settings.resolved_policy_file(),
+                        available_detectors=detectors.available())
+    log.info("policy %s loaded; detectors available: %s", store.path, detectors.available())
     watcher = asyncio.create_task(store.watch(), name="policy-watch")
     loop = asyncio.get_running_loop()
     try:
@@ -71,7 +73,7 @@ async def policy_gatekeeper(settings: Settings, registry: UpstreamRegistry, metr
     except (RuntimeError, ValueError, NotImplementedError):  # not the main thread (tests)
         log.debug("SIGHUP reload unavailable in this thread; file watching still runs")
     try:
-        yield PolicyGatekeeper(store, suite, registry, metrics, audit)
+        yield PolicyGatekeeper(store, detectors, registry, metrics, audit)
     finally:
         watcher.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -133,11 +135,11 @@ class HallgateApp(FastAPI):
         await super().__call__(scope, receive, send)
 
 
-def create_app(settings: Settings | None = None, halt: HaltScoring | None = None,
+def create_app(settings: Settings | None = None, plugins: Mapping[str, Any] | None = None,
                span_exporter=None) -> FastAPI:
-    """The gateway. ``halt`` reuses an already loaded HALT scorer (its weights are
-    read-only, so apps may share one); ``span_exporter`` turns tracing on with that
-    OpenTelemetry exporter (tests)."""
+    """The gateway. ``plugins`` reuses already loaded detector plug-ins by name (a model's
+    weights are read-only, so apps may share one); ``span_exporter`` turns tracing on with
+    that OpenTelemetry exporter (tests)."""
     settings = settings or Settings()
     tracing = build_tracing(settings.tracing, span_exporter)  # None when tracing is off
 
@@ -149,15 +151,17 @@ def create_app(settings: Settings | None = None, halt: HaltScoring | None = None
             client = await stack.enter_async_context(
                 HttpClient(on_unsolicited=app.state.metrics.upstream_unsolicited.inc))
             configs = list(settings.models)
-            embedded = None
+            embedded: list[EmbeddedModel] = []
             stream_usage = {}
-            if settings.use_embedded():
-                embedded = EmbeddedModel(settings.embedded)
-                await embedded.start()
-                stack.push_async_callback(embedded.stop)
-                configs.append(config := embedded_upstream_config(embedded))
+            for name in settings.embedded.models if settings.use_embedded() else ():
+                model = EmbeddedModel(settings.embedded, name)
+                await model.start()
+                stack.push_async_callback(model.stop)
+                embedded.append(model)
+                configs.append(config := embedded_upstream_config(model))
                 # llama.cpp's streams carry no usage: the gateway counts it (same GGUF)
-                stream_usage[config.name] = PromptTokenCounter(embedded.gguf_path())
+                stream_usage[config.name] = PromptTokenCounter(model.gguf_path(),
+                                                               model.spec.chat_format)
             rejected = rejection_counter(app.state.metrics.registry)
             upstreams = [InstrumentedUpstream(u, app.state.metrics) for u in
                          build_upstreams(settings, configs, client, rejected, stream_usage)]
@@ -168,7 +172,8 @@ def create_app(settings: Settings | None = None, halt: HaltScoring | None = None
             app.state.embedded = embedded
             app.state.registry = registry = UpstreamRegistry(upstreams)
             keeper = await stack.enter_async_context(
-                policy_gatekeeper(settings, registry, app.state.metrics, app.state.audit, halt))
+                policy_gatekeeper(settings, registry, app.state.metrics, app.state.audit,
+                                  plugins))
             if settings.store.enabled:  # judged exchanges sampled into a database
                 from proxy.store.writer import open_store  # SQLAlchemy only when it is on
 
@@ -238,9 +243,9 @@ def _add_service_routes(app: FastAPI) -> None:
 
     @app.get("/readyz")
     async def readyz(request: Request) -> JSONResponse:
-        """Readiness: started, detectors loaded, embedded model (if any) alive."""
+        """Readiness: started, detectors loaded, every embedded model alive."""
         state = request.app.state
-        embedded = getattr(state, "embedded", None)
-        ready = state.ready and (embedded is None or embedded.alive())
+        embedded = getattr(state, "embedded", None) or []
+        ready = state.ready and all(model.alive() for model in embedded)
         return JSONResponse({"status": "ready" if ready else "starting"},
                             status_code=200 if ready else 503)

@@ -43,7 +43,8 @@ class AuditLog:
             "model": model,
             "route": decision.get("route"),
             "profile": decision.get("profile"),
-            "decision": decision.get("decision"),
+            "decision": decision.get("decision"),  # the judgement
+            "returned": decision.get("returned"),  # what the client got
             "action": decision.get("action"),
             "reasons": decision.get("reasons", []),
             "scores": decision.get("detectors", {}),

@@ -23,7 +23,7 @@ from typing import Any
 ENUM_KEYS = frozenset({
     "detector", "verdict", "status", "mode", "methods", "method", "decision", "returned",
     "action", "route", "profile", "combine", "fail_mode", "delta_mode", "backend",
-    "escalated_from", "entailment", "mass",
+    "escalated_from", "entailment", "mass", "threshold_source", "threshold_score",
 })
 _ENUM_VALUE = re.compile(r"^[A-Za-z0-9_.:\-]{1,64}$")
 _QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"|‘[^’]*’|“[^”]*”")

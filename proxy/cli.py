@@ -1,4 +1,6 @@
-"""The ``hallgate`` command line: ``serve`` plus the detector and policy sub-commands."""
+"""``serve``: the gateway's own command (``hallgate serve``; the whole ``hallgate`` command
+line is hallgate_cli, above the gateway and the evaluation tools). ``python -m proxy.cli
+serve`` runs it alone."""
 
 from __future__ import annotations
 
@@ -6,16 +8,12 @@ from pathlib import Path
 
 import typer
 
-from evaluation.evaluate import calibrate_command, eval_command
-from evaluation.halt_commands import app as halt_app
-from policies.cli import app as policy_app
+app = typer.Typer(help="The hallgate gateway.", no_args_is_help=True)
 
-app = typer.Typer(help="hallgate: an OpenAI-compatible gateway that abstains "
-                       "instead of hallucinating.", no_args_is_help=True)
-app.add_typer(halt_app, name="halt")
-app.add_typer(policy_app, name="policy")
-app.command("eval")(eval_command)
-app.command("calibrate")(calibrate_command)
+
+@app.callback()
+def _gateway() -> None:
+    """The hallgate gateway (the full command line: `hallgate`)."""
 
 
 @app.command()

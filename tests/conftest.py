@@ -17,6 +17,7 @@ import pytest
 import uvicorn
 
 from detectors.halt import HaltScorer
+from detectors.halt.detector import HaltPlugin
 from proxy.app import create_app
 from proxy.config import RetrySettings, Settings, UpstreamModel
 from proxy.server import GatewayHttpProtocol
@@ -84,7 +85,7 @@ def start_gateway(halt_scorer):
     servers: list[RunningServer] = []
 
     def start(settings: Settings, **app_kwargs) -> str:
-        app_kwargs.setdefault("halt", halt_scorer)
+        app_kwargs.setdefault("plugins", {"halt": HaltPlugin(halt_scorer)})
         server = RunningServer(create_app(settings, **app_kwargs)).start()
         servers.append(server)
         return server.url
@@ -106,7 +107,8 @@ def client(gateway: str) -> openai.OpenAI:
 
 @pytest.fixture(scope="session")
 def embedded_gateway(halt_scorer) -> Iterator[str]:
-    server = RunningServer(create_app(Settings(), halt=halt_scorer)).start()
+    server = RunningServer(create_app(Settings(),
+                                      plugins={"halt": HaltPlugin(halt_scorer)})).start()
     yield server.url
     server.stop()
 

@@ -6,6 +6,15 @@ benchmarks. It answers with a given text and deterministic top-20 logprobs, stre
 optionally ignores ``n``, rejects ``logprobs`` like OpenAI's reasoning models
 (``Script.rejects_logprobs``), and injects faults: slowness, 429 with Retry-After, 500,
 malformed JSON, a connection dropped mid-stream.
+
+Agent traffic, the OpenAI way: with ``Script.tool_calls`` set, a request that offers
+``tools`` is answered with those of the calls whose function it offers (none of them
+offered: a call to the first offered function with ``Script.structured`` as arguments,
+as a model does for structured output by tool) (``content: null`` unless ``Script.tool_text``,
+``finish_reason: "tool_calls"``, no logprobs for the calls; streamed as ``delta.tool_calls``
+pieces, parallel calls by index) until the conversation carries a ``tool`` result, which
+is answered with text: a scripted two-turn agent exchange. A request with
+``response_format`` json_object / json_schema is answered with ``Script.structured``.
 """
 
 from __future__ import annotations
@@ -52,6 +61,10 @@ class Script:
     # nats between consecutive alternatives); tokens past the end use (logprob, 1.0). A
     # wide gap (8) reads as confident to HALT, 1.0 as risky: scripts risk rising mid-answer
     token_delay_s: float = 0.0  # between streamed tokens, like a generating model
+    tool_calls: tuple[dict, ...] = ()  # ({"name": ..., "arguments": "<JSON>"}, ...): the
+    # answer to a request with `tools` whose conversation has no tool result yet
+    tool_text: str | None = None  # content beside the tool calls (None: content null)
+    structured: str | None = None  # the answer to a request with a JSON response_format
 
 
 @dataclass
@@ -138,15 +151,84 @@ class FakeUpstream:
         if fault and fault.kind == "malformed":
             return Response(b'{"id": "broken", "choices": [', media_type="application/json")
         n = body.get("n", 1) if self.script.honours_n else 1
-        texts = [self._next_text() for _ in range(n)]
+        if self._calls_tools(body):
+            if body.get("stream"):
+                return StreamingResponse(self._stream_tool_calls(body),
+                                         media_type="text/event-stream")
+            return JSONResponse(self._tool_call_completion(body))
+        texts = [self._next_text(body) for _ in range(n)]
         if body.get("stream"):
             return StreamingResponse(self._stream(body, texts, drop=fault is not None and
                                                   fault.kind == "drop"),
                                      media_type="text/event-stream")
         return JSONResponse(self._completion(body, texts))
 
-    def _next_text(self) -> str:
+    def _next_text(self, body: dict) -> str:
+        fmt = (body.get("response_format") or {}).get("type")
+        if fmt in ("json_object", "json_schema") and self.script.structured is not None:
+            return self.script.structured
         return self.script.texts.popleft() if self.script.texts else self.script.text
+
+    def _calls_tools(self, body: dict) -> bool:
+        """The scripted calls answer a request offering tools, until a tool result is in."""
+        messages = body.get("messages") or []
+        answered = any(m.get("role") == "tool" for m in messages)
+        return bool(self.script.tool_calls and body.get("tools") and not answered)
+
+    def _scripted_calls(self, body: dict) -> list[dict]:
+        """The scripted calls of offered functions, else one call of the first offered."""
+        offered = [(t.get("function") or {}).get("name") for t in body.get("tools") or ()
+                   if t.get("type") == "function"]
+        calls = [c for c in self.script.tool_calls if c["name"] in offered]
+        if not calls and offered:
+            calls = [{"name": offered[0], "arguments": self.script.structured or "{}"}]
+        return calls
+
+    def _tool_call_completion(self, body: dict) -> dict:
+        text = self.script.tool_text
+        calls = [{"id": f"call_{i}", "type": "function",
+                  "function": {"name": c["name"], "arguments": c["arguments"]}}
+                 for i, c in enumerate(self._scripted_calls(body))]
+        logprobs = None
+        if self._wants_logprobs(body):  # OpenAI: the calls carry no logprobs
+            content = (token_logprobs(_words(text), self.script.logprob, self._top_k(body))
+                       if text else None)
+            logprobs = {"content": content, "refusal": None}
+        message = {"role": "assistant", "content": text, "tool_calls": calls}
+        return {"id": "chatcmpl-fake", "object": "chat.completion", "created": int(time.time()),
+                "model": body.get("model"),
+                "choices": [{"index": 0, "message": message, "logprobs": logprobs,
+                             "finish_reason": "tool_calls"}],
+                "usage": {"prompt_tokens": 10, "completion_tokens": 12, "total_tokens": 22}}
+
+    async def _stream_tool_calls(self, body: dict):
+        """The calls as OpenAI streams them: a role chunk (content null), each call's id and
+        name with empty arguments, then the arguments in pieces, then the finish."""
+        base = {"id": "chatcmpl-fake", "object": "chat.completion.chunk",
+                "created": int(time.time()), "model": body.get("model")}
+
+        def chunk(delta: dict, finish: str | None = None, logprobs: dict | None = None):
+            return _sse({**base, "choices": [{"index": 0, "delta": delta,
+                                              "logprobs": logprobs, "finish_reason": finish}]})
+
+        yield chunk({"role": "assistant", "content": None})
+        for j, word in enumerate(_words(self.script.tool_text or "")):
+            yield self._token_chunk(base, body, 0, word, j, self._top_k(body))
+        for i, call in enumerate(self._scripted_calls(body)):
+            yield chunk({"tool_calls": [{"index": i, "id": f"call_{i}", "type": "function",
+                                         "function": {"name": call["name"],
+                                                      "arguments": ""}}]})
+            args = call["arguments"]
+            for start in range(0, len(args), 8):
+                if self.script.token_delay_s:
+                    await asyncio.sleep(self.script.token_delay_s)
+                yield chunk({"tool_calls": [{"index": i, "function": {
+                    "arguments": args[start:start + 8]}}]})
+        yield chunk({}, "tool_calls")
+        if (body.get("stream_options") or {}).get("include_usage"):
+            yield _sse({**base, "choices": [], "usage": {
+                "prompt_tokens": 10, "completion_tokens": 12, "total_tokens": 22}})
+        yield b"data: [DONE]\n\n"
 
     def _top_k(self, body: dict) -> int:
         return min(self.script.top_k, body.get("top_logprobs") or 0) if body.get(

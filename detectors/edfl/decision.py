@@ -73,10 +73,26 @@ def _escape_fences(text: str) -> str:
     return text.replace("<<<", "‹‹‹").replace(">>>", "›››")
 
 
+def turn_text(message: Message) -> str:
+    """A message's text as the decision prompt shows it: an assistant turn that called
+    tools lists its calls (its content is often null), a tool turn is a tool result."""
+    text = message_text(message)
+    calls = [c.get("function") or {} for c in message.get("tool_calls") or ()
+             if isinstance(c, dict)]
+    called = "\n".join(f"(called {f.get('name', '?')}({f.get('arguments', '')}))"
+                       for f in calls)
+    return "\n".join(part for part in (text, called) if part)
+
+
 def render_conversation(messages: Sequence[Message]) -> str:
-    """The conversation as fenced data: one ``[role]`` header per message."""
-    parts = [f"[{m.get('role', 'user')}]\n{_escape_fences(message_text(m))}" for m in messages]
+    """The conversation as fenced data: one ``[role]`` header per message (a tool result
+    is headed ``[tool result]``, never read as the user's words)."""
+    parts = [f"[{_HEADERS.get(m.get('role'), m.get('role', 'user'))}]\n"
+             f"{_escape_fences(turn_text(m))}" for m in messages]
     return f"{FENCE_OPEN}\n" + "\n\n".join(parts) + f"\n{FENCE_CLOSE}"
+
+
+_HEADERS = {"tool": "tool result", "function": "tool result"}
 
 
 def decision_messages(messages: Sequence[Message], style: str = "fewshot") -> list[Message]:

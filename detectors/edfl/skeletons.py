@@ -13,9 +13,13 @@ Two families (toolkit overview §1), chosen per conversation by ``SkeletonConfig
 
 What is masked: the user turns (the last one and every earlier one; a turn without
 maskable facts comes out unchanged). System messages and earlier assistant turns are kept
-as they are (``SkeletonConfig.mask_roles`` widens this). Every skeleton hides something:
-when chance masked nothing, one more span (or content word) is masked; the permutation
-alone never counts, since reordered text carries the same information.
+as they are (``SkeletonConfig.mask_roles`` widens this). Tool results (``role: tool``
+messages of an agent exchange) are evidence: every skeleton erases them whole, and in
+``auto`` mode their presence selects evidence-erase, so the skeletons ask what the model
+would say without what its tools returned. The user's question is never read from them.
+Every skeleton hides something: when chance masked nothing, one more span (or content
+word) is masked; the permutation alone never counts, since reordered text carries the
+same information.
 
 Everything here is pure and seeded: the same messages, config and seed give the same
 skeletons. The semantic gate reuses :func:`build_skeletons`.
@@ -63,6 +67,8 @@ class SkeletonConfig:
     evidence_fields: tuple[str, ...] = DEFAULT_EVIDENCE_FIELDS  # headers/JSON keys erased
     task_fields: tuple[str, ...] = DEFAULT_TASK_FIELDS  # headers that end an evidence block
     mask_roles: tuple[str, ...] = ("user",)  # roles whose content is skeletonised
+    evidence_roles: tuple[str, ...] = ("tool", "function")  # roles whose content is
+    # evidence: erased whole in every skeleton (tool results of an agent exchange)
     permute: bool = True  # seeded block permutation of the last user turn (closed-book)
     keep_first_role_line: bool = True  # a leading "You are ..." block stays first
     mask_token: str = "[MASK]"  # what replaces a masked span or an erased field block
@@ -439,11 +445,18 @@ def resolve_mode(messages: Sequence[Message], config: SkeletonConfig) -> str:
     """``evidence`` when asked for (or, in auto, when a masked turn has an evidence field)."""
     if config.mode != "auto":
         return config.mode
+    if any(is_evidence_message(m, config) for m in messages):
+        return "evidence"
     for message in messages:
         if message.get("role") in config.mask_roles:
             if has_evidence_fields(message_text(message), config):
                 return "evidence"
     return "closed_book"
+
+
+def is_evidence_message(message: Message, config: SkeletonConfig) -> bool:
+    """A tool result with text: evidence that every skeleton erases."""
+    return message.get("role") in config.evidence_roles and bool(message_text(message).strip())
 
 
 def _hide_turn(text: str, k: int, turn: int, mode: str, cfg: SkeletonConfig) -> str:
@@ -465,12 +478,15 @@ def build_skeleton(messages: Sequence[Message], k: int, config: SkeletonConfig) 
     level = 1.0 if mode == "evidence" else config.levels[k % len(config.levels)]
     turns = [i for i, msg in enumerate(messages) if msg.get("role") in config.mask_roles]
     out = [dict(msg) for msg in messages]
+    erased = [i for i, msg in enumerate(messages) if is_evidence_message(msg, config)]
+    for i in erased:
+        out[i] = {**messages[i], "content": config.mask_token}
     if not turns:
         return Skeleton(k, level, mode, out, tuple(config.mask_roles))
     last = turns[-1]
     for i in turns:
         out[i] = _with_text(messages[i], lambda t, i=i: _hide_turn(t, k, i, mode, config))
-    if all(message_text(out[i]) == message_text(messages[i]) for i in turns):
+    if not erased and all(message_text(out[i]) == message_text(messages[i]) for i in turns):
         rng = _rng(config, k, -1)
         out[last] = _with_text(out[last], lambda t: _force_difference(t, rng, level, config))
     if mode == "closed_book" and config.permute:

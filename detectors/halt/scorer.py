@@ -7,7 +7,7 @@
 
 ``tokens`` is a sequence of :class:`detectors.sampling.TokenLogprob` or OpenAI
 ``logprobs.content[]`` dicts. An answer without logprobs (``None`` or no tokens) cannot be
-scored: :class:`MissingLogprobs` is raised so that the route's fail mode decides.
+scored: :class:`detectors.protocol.MissingLogprobs` is raised so that the route's fail mode decides.
 """
 
 from __future__ import annotations
@@ -27,17 +27,10 @@ from detectors.halt.data import collate
 from detectors.halt.features import halt_input
 from detectors.halt.model import HaltModel
 from detectors.halt.single import SingleAnswerHalt, single_input
+from detectors.protocol import MissingLogprobs
 from detectors.verdict import Verdict
 
 INLINE_MAX_TOKENS = 64  # answers up to this long may be scored on the event loop when idle
-
-
-class MissingLogprobs(ValueError):
-    """The answer came without token logprobs, so HALT has nothing to read."""
-
-    def __init__(self, message: str = "answer has no token logprobs", indices=()):
-        super().__init__(message)
-        self.indices = tuple(indices)  # positions in a batch that had none
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """Semantic-entropy gate: sampled answers, meaning clusters, skeleton priors.
 
 Public pieces:
-    detectors.semantic.gate        SemanticGate, SampleSet, decide
+    detectors.semantic.gate        SemanticGate, SampleSet, semantic_verdict
     detectors.semantic.config      SemanticConfig
     detectors.semantic.result      SemanticResult, MeaningCluster, GateCost
     detectors.semantic.entailment  Entailment, EquivalenceJudge, make_entailment

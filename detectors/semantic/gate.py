@@ -118,8 +118,9 @@ def last_user_text(messages: Sequence[Message]) -> str:
     return message_text(users[-1]).strip() if users else ""
 
 
-def decide(p_star: float, q_lo: float, delta: float, b2t: float, isr: float,
-           refusal: bool, config: SemanticConfig) -> tuple[Verdict, tuple[str, ...], bool]:
+def semantic_verdict(p_star: float, q_lo: float, delta: float, b2t: float, isr: float,
+                     refusal: bool, config: SemanticConfig,
+                     ) -> tuple[Verdict, tuple[str, ...], bool]:
     """The gate rule; returns (verdict, reasons to abstain, prior sufficient)."""
     target = 1.0 - config.h_star
     prior_sufficient = q_lo >= target and p_star >= target
@@ -246,7 +247,7 @@ class SemanticGate:
         refusals = [cluster_is_refusal([texts[i] for i in g]) for g in groups]
         chosen, in_top = await self._choose(texts, groups[top], judge, original_answer)
         numbers = self._budget(p_star, masses, dists, top_priors)
-        verdict, reasons, sufficient = decide(
+        verdict, reasons, sufficient = semantic_verdict(
             p_star, numbers["q_lo"], numbers["delta_bar"], numbers["b2t"], numbers["isr"],
             refusals[top], cfg,
         )

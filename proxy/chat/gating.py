@@ -1,7 +1,8 @@
-"""The seam between the chat service and the gates.
+"""The protocol between the chat service and the gates (implemented by
+proxy/gatekeeper.py).
 
 For every request the service asks the :class:`Gatekeeper` for a :class:`GateSession`
-*before* calling the upstream (so prompt-only gates such as EDFL can start at once,
+*before* calling the upstream (so prompt-time detectors such as EDFL can start at once,
 concurrently with the answer), then hands the session the finished answers — from a JSON
 response or accumulated from a stream — and applies the :class:`GateOutcome`.
 """
@@ -9,8 +10,9 @@ response or accumulated from a stream — and applies the :class:`GateOutcome`.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Literal, Protocol
 
+from detectors.protocol import Judgement
 from proxy.chat.schemas import ChatCompletionRequest
 
 
@@ -31,15 +33,18 @@ class Answer:
 
     index: int
     text: str
-    tokens: list[dict] | None  # logprobs.content as the upstream sent it (HALT reads these
-    # dicts directly); None: the upstream sent no logprobs
+    tokens: list[dict] | None  # logprobs.content as the upstream sent it (detectors read
+    # these dicts directly); None: the upstream sent no logprobs
     finish_reason: str | None = None
+    tool_calls: list[dict] | None = None  # the choice's tool calls (complete), if any
 
 
 @dataclass
 class GateOutcome:
     abstain: bool = False  # replace every choice's content with ``replacement``
     replacement: str | None = None  # abstention text, or the semantic gate's chosen answer
+    refusal_only: bool = False  # an abstention goes in ``refusal`` alone, ``content`` null
+    # (a structured-output request: its content must parse, and the SDK reads the refusal)
     metadata: dict | None = None  # the ``hallgate`` object for body / final chunk
     headers: dict[str, str] = field(default_factory=dict)
 
@@ -49,9 +54,10 @@ class ProgressivePlan:
     """How a progressive stream releases and cuts (from the profile's `progressive` knobs)."""
 
     holdback_tokens: int  # W: the client stays this many tokens behind the upstream
-    rescore_every: int  # k: HALT scores the prefix every k tokens
+    rescore_every: int  # k: the prefix is judged every k tokens
     threshold: float  # prefix risk >= this crosses
     cut: bool  # the stream may be cut (action abstain); annotate/shadow only report
+    detector: str = ""  # the detector that judges the prefixes
 
 
 class GateSession(Protocol):
@@ -68,12 +74,12 @@ class GateSession(Protocol):
     async def prompt_verdict(self) -> GateOutcome | None:
         """Waits for the prompt-only gates; an abstaining outcome when they decide alone."""
 
-    async def score_prefix(self, tokens: list[dict]) -> Any | None:
-        """HALT's result (``.risk``) on an answer prefix; None when it cannot be scored."""
+    async def judge_prefix(self, tokens: list[dict]) -> Judgement | None:
+        """The prefix judge's judgement (``.risk``) of an answer prefix; None when it
+        cannot judge it."""
 
-    async def judge_cut(self, answer: Answer, halt_result: Any,
-                        threshold: float) -> GateOutcome:
-        """The decision of a stream cut by its prefix risk."""
+    async def judge_cut(self, answer: Answer, judgement: Judgement) -> GateOutcome:
+        """The decision of a stream cut by its prefix judgement."""
 
     async def aclose(self) -> None: ...
 

@@ -1,8 +1,8 @@
 """`streaming: progressive`: release a judged answer while it is generated, and cut it when
-HALT's prefix risk rises.
+the prefix judge's risk (HALT, a logprob score) rises.
 
     upstream chunks ──> held back: the client stays W tokens behind the upstream ──> client
-        │  every k tokens: risk = HALT(prefix)                (GateSession.score_prefix)
+        │  every k tokens: risk = judge(prefix)               (GateSession.judge_prefix)
         └─ risk >= threshold: stop reading, close the upstream stream (it stops generating),
            drop what is held, send the abstention as ``delta.refusal`` + ``finish_reason``,
            the verdict chunk (``hallgate.progressive``: cut at which token, why), [DONE]
@@ -46,6 +46,13 @@ def chunk_tokens(chunk: dict) -> tuple[int, bool]:
             return len(logprobs["content"]), True
         return (1, False) if (choice.get("delta") or {}).get("content") else (0, True)
     return 0, True
+
+
+def _abstainers(outcome: GateOutcome) -> str:
+    """The detectors whose verdict was abstain, by name, from the outcome's report."""
+    detectors = (outcome.metadata or {}).get("detectors") or {}
+    names = [n for n, d in detectors.items() if d.get("verdict") == "abstain"]
+    return ", ".join(names) or "a prompt-time detector"
 
 
 def next_check(read: int, every: int) -> int:
@@ -114,10 +121,11 @@ class ProgressiveStream:
                     yield data
                 chunk, early = await self._next(prompt)
         early = early or self._early(prompt)
-        if early is not None:  # EDFL abstained before anything was released
+        if early is not None:  # a prompt-time detector abstained before any release
             await self._close_upstream()
-            async for data in self._end_with_refusal(early, "edfl abstained before any "
-                                                     "token was released"):
+            async for data in self._end_with_refusal(early, f"{_abstainers(early)} "
+                                                     "abstained before any token was "
+                                                     "released"):
                 yield data
             return
         prompt.cancel()  # judge() waits for EDFL itself
@@ -177,10 +185,10 @@ class ProgressiveStream:
     # --- judging ---------------------------------------------------------------------
 
     async def _check(self) -> Any | None:
-        """Score the prefix read so far; the HALT result when it crosses and may cut."""
+        """Judge the prefix read so far; the judgement when it crosses and may cut."""
         self.next_check = next_check(self.read, self.plan.rescore_every)
         tokens = self.acc.logprobs.get(0) or []
-        result = await self.session.score_prefix(tokens)
+        result = await self.session.judge_prefix(tokens)
         if result is None:
             return None
         self.checks.append((len(tokens), float(result.risk)))
@@ -192,9 +200,9 @@ class ProgressiveStream:
     async def _cut(self, result: Any) -> AsyncIterator[bytes]:
         await self._close_upstream()  # first: the upstream stops while we judge
         answer = self.acc.answers()[0]
-        outcome = await self.session.judge_cut(answer, result, self.plan.threshold)
-        why = (f"halt prefix risk {result.risk:.3f} >= {self.plan.threshold:.3f} after "
-               f"{self.read} tokens")
+        outcome = await self.session.judge_cut(answer, result)
+        why = (f"{self.plan.detector} prefix risk {result.risk:.3f} >= "
+               f"{self.plan.threshold:.3f} after {self.read} tokens")
         async for data in self._end_with_refusal(outcome, why):
             yield data
 

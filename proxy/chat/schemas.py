@@ -76,11 +76,15 @@ class ChatCompletionRequest(msgspec.Struct, forbid_unknown_fields=False, dict=Tr
         return self.top_logprobs or 0
 
     def upstream_body(self, max_tokens_field: str = "max_completion_tokens",
-                      detector_logprobs: bool = True) -> dict:
+                      detector_logprobs: bool = True, null_content: str = "null") -> dict:
         """What we send upstream: the client's fields, with top-20 logprobs on when a
         detector reads them (``detector_logprobs``); otherwise the client's own logprob
-        fields go as they are, so a route with every detector off asks for nothing more."""
+        fields go as they are, so a route with every detector off asks for nothing more.
+        ``null_content="empty"``: a message's null content goes as "" (the upstream's
+        schema wants a string)."""
         body = {k: v for k, v in self._raw.items() if v is not None}
+        if null_content == "empty":
+            body["messages"] = empty_null_content(body["messages"])
         if detector_logprobs:
             body["logprobs"] = True
             body["top_logprobs"] = UPSTREAM_TOP_LOGPROBS
@@ -90,6 +94,13 @@ class ChatCompletionRequest(msgspec.Struct, forbid_unknown_fields=False, dict=Tr
         if limit is not None:
             body[max_tokens_field] = limit
         return body
+
+
+def empty_null_content(messages: list[dict]) -> list[dict]:
+    """``messages`` with each null ``content`` as "" (the others are the same objects)."""
+    if all(m.get("content") is not None for m in messages):
+        return messages
+    return [{**m, "content": ""} if m.get("content") is None else m for m in messages]
 
 
 _WHERE = re.compile(r"^(?P<what>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.DOTALL)

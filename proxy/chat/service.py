@@ -19,7 +19,7 @@ import functools
 from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 
-from proxy.chat import shaping
+from proxy.chat import shaping, tool_calls
 from proxy.chat.gating import Answer, Gatekeeper, GateOutcome, GateSession, RequestContext
 from proxy.chat.progressive import ProgressiveStream
 from proxy.chat.schemas import ChatCompletionRequest
@@ -72,12 +72,14 @@ class ChatService:
         upstream = self._check(req)
         session = self.gatekeeper.begin(req, ctx, req.model)
         try:
-            body = req.upstream_body(upstream.config.max_tokens_field, session.reads_logprobs)
+            body = req.upstream_body(upstream.config.max_tokens_field, session.reads_logprobs,
+                                     upstream.config.null_content)
             resp = await complete_n(upstream, body)
             resp["id"] = session.response_id  # the upstream's own id may repeat
             # a session that reads no answer (every detector off) is not handed one
             answers = shaping.answers_from_response(resp) if session.reads_logprobs else []
-            outcome = await session.judge(answers)
+            outcome = tool_calls.settle(await session.judge(answers), answers,
+                                        req.response_format)
         finally:
             await session.aclose()
         body = shaping.shape_response(resp, req.model, req.client_top_logprobs(), outcome)
@@ -115,7 +117,8 @@ class ChatService:
         """The upstream's chunks: its own stream when it can give every choice (closing
         it closes the upstream response at once; a progressive cut relies on that), else
         ``n`` streams merged."""
-        body = req.upstream_body(upstream.config.max_tokens_field, reads_logprobs)
+        body = req.upstream_body(upstream.config.max_tokens_field, reads_logprobs,
+                                 upstream.config.null_content)
         if req.n == 1 or upstream.config.supports_n:
             return upstream.stream(body)
         return merge_streams(upstream, body, req.n)
@@ -131,7 +134,8 @@ class ChatService:
                 acc.add(chunk)
                 held.append(chunk)
             answers = acc.answers()
-            outcome = await session.judge(answers)
+            outcome = tool_calls.settle(await session.judge(answers), answers,
+                                        req.response_format)
         finally:
             await session.aclose()
         headers = {**session.headers, **outcome.headers}

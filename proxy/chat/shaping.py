@@ -9,6 +9,7 @@ import uuid
 import orjson
 
 from proxy.chat.gating import Answer, GateOutcome
+from proxy.chat.tool_calls import ToolCallAccumulator
 from proxy.logprobs import trim_choice_logprobs
 
 
@@ -20,7 +21,8 @@ def answers_from_response(resp: dict) -> list[Answer]:
         tokens = logprobs.get("content") if logprobs else None
         out.append(Answer(index=choice.get("index", len(out)),
                           text=message.get("content") or "", tokens=tokens,
-                          finish_reason=choice.get("finish_reason")))
+                          finish_reason=choice.get("finish_reason"),
+                          tool_calls=message.get("tool_calls") or None))
     return out
 
 
@@ -30,7 +32,7 @@ def shape_response(resp: dict, model: str, top_k: int | None, outcome: GateOutco
     for choice in resp.get("choices") or ():
         message = choice.setdefault("message", {"role": "assistant"})
         if outcome.replacement is not None:
-            message["content"] = outcome.replacement
+            message["content"] = None if outcome.refusal_only else outcome.replacement
             choice["logprobs"] = None
             if outcome.abstain:
                 message["refusal"] = outcome.replacement
@@ -54,7 +56,9 @@ def replacement_chunks(template: dict, indices: list[int], outcome: GateOutcome)
     """The chunks that stand in for a buffered stream whose content was replaced."""
     base = {k: template.get(k) for k in ("id", "object", "created", "model")}
     base["object"] = "chat.completion.chunk"
-    delta = {"role": "assistant", "content": outcome.replacement}
+    delta = {"role": "assistant"}
+    if not outcome.refusal_only:
+        delta["content"] = outcome.replacement
     if outcome.abstain:
         delta["refusal"] = outcome.replacement
     chunks = [{**base, "choices": [{"index": i, "delta": delta, "logprobs": None,
@@ -107,10 +111,12 @@ def carries_text(chunk: dict) -> bool:
 
 
 class StreamAccumulator:
-    """Rebuilds each choice's answer (text, token logprobs, finish reason) from chunks."""
+    """Rebuilds each choice's answer (text, token logprobs, finish reason, tool calls)
+    from chunks."""
 
     def __init__(self) -> None:
         self.text: dict[int, list[str]] = {}
+        self.tools: dict[int, ToolCallAccumulator] = {}
         self.logprobs: dict[int, list[dict]] = {}
         self.saw_logprobs: dict[int, bool] = {}
         self.finish: dict[int, str | None] = {}
@@ -122,6 +128,8 @@ class StreamAccumulator:
             delta = choice.get("delta") or {}
             if delta.get("content"):
                 self.text[i].append(delta["content"])
+            if delta.get("tool_calls"):
+                self.tools.setdefault(i, ToolCallAccumulator()).add(delta["tool_calls"])
             logprobs = choice.get("logprobs")
             if logprobs and logprobs.get("content") is not None:
                 self.saw_logprobs[i] = True
@@ -132,5 +140,6 @@ class StreamAccumulator:
     def answers(self) -> list[Answer]:
         return [Answer(index=i, text="".join(parts),
                        tokens=self.logprobs.get(i) if self.saw_logprobs.get(i) else None,
-                       finish_reason=self.finish.get(i))
+                       finish_reason=self.finish.get(i),
+                       tool_calls=self.tools[i].calls() if i in self.tools else None)
                 for i, parts in sorted(self.text.items())]

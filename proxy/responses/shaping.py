@@ -4,8 +4,9 @@
     chat logprobs.content    -> output_text.logprobs (output_logprobs)
     chat usage               -> response usage       (response_usage)
 
-An abstention becomes a ``refusal`` content part; the ``hallgate`` decision rides on the
-response object as it does on a chat completion.
+An abstention becomes a ``refusal`` content part; tool calls become ``function_call``
+output items after the message (which is left out when the answer has no text); the
+``hallgate`` decision rides on the response object as it does on a chat completion.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import uuid
 from typing import Any
 
 from proxy.responses.schemas import ResponsesRequest
+from proxy.responses.tools import function_call_item
 from proxy.store.ids import responses_id
 
 
@@ -70,17 +72,20 @@ def skeleton(req: ResponsesRequest, response_id: str, created_at: int,
             "status": status, "background": False, "error": None,
             "incomplete_details": None, "instructions": req.instructions,
             "max_output_tokens": req.max_output_tokens, "metadata": req.metadata or {},
-            "model": req.model, "output": [], "parallel_tool_calls": False,
+            "model": req.model, "output": [],
+            "parallel_tool_calls": req.parallel_tool_calls is not False,
             "previous_response_id": None, "store": False, "temperature": req.temperature,
-            "text": {"format": {"type": "text"}}, "tool_choice": "none", "tools": [],
+            "text": req.text or {"format": {"type": "text"}},
+            "tool_choice": req.tool_choice or ("auto" if req.tools else "none"),
+            "tools": req.tools or [],
             "top_logprobs": req.top_logprobs, "top_p": req.top_p, "truncation": "disabled",
             "usage": None, "user": req.user}
 
 
-def finish(response: dict, item: dict | None, finish_reason: str | None, usage: dict | None,
+def finish(response: dict, items: list[dict], finish_reason: str | None, usage: dict | None,
            hallgate: dict | None) -> dict:
     """Fill in output, status and usage: a length stop is ``incomplete``, as OpenAI does."""
-    response["output"] = [item] if item else []
+    response["output"] = items
     if finish_reason == "length":
         response["status"] = "incomplete"
         response["incomplete_details"] = {"reason": "max_output_tokens"}
@@ -105,9 +110,14 @@ def response_object(req: ResponsesRequest, chat: dict) -> dict:
     """A finished chat completion (already gated and shaped) as a ``response``."""
     choice = (chat.get("choices") or [{}])[0]
     message = choice.get("message") or {}
-    parts = content_parts(message, choice.get("logprobs"), req.wants_logprobs())
+    calls = message.get("tool_calls") or []
     response = skeleton(req, responses_id(chat.get("id")) or new_id("resp"),
                         int(chat.get("created") or time.time()))
     status = "incomplete" if choice.get("finish_reason") == "length" else "completed"
-    return finish(response, message_item(new_id("msg"), parts, status),
-                  choice.get("finish_reason"), chat.get("usage"), chat.get("hallgate"))
+    items = []
+    if message.get("content") or message.get("refusal") or not calls:
+        parts = content_parts(message, choice.get("logprobs"), req.wants_logprobs())
+        items.append(message_item(new_id("msg"), parts, status))
+    items += [function_call_item(new_id("fc"), call) for call in calls]
+    return finish(response, items, choice.get("finish_reason"), chat.get("usage"),
+                  chat.get("hallgate"))

@@ -4,7 +4,7 @@ An app-owned ``TracerProvider`` (no global provider is set, so two gateways in o
 process keep their traces apart), the W3C trace-context propagator, and three hooks:
 the ASGI middleware that opens the request span, an Upstream wrapper that opens one
 GenAI client span per upstream call, and the detector spans and evaluation events that
-``proxy.gates`` asks for through ``proxy.tracing.detector`` / ``record_decision``.
+``proxy.gatekeeper`` asks for through ``proxy.tracing.detector`` / ``record_decision``.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from opentelemetry.sdk.trace.export import (
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from proxy.config import EMBEDDED_MODEL_NAME, TracingSettings
+from proxy.config import EMBEDDED_MODEL_NAMES, TracingSettings
 from proxy.logs import trace_id_var
 from proxy.tracing import current
 
@@ -178,7 +178,8 @@ def _response_attributes(span, message: dict) -> None:
         span.set_status(Status(StatusCode.ERROR))
         span.set_attribute("error.type", str(status))
     for key, value in message.get("headers", ()):
-        if key in (b"x-hallgate-route", b"x-hallgate-profile", b"x-hallgate-decision"):
+        if key in (b"x-hallgate-route", b"x-hallgate-profile", b"x-hallgate-decision",
+                   b"x-hallgate-returned"):
             span.set_attribute("hallgate." + key.decode()[11:], value.decode())
 
 
@@ -187,7 +188,7 @@ def provider_name(config) -> str:
     model, openai for the OpenAI-compatible lean path."""
     if config.provider == "litellm":
         return config.model.split("/", 1)[0] if "/" in config.model else "litellm"
-    return "llama.cpp" if config.name == EMBEDDED_MODEL_NAME else "openai"
+    return "llama.cpp" if config.name in EMBEDDED_MODEL_NAMES else "openai"
 
 
 REQUEST_ATTRIBUTES = {"temperature": "gen_ai.request.temperature",

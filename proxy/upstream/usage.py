@@ -6,7 +6,8 @@ it on); llama-cpp-python's server, the embedded model, ignores it. For that upst
 gateway counts the tokens itself, exactly:
 
 - prompt tokens: the request's messages rendered and tokenised the way llama_cpp.server
-  does it, by the same GGUF's own chat template and tokenizer (:class:`PromptTokenCounter`,
+  does it, by the same chat format (the GGUF's own template unless the model is served
+  with another) and tokenizer (:class:`PromptTokenCounter`,
   a vocabulary-only load of the model file: about 0.15 s and no weights);
 - completion tokens: the answer's logprob entries, one per generated token (the gateway
   always asks the upstream for logprobs).
@@ -38,10 +39,15 @@ class _Rendered(Exception):
 class PromptTokenCounter:
     """Counts a chat request's prompt tokens as llama_cpp.server does for one GGUF."""
 
-    def __init__(self, gguf_path: str | Path):
+    def __init__(self, gguf_path: str | Path, chat_format: str | None = None):
         from llama_cpp import Llama
 
-        self._llama = Llama(model_path=str(gguf_path), vocab_only=True, verbose=False)
+        if chat_format is not None:  # hallgate's own formats (the few-shot QA renderer)
+            from proxy.llama_child import register_chat_formats
+
+            register_chat_formats()
+        self._llama = Llama(model_path=str(gguf_path), vocab_only=True, verbose=False,
+                            chat_format=chat_format)
         # llama_cpp's create_chat_completion renders the template, tokenises the prompt and
         # hands the ids to create_completion: stopping there gives the server's exact count
         self._llama.create_completion = self._capture  # type: ignore[method-assign]

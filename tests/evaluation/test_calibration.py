@@ -9,6 +9,7 @@ from policies import load_policy, load_policy_text
 from policies.calibration import (
     CalibrationConfig,
     KnobEditError,
+    guarantee_check,
     ltt_threshold,
     set_profile_knob,
     split_indices,
@@ -41,6 +42,25 @@ def test_guarantee_holds_over_repeated_calibration_samples():
         t = ltt_threshold(s, y, CalibrationConfig(target_risk=0.1, delta=0.1)).threshold
         unsafe += t is not None and t / 2 > 0.1
     assert unsafe <= 6
+
+
+def test_guarantee_check_on_a_corpus_taken_as_the_population():
+    s, y = calibrated_scores(1200, seed=3)
+    config = CalibrationConfig(target_risk=0.2, delta=0.1)
+    pop = guarantee_check(s, y, config, splits=200, population=True)
+    assert 0.2 < pop.mean_coverage < 0.4  # true t* = 0.4, the bound costs some
+    # P(R(t̂) > α) <= δ; over 200 draws the count's standard error is about 0.02
+    assert pop.exceeded_fraction <= config.delta + 0.05
+    held = guarantee_check(s, y, config, splits=200)
+    assert 0.2 < held.mean_coverage < 0.4 and held.splits == 200
+
+
+def test_guarantee_check_catches_a_bound_that_cannot_carry_the_promise():
+    s, y = calibrated_scores(1200, seed=4)
+    # δ = 0.9 is a bound loose enough that chosen thresholds overshoot α most of the time
+    loose = guarantee_check(s, y, CalibrationConfig(target_risk=0.2, delta=0.9),
+                            splits=200, population=True)
+    assert loose.exceeded_fraction > 0.5
 
 
 def test_refuses_when_no_threshold_meets_the_target():

@@ -9,8 +9,8 @@ import pytest
 from typer.testing import CliRunner
 
 from evaluation.evaluate import EvalError, evaluate, route_access
+from hallgate_cli import app
 from policies import load_policy
-from proxy.cli import app
 from tests.conftest import fake_settings
 
 POLICY = """\

@@ -11,8 +11,9 @@ runner = CliRunner()
 def test_check_good_file_exits_zero_with_a_summary():
     result = runner.invoke(app, ["check", str(EXAMPLES_DIR / "default.yaml")])
     assert result.exit_code == 0, result.output
-    assert "OK, 4 routes" in result.output
+    assert "OK, 5 routes" in result.output
     assert "route strict -> strict-factual (path_prefix=/strict, header=strict)" in result.output
+    assert "shadow: h*=0.05, halt+edfl" in result.output and "tool calls judge" in result.output
 
 
 def test_check_bad_file_prints_file_line_key_reason_and_exits_one(tmp_path):

@@ -6,8 +6,9 @@ from dataclasses import dataclass
 
 import pytest
 
+from detectors.protocol import MissingLogprobs
 from detectors.verdict import Verdict
-from policies import Escalation, MissingLogprobs, Profile, decide
+from policies import Escalation, Profile, decide
 
 A, X = Verdict.ANSWER, Verdict.ABSTAIN
 
@@ -17,10 +18,12 @@ class Fake:
     verdict: Verdict
     risk: float
     reason: str = ""
+    threshold: float | None = None  # a risk threshold reported with the result
 
     def to_dict(self) -> dict:
+        own = {} if self.threshold is None else {"threshold": self.threshold}
         return {"verdict": self.verdict.value, "risk": self.risk, "reason": self.reason,
-                "isr": math.inf, "S": (0.1, 0.2)}
+                "isr": math.inf, "S": (0.1, 0.2), **own}
 
 
 def profile(combine="any", fail_mode="closed", action="abstain", **kw) -> Profile:
@@ -86,7 +89,7 @@ def test_weighted_score_is_the_weighted_mean():
 
 def test_reasons_name_threshold_and_failure_handling():
     decision = decide(profile("any", "closed"),
-                      {"halt": Fake(X, 0.83), "edfl": TimeoutError("slow")})
+                      {"halt": Fake(X, 0.83, threshold=0.6), "edfl": TimeoutError("slow")})
     assert decision.reasons[0] == "halt: risk 0.83 >= 0.60"
     assert decision.reasons[1] == ("edfl: error (TimeoutError: slow), "
                                    "counted as abstain (fail closed)")
@@ -129,7 +132,8 @@ def test_no_detectors_enabled_answers():
 
 def test_to_dict_is_the_hallgate_object():
     escalation = Escalation("code-creative", "prompt names 'Carlos Santana' together with '1985'")
-    decision = decide(profile(action="annotate"), {"halt": Fake(X, 0.9), "edfl": Fake(A, 0.2)},
+    decision = decide(profile(action="annotate"),
+                      {"halt": Fake(X, 0.9, threshold=0.6), "edfl": Fake(A, 0.2)},
                       route="code", escalation=escalation)
     body = decision.to_dict()
     json.dumps(body, allow_nan=False)
@@ -144,13 +148,17 @@ def test_to_dict_is_the_hallgate_object():
 
 
 def test_response_headers_and_visibility():
-    decision = decide(profile(action="shadow"), {"halt": Fake(X, 0.9), "edfl": Fake(A, 0.2)},
-                      route="s")
-    assert decision.response_headers() == {
+    results = {"halt": Fake(X, 0.9), "edfl": Fake(A, 0.2)}
+    decision = decide(profile(action="annotate"), results, route="s")
+    assert decision.response_headers() == {  # decision = the judgement; returned apart
         "x-hallgate-decision": "abstain", "x-hallgate-returned": "answer",
         "x-hallgate-route": "s", "x-hallgate-profile": "p", "x-hallgate-escalated": "false",
         "x-hallgate-risk": "0.9000"}
-    assert decision.shown_to_client is False and not decision.abstained
+    shadow = decide(profile(action="shadow"), results, route="s")
+    assert shadow.response_headers() == {  # shadow only logs the judgement
+        "x-hallgate-returned": "answer", "x-hallgate-route": "s", "x-hallgate-profile": "p",
+        "x-hallgate-escalated": "false"}
+    assert shadow.shown_to_client is False and not shadow.abstained
 
 
 def test_to_dict_without_detail_keeps_scores_and_reasons_only():

@@ -2,15 +2,15 @@
 
 import pytest
 
-from policies import load_policy_text
-from policies.detector_configs import (
+from detectors.edfl.detector import edfl_config, isr_threshold
+from detectors.edfl.spec import EdflSettings
+from detectors.semantic.detector import (
     CODE_INSTRUCTION,
     PARAGRAPH_INSTRUCTION,
-    edfl_config,
-    halt_threshold,
     sample_instruction,
     semantic_config,
 )
+from policies import load_policy_text
 
 POLICY = load_policy_text("""
 routes:
@@ -29,33 +29,49 @@ profiles:
 """)
 
 
+def _configs(profile):
+    context = profile.context()
+    return (edfl_config(profile.detectors.edfl, context),
+            semantic_config(profile.detectors.semantic, context))
+
+
 @pytest.mark.parametrize("name", sorted(POLICY.profiles))
 def test_every_profile_builds_both_configs(name):
     profile = POLICY.profiles[name]
-    edfl, semantic = edfl_config(profile), semantic_config(profile)
+    edfl, semantic = _configs(profile)
     assert edfl.h_star == semantic.h_star == profile.h_star
     assert edfl.mode == semantic.skeleton_mode == profile.skeletons.masking
 
 
 def test_knobs_reach_the_dataclasses():
     mine = POLICY.profiles["mine"]
-    edfl, semantic = edfl_config(mine), semantic_config(mine)
+    edfl, semantic = _configs(mine)
     assert (edfl.m, edfl.n, edfl.margin, edfl.isr_threshold, edfl.clip) == (3, 5, 0.3, 1.5, 8)
     assert edfl.levels == (0.5,) and edfl.skip_words == ("regex",)
     assert (semantic.M, semantic.m, semantic.backend, semantic.delta_mode) == (
         6, 2, "lexical", "kl")
-    assert halt_threshold(mine) == 0.42
-    assert halt_threshold(POLICY.profiles["shadow"]) is None  # the checkpoint's own
+    assert mine.detectors.halt.threshold == 0.42
+    assert POLICY.profiles["shadow"].detectors.halt.threshold is None  # the checkpoint's
+
+
+def test_threshold_sources():
+    mine = POLICY.profiles["mine"]
+    assert isr_threshold(mine.detectors.edfl).source == "profile"
+    assert isr_threshold(mine.detectors.edfl).value == 1.5
+    assert isr_threshold(EdflSettings(enabled=True)).source == "default"
+    assert isr_threshold(EdflSettings(enabled=True)).value == 1.0
 
 
 def test_default_skip_words_are_the_detectors_own():
     from detectors.edfl.skeletons import DEFAULT_SKIP_WORDS
 
-    assert edfl_config(POLICY.profiles["shadow"]).skip_words == DEFAULT_SKIP_WORDS
+    assert _configs(POLICY.profiles["shadow"])[0].skip_words == DEFAULT_SKIP_WORDS
 
 
 def test_output_constraint_instruction():
     code, strict = POLICY.profiles["code-creative"], POLICY.profiles["shadow"]
-    assert sample_instruction(code, "write a python function to add") == CODE_INSTRUCTION
-    assert sample_instruction(code, "a haiku about rain") == PARAGRAPH_INSTRUCTION
-    assert sample_instruction(strict, "write a python function") is None
+    assert sample_instruction(code.output_constraint,
+                              "write a python function to add") == CODE_INSTRUCTION
+    assert sample_instruction(code.output_constraint, "a haiku about rain") == \
+        PARAGRAPH_INSTRUCTION
+    assert sample_instruction(strict.output_constraint, "write a python function") is None

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from types import SimpleNamespace
@@ -15,8 +16,9 @@ from detectors.combiner import LearnedCombiner, answer_features, linear_score
 from detectors.metrics import auroc
 from detectors.verdict import Verdict
 from evaluation.combiner import combiner_risks, fit_combiner
-from policies import PolicyError, decide, load_policy
-from proxy.cli import app
+from hallgate_cli import app
+from policies import PolicyError, load_policy
+from policies import decide as decide_
 
 
 def synthetic_records(n: int = 800, seed: int = 0) -> list[dict]:
@@ -97,8 +99,8 @@ def _policy(tmp_path, **kw):
 
 
 def test_a_learned_profile_loads_its_combiner_relative_to_the_policy(tmp_path, combiner_file):
-    profile = load_policy(_policy(tmp_path)).profiles["learned"]
-    assert profile.combine.combiner == LearnedCombiner.load(combiner_file)
+    policy = load_policy(_policy(tmp_path))
+    assert policy.combiner(policy.profiles["learned"]) == LearnedCombiner.load(combiner_file)
 
 
 @pytest.mark.parametrize(("kw", "message"), [
@@ -119,7 +121,9 @@ def _halt(risk: float):
 
 
 def test_learned_decision_thresholds_the_calibrated_risk(tmp_path, combiner_file):
-    profile = load_policy(_policy(tmp_path)).profiles["learned"]
+    policy = load_policy(_policy(tmp_path))
+    profile = policy.profiles["learned"]
+    decide = functools.partial(decide_, combiner=policy.combiner(profile))
     low = decide(profile, {"halt": _halt(0.0)}, answer={"neg_mean_logprob": -3.0})
     high = decide(profile, {"halt": _halt(0.99)}, answer={"neg_mean_logprob": 4.0})
     assert low.combine == "learned" and low.verdict is Verdict.ANSWER and low.risk < 0.6
@@ -130,8 +134,10 @@ def test_learned_decision_thresholds_the_calibrated_risk(tmp_path, combiner_file
 
 
 def test_fail_closed_abstains_when_a_read_detector_failed(tmp_path, combiner_file):
-    profile = load_policy(_policy(tmp_path, fail_mode="closed")).profiles["learned"]
-    decision = decide(profile, {"halt": RuntimeError("down")}, answer={})
+    policy = load_policy(_policy(tmp_path, fail_mode="closed"))
+    profile = policy.profiles["learned"]
+    decision = decide_(profile, {"halt": RuntimeError("down")}, answer={},
+                       combiner=policy.combiner(profile))
     assert decision.verdict is Verdict.ABSTAIN and decision.risk == 1.0
 
 
@@ -156,8 +162,9 @@ def test_calibrate_fit_combiner_writes_a_policy_that_uses_it(tmp_path):
     report = json.loads((results / "calibration.json").read_text())
     assert report["features"] == ["halt", "neg_mean_logprob", "answer_tokens"]
     assert report["held_out"]["auroc"] > 0.7
-    loaded = load_policy(out).profiles["p"]
-    assert loaded.combine.mode == "learned" and loaded.combine.combiner is not None
+    written = load_policy(out)
+    loaded = written.profiles["p"]
+    assert loaded.combine.mode == "learned" and written.combiner(loaded) is not None
     assert loaded.combine.threshold == pytest.approx(report["threshold"])
 
 
@@ -170,3 +177,28 @@ def test_platt_calibration_keeps_the_logit_order_and_round_trips(tmp_path):
     assert risks[0] == pytest.approx(1 / (1 + math.exp(-(1.5 * 0.2 - 0.5))))
     combiner.save(tmp_path / "c.json")
     assert LearnedCombiner.load(tmp_path / "c.json") == combiner
+
+
+def test_a_registered_detector_feeds_the_combiner_like_any_other(tmp_path):
+    """A logprob detector's risk is a combiner feature under its name (the registry's
+    default), read from its judgement like HALT's; a learned profile must enable it."""
+    records = synthetic_records(300)
+    for r in records:
+        r["scores"]["topk_entropy"] = r["scores"].pop("neg_mean_logprob")
+    combiner = fit_combiner(records, ["halt", "topk_entropy"], seed=0)
+    assert combiner.detectors() == {"halt", "topk_entropy"}
+    combiner.save(tmp_path / "c.json")
+    text = POLICY.format(halt="true", model="c.json", fail_mode="open")
+    (tmp_path / "policy.yaml").write_text(text)
+    with pytest.raises(PolicyError, match="reads topk_entropy, which this profile does not"):
+        load_policy(tmp_path / "policy.yaml")
+    (tmp_path / "policy.yaml").write_text(text.replace(
+        "edfl: {enabled: false}", "topk_entropy: {enabled: true}, edfl: {enabled: false}"))
+    policy = load_policy(tmp_path / "policy.yaml")
+    profile = policy.profiles["learned"]
+    low = decide_(profile, {"halt": _halt(0.0), "topk_entropy": _halt(0.0)},
+                  combiner=policy.combiner(profile))
+    high = decide_(profile, {"halt": _halt(0.0), "topk_entropy": _halt(1.0)},
+                   combiner=policy.combiner(profile))
+    assert low.detectors["topk_entropy"].status == "ok"
+    assert high.risk > low.risk  # the entropy's feature moves the combined risk

@@ -5,7 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from policies import KNOWN_DETECTORS, PolicyError, load_policy, load_policy_text
+from detectors.registry import REGISTRY
+from policies import PolicyError, load_policy, load_policy_text
 from policies.loader import BUILTIN_DIR, EXAMPLES_DIR, builtin_profile_names
 from policies.schema import DetectorsConfig
 
@@ -61,7 +62,9 @@ def test_example_files_load(path: Path):
 
 def test_default_example_routes():
     policy = load_policy(EXAMPLES_DIR / "default.yaml")
-    assert [r.name for r in policy.routes] == ["strict", "code", "shadow", "default"]
+    assert [r.name for r in policy.routes] == ["strict", "fast", "code", "shadow", "default"]
+    assert policy.match(route_header="fast")[1].detectors.enabled() == ("halt",
+                                                                         "topk_entropy")
     assert policy.match(route_header="strict")[1].name == "strict-factual"
     assert policy.match(path="/strict/v1/chat/completions")[0].name == "strict"
     assert policy.match(route_header="code")[1].name == "code-creative-local"
@@ -70,8 +73,9 @@ def test_default_example_routes():
     assert route.name == "default" and profile.action == "annotate"
 
 
-def test_registry_matches_the_detectors_section():
-    assert tuple(DetectorsConfig.model_fields) == KNOWN_DETECTORS
+def test_registry_makes_the_detectors_section():
+    assert tuple(DetectorsConfig()) == REGISTRY.names()
+    assert {"halt", "edfl", "semantic", "mean_logprob"} <= set(REGISTRY.names())
 
 
 ROUTES = """
@@ -157,7 +161,7 @@ def test_unknown_detector_is_rejected_clearly():
               selfcheck: {enabled: true}
     """)
     assert problems == ["policy.yaml:7: profiles.mine.detectors.selfcheck: unknown detector "
-                        "'selfcheck' (known detectors: halt, edfl, semantic)"]
+                        f"'selfcheck' (known detectors: {', '.join(REGISTRY.names())})"]
 
 
 def test_detector_not_available_in_this_gateway():
@@ -322,11 +326,11 @@ def test_cross_field_checks():
     """)
     assert problems == [
         "policy.yaml:5: profiles.a.combine.weights.nope: unknown detector 'nope' "
-        "(known detectors: halt, edfl, semantic)",
+        f"(known detectors: {', '.join(REGISTRY.names())})",
         "policy.yaml:6: profiles.a.allow_overrides[1]: 'abstention_text' cannot be "
         "overridden per request (overridable: " + problems[1].split("(overridable: ")[1],
         "policy.yaml:9: profiles.a.detectors.semantic.nli_model_path: entailment 'nli' "
-        "needs nli_model_path (a local directory; weights are never downloaded)",
+        "needs nli_model_path (a local directory; weights are never downloaded) (got None)",
     ]
     assert issues("""
         routes: [{name: d, default: true, profile: a}]

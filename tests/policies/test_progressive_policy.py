@@ -53,7 +53,7 @@ def test_progressive_with_the_semantic_gate_is_refused_at_the_streaming_line():
     """)
     assert len(problems) == 1
     assert problems[0].startswith("policy.yaml:8: profiles.live-code.streaming:")
-    assert "semantic gate" in problems[0]
+    assert "cannot be combined with 'semantic'" in problems[0]
 
 
 def test_progressive_without_halt_is_refused():
@@ -66,7 +66,7 @@ def test_progressive_without_halt_is_refused():
             streaming: progressive
     """)
     assert len(problems) == 1 and "policy.yaml:7: profiles.blind.streaming:" in problems[0]
-    assert "HALT" in problems[0]
+    assert "judges prefixes; enable a detector that does (halt, " in problems[0]
 
 
 def test_progressive_route_escalating_to_a_semantic_profile_is_refused():
@@ -84,7 +84,7 @@ def test_progressive_route_escalating_to_a_semantic_profile_is_refused():
     """)
     assert len(problems) == 1
     assert problems[0].startswith("policy.yaml:8: profiles.live.escalate_factual_to:")
-    assert "semantic gate" in problems[0]
+    assert "cannot be combined with 'semantic'" in problems[0]
 
 
 def test_bad_knob_values_are_refused():

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import openai
 import pytest
 
@@ -55,7 +57,7 @@ def test_code_route_answers_a_small_code_request(embedded_gateway):
 def test_shadow_route_never_blocks(embedded_gateway):
     for messages in (FABRICATED, CODE):
         raw = ask(route_client(embedded_gateway, "shadow"), messages)
-        assert raw.http_response.headers["x-hallgate-decision"] == "answer"
+        assert raw.http_response.headers["x-hallgate-returned"] == "answer"
         assert raw.parse().choices[0].message.refusal is None
 
 
@@ -75,3 +77,44 @@ def test_header_overrides_are_refused_unless_allowed(embedded_gateway):
     resp = ask(route_client(embedded_gateway, None, **{"x-hallgate-action": "abstain"}),
                FABRICATED).parse()
     assert resp.model_extra["hallgate"]["action"] == "abstain"
+
+
+def test_fast_route_judges_from_the_answers_own_logprobs(embedded_gateway):
+    """fast-factual on real logprobs: HALT and the mean top-k entropy, both with their
+    calibrated thresholds, abstaining iff either does; no call beyond the answer."""
+    raw = ask(route_client(embedded_gateway, "fast"), FABRICATED)
+    resp = raw.parse()
+    meta = resp.model_extra["hallgate"]
+    assert meta["profile"] == "fast-factual"
+    judged = {n: d for n, d in meta["detectors"].items() if d["counted"]}
+    assert set(judged) == {"halt", "topk_entropy"}
+    for d in judged.values():
+        assert d["status"] == "ok" and 0.0 <= d["risk"] <= 1.0
+        assert d["threshold_source"] == "calibrated"
+        assert d["verdict"] == ("abstain" if d["risk"] >= d["threshold"] else "answer")
+    either = any(d["verdict"] == "abstain" for d in judged.values())
+    assert meta["decision"] == ("abstain" if either else "answer"), meta["reasons"]
+    assert raw.http_response.headers["x-hallgate-decision"] == meta["decision"]
+    assert (resp.choices[0].message.refusal is not None) == either
+
+
+def test_every_logprob_score_on_real_logprobs(embedded_gateway):
+    """The four free scores switched on per request (fast-factual allows it), annotated:
+    each judged with its calibrated threshold, and the two maps of −mean logprob agree."""
+    headers = {"x-hallgate-action": "annotate", "x-hallgate-mean-logprob-enabled": "true",
+               "x-hallgate-min-logprob-enabled": "true",
+               "x-hallgate-seq-prob-enabled": "true"}
+    raw = ask(route_client(embedded_gateway, "fast", **headers), FABRICATED)
+    resp = raw.parse()
+    meta = resp.model_extra["hallgate"]
+    names = ("mean_logprob", "min_logprob", "topk_entropy", "seq_prob")
+    for name in names:
+        d = meta["detectors"][name]
+        assert d["status"] == "ok" and d["counted"], (name, d)
+        assert 0.0 < d["risk"] < 1.0 and d["threshold_source"] == "calibrated"
+    r = meta["detectors"]["mean_logprob"]["risk"]
+    s = r / (1 - r)  # −mean token logprob
+    assert meta["detectors"]["seq_prob"]["risk"] == pytest.approx(1 - math.exp(-s))
+    assert meta["detectors"]["min_logprob"]["risk"] >= r  # the least likely token
+    assert meta["returned"] == "answer" and resp.choices[0].message.refusal is None
+    assert len(resp.choices[0].message.content) > 0

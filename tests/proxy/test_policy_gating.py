@@ -111,11 +111,16 @@ def test_passing_answer_carries_the_decision_too(gated):
 
 
 def test_annotate_returns_the_answer_with_the_would_be_decision(gated):
-    resp = client_for(gated, "annotate").chat.completions.create(model="fake",
-                                                                 messages=QUESTION)
+    raw = client_for(gated, "annotate").chat.completions.with_raw_response.create(
+        model="fake", messages=QUESTION)
+    resp = raw.parse()
     assert resp.choices[0].message.content == "Paris is the capital of France."
     meta = resp.model_extra["hallgate"]
     assert meta["decision"] == "abstain" and meta["returned"] == "answer"
+    # one meaning of "decision": the header says what the body says
+    headers = raw.http_response.headers
+    assert headers["x-hallgate-decision"] == "abstain"
+    assert headers["x-hallgate-returned"] == "answer"
 
 
 def test_shadow_never_blocks_and_logs_only(gated, audit_file):
@@ -124,9 +129,12 @@ def test_shadow_never_blocks_and_logs_only(gated, audit_file):
     resp = raw.parse()
     assert resp.choices[0].message.content == "Paris is the capital of France."
     assert "hallgate" not in (resp.model_extra or {})
-    assert raw.http_response.headers["x-hallgate-decision"] == "answer"
+    headers = raw.http_response.headers
+    assert headers["x-hallgate-returned"] == "answer"  # the judgement is only logged:
+    assert "x-hallgate-decision" not in headers and "x-hallgate-risk" not in headers
     records = [json.loads(line) for line in audit_file.read_text().splitlines()]
     assert records[-1]["route"] == "shadow" and records[-1]["decision"] == "abstain"
+    assert records[-1]["returned"] == "answer"
 
 
 def test_buffered_stream_abstains_with_the_refusal(gated):

@@ -6,7 +6,7 @@ import pytest
 
 from detectors.sampling import Sample
 from detectors.semantic import SampleSet, SemanticConfig, SemanticGate
-from detectors.semantic.gate import decide
+from detectors.semantic.gate import semantic_verdict
 from detectors.semantic.lexical import LexicalEntailment
 from detectors.verdict import Verdict
 from tests.detectors.semantic.fakes import MeaningBackend
@@ -113,11 +113,12 @@ async def test_prior_sufficiency_shortcut_answers_without_a_budget():
 
 def test_decide_lists_every_failed_condition():
     cfg = SemanticConfig()
-    verdict, reasons, sufficient = decide(0.5, 0.1, 0.2, 2.0, 0.1, True, cfg)
+    verdict, reasons, sufficient = semantic_verdict(0.5, 0.1, 0.2, 2.0, 0.1, True, cfg)
     assert verdict is Verdict.ABSTAIN and not sufficient
     assert set(reasons) == {"posterior_not_dominant", "top_meaning_refusal",
                             "isr_below_threshold", "budget_below_b2t"}
-    assert decide(0.96, 0.96, -1.0, 0.0, float("inf"), False, cfg) == (Verdict.ANSWER, (), True)
+    assert semantic_verdict(0.96, 0.96, -1.0, 0.0, float("inf"), False, cfg) == (
+        Verdict.ANSWER, (), True)
 
 
 async def test_chosen_answer_is_the_original_when_it_means_the_top_meaning():

@@ -179,26 +179,31 @@ def test_route_prefix_in_base_url(gated):
 
 
 @pytest.mark.parametrize("extra, param", [
-    ({"tools": [{"type": "file_search", "vector_store_ids": ["vs_1"]}]}, "tools"),
+    ({"tools": [{"type": "file_search", "vector_store_ids": ["vs_1"]}]}, "tools[0].type"),
+    ({"tools": [{"type": "web_search"}]}, "tools[0].type"),
+    ({"tools": [{"type": "computer_use_preview", "display_width": 1, "display_height": 1,
+                 "environment": "linux"}]}, "tools[0].type"),
     ({"previous_response_id": "resp_123"}, "previous_response_id"),
     ({"background": True}, "background"),
     ({"reasoning": {"effort": "low"}}, "reasoning"),
     ({"include": ["file_search_call.results"]}, "include"),
-    ({"text": {"format": {"type": "json_object"}}}, "text.format"),
-    ({"input": [{"type": "function_call_output", "call_id": "c", "output": "x"}]},
+    ({"text": {"format": {"type": "xml"}}}, "text.format"),
+    ({"input": [{"type": "web_search_call", "id": "ws_1", "status": "completed"}]},
      "input[0].type"),
     ({"input": [{"role": "user", "content": [{"type": "input_image", "image_url": "u"}]}]},
      "input[0].content[0].type"),
     ({"input": [{"role": "tool", "content": "x"}]}, "input[0].role"),
     ({"temperature": 3}, "temperature"),
-], ids=["tools", "previous_response_id", "background", "reasoning", "include", "format",
-        "item_type", "part_type", "role", "temperature"])
+], ids=["file_search", "web_search", "computer_use", "previous_response_id", "background",
+        "reasoning", "include", "format", "item_type", "part_type", "role", "temperature"])
 def test_unsupported_fields_are_a_400_naming_the_field(client, fake_upstream, extra, param):
     kwargs = {"model": "fake", "input": QUESTION, **extra}
     with pytest.raises(openai.BadRequestError) as exc:
         client.responses.create(**kwargs)
     assert exc.value.body["param"] == param
     assert exc.value.body["type"] == "invalid_request_error"
+    if param.startswith("tools"):  # a hosted tool: the message names its type
+        assert repr(extra["tools"][0]["type"]) in exc.value.body["message"]
     assert fake_upstream.requests == []
 
 

@@ -1,0 +1,101 @@
+"""The logprob scores as :class:`detectors.protocol.Detector` plug-ins.
+
+Thresholds resolve as every detector's do: the profile's value, else the one calibrated
+for the model on a validation split (``calibration.json`` beside this module, written by
+``hallgate calibrate-logprob-stats``), else 0.5.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from detectors.logprob_stats import stats
+from detectors.logprob_stats.spec import LogprobStatSettings
+from detectors.protocol import (
+    AnswerView,
+    Exchange,
+    Judgement,
+    MissingLogprobs,
+    Needs,
+    ProfileContext,
+    Threshold,
+    resolve_threshold,
+    verdict_at,
+)
+
+CALIBRATION_FILE = Path(__file__).resolve().parent / "calibration.json"
+DEFAULT_THRESHOLD = 0.5
+
+
+@functools.lru_cache(maxsize=4)
+def calibrated_thresholds(path: Path = CALIBRATION_FILE) -> dict[str, float]:
+    """``{detector: threshold}`` chosen on validation; empty when not calibrated."""
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        return {}
+    return {name: float(entry["threshold"]) for name, entry in data["detectors"].items()}
+
+
+@dataclass(frozen=True)
+class LogprobStatDetector:
+    name: str
+    settings: LogprobStatSettings
+    calibrated: float | None
+    needs: Needs = Needs(answer_logprobs=True)
+
+    def threshold(self) -> Threshold:
+        return resolve_threshold(self.settings.threshold, self.calibrated, DEFAULT_THRESHOLD)
+
+    def start(self, exchange: Exchange) -> None:
+        return None
+
+    def _judge(self, tokens: Sequence | None, threshold: Threshold) -> Judgement:
+        raw = stats.raw_scores(tokens or ())
+        risks = stats.scores(tokens or ())
+        if raw is None or risks is None:
+            raise MissingLogprobs()
+        risk = risks[self.name]
+        return Judgement(self.name, verdict_at(risk, threshold), risk, threshold,
+                         detail={"scores": raw})
+
+    async def judge(self, exchange: Exchange, answer: AnswerView, started: None) -> Judgement:
+        return self._judge(answer.tokens, self.threshold())
+
+    def prefix_threshold(self, profile_value: float | None) -> Threshold:
+        """profile (`progressive.threshold`) → the answer threshold's own resolution."""
+        if profile_value is not None:
+            return resolve_threshold(profile_value, None, DEFAULT_THRESHOLD)
+        return self.threshold()
+
+    async def judge_prefix(self, tokens: Sequence[dict], threshold: Threshold) -> Judgement:
+        return self._judge(tokens, threshold)
+
+
+@dataclass(frozen=True)
+class LogprobStatPlugin:
+    name: str
+
+    def bind(self, settings: LogprobStatSettings, profile: ProfileContext,
+             ) -> LogprobStatDetector:
+        return LogprobStatDetector(self.name, settings, calibrated_thresholds().get(self.name))
+
+
+def plugin_mean_logprob() -> LogprobStatPlugin:
+    return LogprobStatPlugin("mean_logprob")
+
+
+def plugin_min_logprob() -> LogprobStatPlugin:
+    return LogprobStatPlugin("min_logprob")
+
+
+def plugin_topk_entropy() -> LogprobStatPlugin:
+    return LogprobStatPlugin("topk_entropy")
+
+
+def plugin_seq_prob() -> LogprobStatPlugin:
+    return LogprobStatPlugin("seq_prob")

@@ -1,0 +1,3 @@
+from hallgate_cli import app
+
+app()

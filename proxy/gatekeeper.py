@@ -1,0 +1,357 @@
+"""The gate orchestrator: the route's profile decides which registered detectors judge an
+answer. It names no detector; each one declares what it needs (detectors/protocol.py).
+
+    begin(request)  route -> profile (overrides, hard rule); each enabled detector bound to
+                    the profile's settings; prompt-time work (EDFL's decisions, the semantic
+                    gate's samples) started at once, concurrently with the answer call
+    judge(answers)  every enabled detector's judgement (and the `report_always` ones when
+                    the answer has what they read), policies.decide() -> the decision;
+                    recorded by proxy/decision_records.py
+    judge_prefix    progressive streams: the profile's first prefix-judging detector
+
+Each detector samples through its own :class:`UpstreamSampler` over the request's
+upstream, so its judgement reports what it cost (calls, tokens, ms).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Sequence
+from typing import Any
+
+from detectors.bounds import PromptBounds, bound_text
+from detectors.combiner import answer_features
+from detectors.protocol import (
+    AnswerView,
+    Cost,
+    Detector,
+    Exchange,
+    Judgement,
+    MissingLogprobs,
+    PrefixJudge,
+    Threshold,
+)
+from detectors.sampling import SamplerStats
+from detectors.verdict import Verdict
+from policies import (
+    Decision,
+    Policy,
+    PolicyStore,
+    Profile,
+    Route,
+    apply_hard_rule,
+    decide,
+    prompt_text,
+)
+from policies.answer_kind import note_judged_tool_calls, tool_call_decision
+from policies.schema import progressive_problems
+from proxy.audit import AuditLog, PendingAudit, pending_audit
+from proxy.chat.gating import Answer, GateOutcome, ProgressivePlan, RequestContext
+from proxy.chat.schemas import ChatCompletionRequest
+from proxy.decision_records import DecisionRecorder
+from proxy.detector_set import DetectorSet
+from proxy.errors import InvalidRequest
+from proxy.gate_errors import overridden_or_raise, resolve_or_raise
+from proxy.metrics import Metrics
+from proxy.registry import UpstreamRegistry
+from proxy.sampler import UpstreamSampler
+from proxy.store.ids import new_response_id
+from proxy.tracing import detector as traced_detector
+from proxy.upstream import Upstream
+
+log = logging.getLogger("hallgate.gates")
+
+ROUTE_CACHE_SIZE = 1024  # distinct (path, route header, model, key) resolutions kept
+BOUND_CACHE_SIZE = 256  # profiles whose bound detectors are kept (overrides make new ones)
+
+
+class PolicyGatekeeper:
+    def __init__(self, store: PolicyStore, detectors: DetectorSet, registry: UpstreamRegistry,
+                 metrics: Metrics, audit: AuditLog | None = None):
+        self.store = store
+        self.detectors = detectors
+        self.registry = registry
+        self.metrics = metrics
+        self.audit = audit
+        self.recorder = DecisionRecorder(metrics, audit)
+        self.exchanges = None  # proxy.store.writer.ExchangeStore when the store is on (app.py)
+        # the route resolutions of the current policy: a request pays a dict lookup, not
+        # the matching (about 30 µs on a cold cache at concurrency 1, bench/overhead.py)
+        self._routes: tuple[Policy | None, dict] = (None, {})
+        self._bound: dict[int, tuple[Profile, tuple]] = {}  # id(profile) -> its detectors
+
+    def _resolve(self, policy: Policy, ctx: RequestContext, model: str) -> tuple[Route, Profile]:
+        cached_policy, resolved = self._routes
+        if cached_policy is not policy:  # a reload: start over
+            resolved = {}
+            self._routes = (policy, resolved)
+        key = (ctx.path, ctx.route_header, model, ctx.key_name)
+        found = resolved.get(key)
+        if found is None:
+            found = resolve_or_raise(policy, ctx, model)  # errors are raised, never cached
+            if len(resolved) < ROUTE_CACHE_SIZE:
+                resolved[key] = found
+        return found
+
+    def bound_detectors(self, profile: Profile,
+                        ) -> tuple[tuple[str, ...], dict[str, Detector], dict[str, Detector]]:
+        """(enabled names, the enabled detectors bound to ``profile``, the cheap ones judged
+        and reported though not enabled), kept per profile object: a request pays a dict
+        lookup, not the binding."""
+        found = self._bound.get(id(profile))
+        if found is not None and found[0] is profile:
+            return found[1]
+        detectors = self.detectors
+        enabled = profile.detectors.enabled()
+        bound = {n: detectors.bind(n, profile) for n in enabled}
+        reporting = {n: detectors.bind(n, profile) for n in detectors.available()
+                     if enabled and n not in bound and detectors.spec(n).report_always}
+        if len(self._bound) >= BOUND_CACHE_SIZE:
+            self._bound.clear()
+        self._bound[id(profile)] = (profile, (enabled, bound, reporting))
+        return enabled, bound, reporting
+
+    def begin(self, request: ChatCompletionRequest, ctx: RequestContext,
+              model: str) -> PolicySession:
+        policy = self.store.policy  # read once: a reload mid-request does not affect it
+        route, profile = self._resolve(policy, ctx, model)
+        if ctx.override_headers:
+            profile = overridden_or_raise(profile, ctx.override_headers,
+                                          self.detectors.available())
+        messages = request.raw_messages()
+        escalation = None
+        if profile.escalate_factual_to is not None:  # only such routes read the prompt
+            # The hard rule reads a bounded text: its regexes take 0.2 s on 1 MB.
+            text = bound_text(prompt_text(messages), PromptBounds().max_chars)
+            profile, escalation = apply_hard_rule(policy, profile, text)
+        combiner = policy.combiner(profile)
+        if profile.combine.mode == "learned" and combiner is None:
+            raise InvalidRequest(f"profile '{profile.name}' has no combiner file for "
+                                 "combine mode 'learned'", param="x-hallgate-combine-mode",
+                                 code="override_refused")
+        return PolicySession(self, route.name, profile, escalation, messages,
+                             self.registry.get(model), ctx, model, combiner)
+
+
+class CutFirst(Exception):
+    """A prompt-time detector that had not answered when the stream was cut."""
+
+
+async def _measured(work: Awaitable[Any]) -> tuple[Any, float]:
+    """(the work's result or its exception, its wall time in ms)."""
+    start = time.perf_counter()
+    try:
+        result = await work
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:
+        result = exc
+    return result, (time.perf_counter() - start) * 1e3
+
+
+class PolicySession:
+    def __init__(self, keeper: PolicyGatekeeper, route: str, profile: Profile, escalation,
+                 messages: list[dict], upstream: Upstream, ctx: RequestContext, model: str,
+                 combiner: Any = None):
+        self.keeper, self.route, self.profile = keeper, route, profile
+        self.escalation, self.messages, self.upstream = escalation, messages, upstream
+        self.ctx, self.model, self.combiner = ctx, model, combiner
+        self.response_id = new_response_id()  # the client's id for this answer
+        self.enabled, self.bound, self.reporting = keeper.bound_detectors(profile)
+        # judge() reads no answer when every detector is off, so such a route asks the
+        # upstream only for what the client asked for, and streams it as it comes:
+        # holding back an answer that nothing judges would only delay it
+        self.reads_logprobs = bool(self.enabled)
+        self.streaming_mode = profile.streaming if self.enabled else "passthrough"
+        self.headers = {"x-hallgate-route": route, "x-hallgate-profile": profile.name}
+        if self.streaming_mode in ("passthrough", "progressive"):
+            # see the stream's last chunk; with nothing to judge the answer is the decision
+            self.headers["x-hallgate-decision"] = "deferred" if self.enabled else "answer"
+        if keeper.audit is not None:  # a failure before the decision is audited too
+            pending_audit.set(PendingAudit(keeper.audit, ctx.request_id, model, messages,
+                                           route, profile.name, ctx.key_name))
+        self._stats: dict[str, SamplerStats] = {}
+        self._started: dict[str, asyncio.Future] = {}
+        self._prefix: tuple[str, Any, Threshold] | None = None
+        for name, det in self.bound.items():
+            work = det.start(self._exchange(name))
+            if work is not None:
+                self._started[name] = asyncio.ensure_future(
+                    self._timed(name, work))
+
+    def _exchange(self, name: str) -> Exchange:
+        stats = self._stats.setdefault(name, SamplerStats())
+        return Exchange(self.messages, UpstreamSampler(self.upstream, stats), self.model)
+
+    async def _timed(self, name: str, work: Awaitable[Any]) -> tuple[Any, float]:
+        """One detector phase in its span, observed in the metrics; (result or exception,
+        ms). A failure is logged and counted (missing logprobs is no failure)."""
+        start = time.perf_counter()
+        result, ms = await _measured(traced_detector(name, work))
+        self.keeper.metrics.detector_seconds.labels(name).observe(time.perf_counter() - start)
+        if isinstance(result, Exception) and not isinstance(result, MissingLogprobs):
+            log.warning("detector %s failed: %r", name, result)
+            self.keeper.metrics.detector_errors.labels(name).inc()
+        return result, ms
+
+    async def _judgement(self, name: str, det: Detector, answer: AnswerView,
+                         ) -> Judgement | BaseException:
+        """``det``'s judgement with its cost, or the exception it raised."""
+        task = self._started.get(name)
+        start_ms = 0.0
+        started = None
+        if task is not None:
+            started, start_ms = await asyncio.shield(task)  # prompt_verdict may share it
+            if isinstance(started, BaseException):
+                return started
+        work = det.judge(self._exchange(name), answer, started)
+        # a detector that did its work at prompt time and reads no answer only packages
+        # its result now: its span and timing are the prompt-time ones
+        if task is None or det.needs.answer:
+            result, ms = await self._timed(name, work)
+        else:
+            result, ms = await _measured(work)
+        if isinstance(result, BaseException):
+            return result
+        stats = self._stats.get(name) or SamplerStats()
+        return result.with_cost(Cost(stats.calls, stats.prompt_tokens, stats.completion_tokens,
+                                     start_ms + ms))
+
+    async def judge(self, answers: list[Answer]) -> GateOutcome:
+        """Judge the first choice (the answer a client reads) under the profile."""
+        if not self.enabled:
+            return self._outcome(None, answers)
+        primary = answers[0] if answers else Answer(0, "", None)
+        unjudged = tool_call_decision(self.profile, primary.tool_calls, route=self.route,
+                                      escalation=self.escalation)
+        if unjudged is not None:  # tool calls the profile passes (or refuses) unjudged
+            self._record(unjudged, primary)
+            return self._outcome(unjudged, answers)
+        view = AnswerView(primary.text, primary.tokens)
+        judging = dict(self.bound)
+        if primary.tokens:
+            judging.update(self.reporting)
+        found = await asyncio.gather(*(self._judgement(n, d, view) for n, d in judging.items()))
+        results = dict(zip(judging, found, strict=True))
+        decision = decide(self.profile, results, route=self.route, escalation=self.escalation,
+                          answer=answer_features(primary.tokens), combiner=self.combiner)
+        decision = note_judged_tool_calls(decision, primary.tool_calls, text=primary.text,
+                                          has_logprobs=bool(primary.tokens))
+        self._record(decision, primary)
+        return self._outcome(decision, answers, results)
+
+    def _record(self, decision: Decision, answer: Answer | None = None) -> None:
+        self.keeper.recorder.record(decision, request_id=self.ctx.request_id,
+                                    model=self.model, messages=self.messages,
+                                    usage=self._gate_usage(), key_name=self.ctx.key_name)
+        if self.keeper.exchanges is not None:  # the store's sample: queued, never awaited
+            self.keeper.exchanges.offer(self, decision, answer)
+
+    # --- progressive streaming (proxy/chat/progressive.py drives these) --------------
+
+    def progressive_plan(self) -> ProgressivePlan | None:
+        """The release rules of a progressive stream: its prefix judge is the profile's
+        first enabled detector that judges prefixes. None when the profile cannot stream
+        progressively (policy check refuses such profiles; this guards header overrides
+        and hard-rule targets)."""
+        if self.profile.streaming != "progressive" or progressive_problems(self.profile):
+            return None
+        knobs = self.profile.progressive
+        for name, det in self.bound.items():
+            if self.keeper.detectors.spec(name).judges_prefixes and isinstance(det,
+                                                                                PrefixJudge):
+                threshold = det.prefix_threshold(knobs.threshold)
+                self._prefix = (name, det, threshold)
+                return ProgressivePlan(knobs.holdback_tokens, knobs.rescore_every,
+                                       threshold.value, cut=self.profile.action == "abstain",
+                                       detector=name)
+        return None
+
+    def _prompt_time(self) -> list[str]:
+        """The started detectors that judge the prompt alone (no answer needed)."""
+        return [n for n in self._started if not self.bound[n].needs.answer]
+
+    async def prompt_verdict(self) -> GateOutcome | None:
+        """Wait for the prompt-time detectors (started in begin); the abstention when they
+        decide the answer on their own (combine `any`, action abstain), else None."""
+        names = self._prompt_time()
+        if not names:
+            return None
+        empty = AnswerView("", None)
+        found = await asyncio.gather(*(self._judgement(n, self.bound[n], empty)
+                                       for n in names))
+        if self.profile.combine.mode != "any" or self.profile.action != "abstain":
+            return None
+        results = dict(zip(names, found, strict=True))
+        decision = decide(self.profile, results, route=self.route, escalation=self.escalation,
+                          counting=tuple(names), combine="any")
+        if not decision.abstained:
+            return None
+        self._record(decision)
+        return self._outcome(decision, [], results)
+
+    async def judge_prefix(self, tokens: Sequence[dict]) -> Judgement | None:
+        """The prefix judge on an answer prefix; None when it cannot judge it (the stream
+        goes on and the whole answer is judged at its end)."""
+        if self._prefix is None:
+            return None
+        name, det, threshold = self._prefix
+        result, _ = await self._timed(f"{name}_prefix", det.judge_prefix(tokens, threshold))
+        return None if isinstance(result, BaseException) else result
+
+    async def judge_cut(self, answer: Answer, judgement: Judgement) -> GateOutcome:
+        """The decision of a stream cut at a prefix: the prefix judgement decides (combine
+        `any` over it); prompt-time detectors are reported when they have answered, else
+        as cut short."""
+        name = judgement.detector
+        results: dict[str, Any] = {name: judgement}
+        for other in self._prompt_time():
+            task = self._started.pop(other)
+            if task.done() and not task.cancelled():
+                self._started[other] = task
+                results[other] = await self._judgement(other, self.bound[other],
+                                                       AnswerView("", None))
+            else:
+                task.cancel()
+                results[other] = CutFirst(f"the stream was cut before {other} answered")
+        decision = decide(self.profile, results, route=self.route, escalation=self.escalation,
+                          answer=answer_features(answer.tokens), counting=tuple(results),
+                          combine="any")
+        self._record(decision, answer)
+        return self._outcome(decision, [answer], results)
+
+    def _gate_usage(self) -> dict:
+        """What the detectors themselves cost upstream (the answer's own usage apart)."""
+        stats = list(self._stats.values())
+        return {"gate_calls": sum(s.calls for s in stats),
+                "gate_prompt_tokens": sum(s.prompt_tokens for s in stats),
+                "gate_completion_tokens": sum(s.completion_tokens for s in stats)}
+
+    def _outcome(self, decision: Decision | None, answers: list[Answer],
+                 results: dict[str, Any] | None = None) -> GateOutcome:
+        if decision is None:
+            return GateOutcome(headers={"x-hallgate-decision": Verdict.ANSWER.value,
+                                        "x-hallgate-returned": Verdict.ANSWER.value})
+        headers = decision.response_headers()
+        metadata = decision.to_dict(detail=False) if decision.shown_to_client else None
+        if decision.abstained:
+            return GateOutcome(abstain=True, replacement=self.profile.abstention_text,
+                               metadata=metadata, headers=headers)
+        preferred = next((r.replacement for n, r in (results or {}).items()
+                          if n in self.bound and isinstance(r, Judgement) and r.replacement),
+                         None)
+        if (decision.action == "abstain" and preferred and answers
+                and preferred != answers[0].text):
+            return GateOutcome(replacement=preferred, metadata=metadata, headers=headers)
+        return GateOutcome(metadata=metadata, headers=headers)
+
+    async def aclose(self) -> None:
+        for task in self._started.values():
+            task.cancel()
+        for task in self._started.values():
+            with contextlib.suppress(BaseException):
+                await task
+        self._started.clear()
