@@ -1,6 +1,6 @@
 """The store of judged exchanges: what a refit of the gate learns from.
 
-    gates (PolicySession._record) --offer--> ExchangeStore.queue --drain--> database
+    gatekeeper (PolicySession._record) --offer--> ExchangeStore.queue --drain--> database
                                                                    exchanges, feedback
     POST /v1/feedback (proxy/feedback.py) --add_feedback-----------------------^
 

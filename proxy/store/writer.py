@@ -42,7 +42,7 @@ POLL_S = 0.01  # a gathering batch looks at the queue this often
 
 
 class JudgedSession(Protocol):
-    """What the store reads of a gate session (proxy.gates.PolicySession)."""
+    """What the store reads of a gate session (proxy.gatekeeper.PolicySession)."""
 
     response_id: str
     route: str
