@@ -1,8 +1,8 @@
 """The store of judged exchanges: what a refit of the gate learns from.
 
     gatekeeper (PolicySession._record) --offer--> ExchangeStore.queue --drain--> database
-                                                                   exchanges, feedback
-    POST /v1/feedback (proxy/feedback.py) --add_feedback-----------------------^
+                                                                        exchanges, feedback
+    POST /v1/feedback (proxy/feedback.py) --add_feedback----------------------------^
 
     ids.py       the response ids the gateway mints (unique per response)
     models.py    the tables (SQLAlchemy 2)
