@@ -419,11 +419,19 @@ class KeyPolicy(_Strict):
         return knobs
 
 
+class RouteStore(_Strict):
+    """How much of a route's judged traffic the gateway keeps in its store of exchanges
+    (the gateway's ``store`` settings say where and for how long)."""
+
+    sample: UnitInterval = 0.0  # share of judged exchanges kept (1.0 = every one)
+
+
 class Route(_Strict):
     name: str = Field(min_length=1)
     match: RouteMatch = RouteMatch()
     default: bool = False  # the fallback route: matches everything; exactly one, last
     profile: str  # a profile of this file or a built-in one
+    store: RouteStore | None = None  # None: the gateway's own `store.sample`
 
     @model_validator(mode="after")
     def _default_xor_conditions(self) -> Route:

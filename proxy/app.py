@@ -31,6 +31,7 @@ from proxy.config import Settings, UpstreamModel
 from proxy.detector_set import DetectorSet
 from proxy.embedded import EmbeddedModel, embedded_upstream_config
 from proxy.errors import install_error_handlers
+from proxy.feedback import router as feedback_router
 from proxy.gatekeeper import PolicyGatekeeper
 from proxy.guardrail.router import router as guardrail_router
 from proxy.limits import ConcurrencyLimitMiddleware, InFlightLimits
@@ -176,6 +177,11 @@ def create_app(settings: Settings | None = None, plugins: Mapping[str, Any] | No
             keeper = await stack.enter_async_context(
                 policy_gatekeeper(settings, registry, app.state.metrics, app.state.audit,
                                   plugins))
+            if settings.store.enabled:  # judged exchanges sampled into a database
+                from proxy.store.writer import open_store  # SQLAlchemy only when it is on
+
+                keeper.exchanges = app.state.exchanges = await stack.enter_async_context(
+                    open_store(settings, app.state.metrics.registry, lambda: keeper.store.policy))
             app.state.chat = ChatService(registry, keeper, settings.max_n)
             app.state.ready = True
             log.info("hallgate ready: models %s", app.state.registry.names())
@@ -186,12 +192,14 @@ def create_app(settings: Settings | None = None, plugins: Mapping[str, Any] | No
                       docs_url=None, redoc_url=None)
     app.state.settings = settings
     app.state.ready = False
+    app.state.exchanges = None
     app.state.metrics = Metrics()
     app.state.audit = AuditLog(settings.audit.path, settings.audit.include_prompt) \
         if settings.audit.path else None
     install_error_handlers(app)
     app.include_router(responses_router)
     app.include_router(guardrail_router)
+    app.include_router(feedback_router)
     install_openapi(app)
     _add_service_routes(app)
     # One middleware chain, innermost first: body limit, in-flight limits, auth, metrics,

@@ -182,6 +182,39 @@ class AuditSettings(BaseModel):
     include_prompt: bool = False  # store prompt text (otherwise only its SHA-256)
 
 
+class StoreSettings(BaseModel):
+    """The store of judged exchanges and their labels (proxy/store, proxy/feedback.py)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = False  # also on when `url` or `path` is set
+    url: str | None = None  # postgresql://user:pass@host/db for replicas sharing one store;
+    # sqlite:///file also works. None: the SQLite file `path`
+    path: str | None = None  # SQLite file; None: exchanges.sqlite3 beside the audit log,
+    # or in the working directory without one
+    sample: float = Field(0.0, ge=0.0, le=1.0)  # share kept on routes without their own
+    # `store: {sample: ...}` in the policy file
+    include_prompt: bool = False  # keep prompt, answer and token strings; otherwise numbers
+    # and SHA-256 hashes only (as for the audit log)
+    migrate: Literal["auto", "check"] = "auto"  # auto: upgrade the schema at start; check:
+    # refuse to start unless it is already current (`hallgate store migrate` upgrades)
+    queue_size: int = Field(10_000, ge=1)  # records waiting for the writer; beyond it new
+    # ones are dropped and counted (hallgate_store_dropped), never waited for
+    batch_size: int = Field(200, ge=1)  # records per write transaction
+    flush_interval_s: float = Field(0.2, ge=0)  # a batch gathers this long before its
+    # write (a label posted right after its answer waits for it, up to 5 s)
+    max_age_days: float | None = Field(30.0, gt=0)  # older exchanges are deleted; None = kept
+    max_rows: int | None = Field(1_000_000, ge=1)  # the oldest beyond this are deleted
+    retention_interval_s: float = Field(300.0, gt=0)  # how often retention runs
+    connect_timeout_s: float = Field(10.0, gt=0)  # opening the database at start
+
+    @model_validator(mode="after")
+    def _implied(self) -> StoreSettings:
+        if self.url or self.path:
+            self.enabled = True
+        return self
+
+
 class TracingSettings(BaseModel):
     """OpenTelemetry traces (proxy/tracing). The exporter, endpoint and sampler come from
     the standard OTEL_* variables (OTEL_EXPORTER_OTLP_ENDPOINT, OTEL_TRACES_SAMPLER, ...)."""
@@ -209,6 +242,7 @@ class Settings(BaseSettings):
     max_n: int = 16  # largest `n` a client may ask for
     api_keys: list[ApiKey] = []  # empty = no gateway auth
     audit: AuditSettings = AuditSettings()
+    store: StoreSettings = StoreSettings()  # judged exchanges and labels; off by default
     log_level: str = "info"
     torch_threads: int = Field(1, ge=1)  # torch and BLAS threads of the in-process models (HALT,
     # embeddings): they are tiny, and more threads cost more in sync than they gain

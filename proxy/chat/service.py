@@ -29,10 +29,23 @@ from proxy.upstream import Upstream
 from proxy.upstream.fanout import complete_n, merge_streams, sum_usage
 
 
+async def stamped(chunks: AsyncGenerator[dict, None], response_id: str,
+                  ) -> AsyncGenerator[dict, None]:
+    """The upstream's chunks under the gateway's response id (an upstream's own id may
+    repeat); closing this closes the upstream stream."""
+    try:
+        async for chunk in chunks:
+            chunk["id"] = response_id
+            yield chunk
+    finally:
+        await chunks.aclose()
+
+
 @dataclass
 class StreamPlan:
     headers: dict[str, str]
     body: AsyncIterator[bytes]
+    response_id: str | None = None  # the id every chunk carries
 
 
 @dataclass
@@ -62,6 +75,7 @@ class ChatService:
             body = req.upstream_body(upstream.config.max_tokens_field, session.reads_logprobs,
                                      upstream.config.null_content)
             resp = await complete_n(upstream, body)
+            resp["id"] = session.response_id  # the upstream's own id may repeat
             # a session that reads no answer (every detector off) is not handed one
             answers = shaping.answers_from_response(resp) if session.reads_logprobs else []
             outcome = tool_calls.settle(await session.judge(answers), answers,
@@ -76,7 +90,8 @@ class ChatService:
     async def open_stream(self, req: ChatCompletionRequest, ctx: RequestContext) -> StreamPlan:
         upstream = self._check(req)
         session = self.gatekeeper.begin(req, ctx, req.model)
-        chunks = self._upstream_chunks(upstream, req, session.reads_logprobs)
+        chunks = stamped(self._upstream_chunks(upstream, req, session.reads_logprobs),
+                         session.response_id)
         try:
             first = await anext(chunks)
         except StopAsyncIteration:
@@ -91,10 +106,11 @@ class ChatService:
         if plan is not None:
             tail = functools.partial(self._tail, req, first)  # (outcome, usage) -> SSE end
             stream = ProgressiveStream(req, session, plan, first, chunks, tail)
-            return StreamPlan(dict(session.headers), stream.events())
+            return StreamPlan(dict(session.headers), stream.events(), session.response_id)
         if mode != "passthrough":  # buffer, or progressive that cannot be (n > 1, no HALT)
             return await self._buffered(req, session, first, chunks)
-        return StreamPlan(dict(session.headers), self._passthrough(req, session, first, chunks))
+        return StreamPlan(dict(session.headers), self._passthrough(req, session, first, chunks),
+                          session.response_id)
 
     def _upstream_chunks(self, upstream: Upstream, req: ChatCompletionRequest,
                          reads_logprobs: bool) -> AsyncGenerator[dict, None]:
@@ -123,7 +139,8 @@ class ChatService:
         finally:
             await session.aclose()
         headers = {**session.headers, **outcome.headers}
-        return StreamPlan(headers, self._replay(req, held, answers, outcome))
+        return StreamPlan(headers, self._replay(req, held, answers, outcome),
+                          session.response_id)
 
     async def _replay(self, req: ChatCompletionRequest, held: list[dict], answers: list[Answer],
                       outcome: GateOutcome) -> AsyncIterator[bytes]:

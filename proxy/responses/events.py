@@ -58,10 +58,11 @@ async def chat_chunks(body: AsyncIterator[bytes]) -> AsyncIterator[dict]:
 class ResponseStream:
     """Turns one gated chat stream into Responses events (dicts, numbered in order)."""
 
-    def __init__(self, req: ResponsesRequest):
+    def __init__(self, req: ResponsesRequest, response_id: str | None = None):
         self.req = req
         self.seq = 0
-        self.response = shaping.skeleton(req, shaping.new_id("resp"), int(time.time()))
+        self.response = shaping.skeleton(req, response_id or shaping.new_id("resp"),
+                                         int(time.time()))
         self.items: list[dict] = []  # finished output items, in output order
         self.item_id = shaping.new_id("msg")
         self.message_index: int | None = None  # output index of the message, once open
@@ -206,9 +207,10 @@ class ResponseStream:
 
 
 async def response_events(req: ResponsesRequest, body: AsyncIterator[bytes],
-                          ) -> AsyncIterator[bytes]:
-    """The Responses SSE stream for a chat stream plan's body."""
-    stream = ResponseStream(req)
+                          response_id: str | None = None) -> AsyncIterator[bytes]:
+    """The Responses SSE stream for a chat stream plan's body (``response_id``: the
+    response's id; a fresh one when None)."""
+    stream = ResponseStream(req, response_id)
     try:
         for event in stream.start():
             yield sse_event(event)

@@ -17,6 +17,7 @@ from proxy.chat.service import ChatService, StreamPlan
 from proxy.responses import shaping
 from proxy.responses.events import response_events
 from proxy.responses.schemas import ResponsesRequest
+from proxy.store.ids import responses_id
 
 
 @dataclass
@@ -36,4 +37,5 @@ class ResponsesService:
     async def stream(self, req: ResponsesRequest, ctx: RequestContext) -> StreamPlan:
         """Errors before the first upstream chunk are still HTTP errors (as for chat)."""
         plan = await self.chat.open_stream(req.to_chat(), ctx)
-        return StreamPlan(plan.headers, response_events(req, plan.body))
+        return StreamPlan(plan.headers, response_events(req, plan.body,
+                                                        responses_id(plan.response_id)))

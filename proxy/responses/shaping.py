@@ -17,6 +17,7 @@ from typing import Any
 
 from proxy.responses.schemas import ResponsesRequest
 from proxy.responses.tools import function_call_item
+from proxy.store.ids import responses_id
 
 
 def new_id(prefix: str) -> str:
@@ -110,7 +111,8 @@ def response_object(req: ResponsesRequest, chat: dict) -> dict:
     choice = (chat.get("choices") or [{}])[0]
     message = choice.get("message") or {}
     calls = message.get("tool_calls") or []
-    response = skeleton(req, new_id("resp"), int(chat.get("created") or time.time()))
+    response = skeleton(req, responses_id(chat.get("id")) or new_id("resp"),
+                        int(chat.get("created") or time.time()))
     status = "incomplete" if choice.get("finish_reason") == "length" else "completed"
     items = []
     if message.get("content") or message.get("refusal") or not calls:

@@ -1,0 +1,110 @@
+"""The writer and retention on real databases (SQLite and PostgreSQL): drops when the
+queue is full, a failing database, deletion by age and by size, and labels going with
+their exchange."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
+
+from prometheus_client import CollectorRegistry
+from sqlalchemy import func, insert, select
+
+from detectors.verdict import Verdict
+from policies.decision import Decision
+from policies.schema import Route, RouteStore
+from proxy.config import Settings
+from proxy.store.database import open_database
+from proxy.store.ids import new_response_id
+from proxy.store.models import Exchange, Feedback
+from proxy.store.writer import ExchangeStore
+
+
+def decision() -> Decision:
+    return Decision(verdict=Verdict.ANSWER, returned=Verdict.ANSWER, action="annotate",
+                    risk=0.1, reasons=("halt: risk 0.10 < 0.50",), detectors={},
+                    profile="judged", route="kept", combine="any", fail_mode="closed")
+
+
+def session(route: str = "kept") -> SimpleNamespace:
+    return SimpleNamespace(response_id=new_response_id(), route=route, model="fake",
+                           messages=[{"role": "user", "content": "hi"}],
+                           ctx=SimpleNamespace(request_id="r", key_name=None))
+
+
+async def make_store(url: str, **store) -> tuple[ExchangeStore, CollectorRegistry]:
+    settings = Settings(store={"url": url, **store})
+    engine = await open_database(settings)
+    policy = SimpleNamespace(routes=(Route(name="kept", default=True, profile="x",
+                                           store=RouteStore(sample=1.0)),))
+    registry = CollectorRegistry()
+    return ExchangeStore(engine, settings.store, registry, lambda: policy), registry
+
+
+async def count(store: ExchangeStore, table) -> int:
+    async with store.engine.connect() as conn:
+        return (await conn.execute(select(func.count()).select_from(table))).scalar()
+
+
+async def test_a_full_queue_drops_and_counts_without_waiting(store_url):
+    store, registry = await make_store(store_url, queue_size=2)
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    queued = [store.offer(session(), decision()) for _ in range(5)]  # writer not started
+    assert loop.time() - start < 0.05  # never waits for room
+    assert queued == [True, True, False, False, False]
+    dropped = registry.get_sample_value("hallgate_store_dropped_total",
+                                        {"reason": "queue_full"})
+    assert dropped == 3 and registry.get_sample_value("hallgate_store_queue_depth") == 2
+    store.start()
+    await store.flush()
+    assert await count(store, Exchange) == 2
+    assert registry.get_sample_value("hallgate_store_written_total") == 2
+    await store.close()
+    await store.engine.dispose()
+
+
+async def test_a_failing_database_drops_the_batch_and_the_writer_goes_on(store_url):
+    store, registry = await make_store(store_url)
+    store.start()
+    async with store.engine.begin() as conn:  # the table the writer needs is gone
+        await conn.exec_driver_sql("ALTER TABLE exchanges RENAME TO gone")
+    store.offer(session(), decision())
+    await store.flush()
+    assert registry.get_sample_value("hallgate_store_dropped_total",
+                                     {"reason": "write_error"}) == 1
+    async with store.engine.begin() as conn:
+        await conn.exec_driver_sql("ALTER TABLE gone RENAME TO exchanges")
+    store.offer(session(), decision())
+    await store.flush()
+    assert registry.get_sample_value("hallgate_store_written_total") == 1
+    await store.close()
+    await store.engine.dispose()
+
+
+def row(response_id: str, created: datetime) -> dict:
+    return {"response_id": response_id, "created_at": created, "model": "fake",
+            "detectors": {}, "reasons": [], "prompt_sha256": "0" * 64}
+
+
+async def test_retention_deletes_by_age_then_by_size_and_their_labels_go_too(store_url):
+    store, registry = await make_store(store_url, max_age_days=7, max_rows=3)
+    now = datetime.now(UTC)
+    ages = [30, 10, 6, 5, 4, 3, 0]  # days old, oldest first
+    ids = [f"chatcmpl-{i:032x}" for i in range(len(ages))]
+    async with store.engine.begin() as conn:
+        await conn.execute(insert(Exchange), [row(i, now - timedelta(days=a))
+                                              for i, a in zip(ids, ages, strict=True)])
+        await conn.execute(insert(Feedback), [
+            {"response_id": i, "created_at": now, "label": "correct"} for i in ids])
+    deleted = await store.prune(now)
+    assert deleted == {"age": 2, "size": 2}  # 30 and 10 days old; then the two oldest left
+    async with store.engine.connect() as conn:
+        kept = (await conn.execute(select(Exchange.response_id).order_by(Exchange.id))
+                ).scalars().all()
+        labelled = (await conn.execute(select(Feedback.response_id).order_by(Feedback.id))
+                    ).scalars().all()
+    assert kept == ids[4:] and labelled == ids[4:]
+    assert registry.get_sample_value("hallgate_store_pruned_total", {"reason": "age"}) == 2
+    await store.engine.dispose()
