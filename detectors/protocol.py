@@ -227,6 +227,8 @@ class DetectorSpec:
     # answer has what it needs, even on profiles that do not enable it
     features: tuple[str, ...] = ()  # combiner features it produces (default: its name)
     feature_values: FeatureFn | None = None  # detail -> those features (default: risk)
+    per_model: bool = False  # what it applies is fitted to one generator (weights, a
+    # threshold): judging another model's answers needs that model's calibration bundle
 
     def combiner_features(self) -> tuple[str, ...]:
         return self.features or (self.name,)

@@ -279,6 +279,11 @@ class Profile(_Strict):
     # dates or numbers are judged under this profile (code-creative -> strict-factual)
     output_constraint: Literal["none", "code_or_paragraph"] = "none"  # code_or_paragraph =
     # the gates' own samples are asked for one code block or one paragraph (fewer splits)
+    uncalibrated: Literal["abstain", "annotate", "model_agnostic"] = "annotate"  # a model
+    # with no calibration bundle (or one lacking an enabled per-model detector):
+    # annotate = judge as configured and flag it; model_agnostic = only detectors that need
+    # no per-model fit decide (abstain when none is enabled); abstain = always abstain.
+    # Flagged in every case (x-hallgate-calibration: none, the body, a metric, the log)
 
     HIDDEN_KEYS: ClassVar[frozenset[str]] = frozenset({"name"})  # the loader fills it in
 

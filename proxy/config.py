@@ -54,6 +54,8 @@ class UpstreamModel(BaseModel):
     logprobs: Literal["auto"] | bool = "auto"  # ask for token logprobs: true = always,
     # false = never (o1/o3/o4-mini, Anthropic), auto = ask, and on a 400/403 that names
     # logprobs retry without them and stop asking (proxy/upstream/capabilities.py)
+    calibration: str | None = None  # this model's calibration bundle directory; None =
+    # calibration_dir/<name> when it exists (calibration/bundle.py)
 
     def api_key(self) -> str | None:
         return os.environ.get(self.api_key_env) if self.api_key_env else None
@@ -149,6 +151,8 @@ class Settings(BaseSettings):
     embedding_cache: str | None = None  # .npz of sentence embeddings kept between runs
     # (hallgate eval --replay keeps one beside the recording); None = in memory only
     tracing: TracingSettings = TracingSettings()  # OpenTelemetry traces; off by default
+    calibration_dir: str | None = None  # bundles by model name: <dir>/<model name>/; None
+    # = the bundles shipped in calibration/bundles
 
     @classmethod
     def settings_customise_sources(
