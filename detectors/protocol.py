@@ -30,7 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from detectors.sampling import Message, Sampler
 from detectors.verdict import Verdict
 
-ThresholdSource = Literal["profile", "calibrated", "default"]
+ThresholdSource = Literal["profile", "certified", "calibrated", "default"]
 
 
 class MissingLogprobs(ValueError):
@@ -61,7 +61,8 @@ class Threshold:
     """The threshold behind a verdict and where it came from."""
 
     value: float
-    source: ThresholdSource  # profile value, calibrated for the model, or built-in default
+    source: ThresholdSource  # profile value, certified for the profile's target risk by
+    # the model's bundle, calibrated for the model, or built-in default
     score: str = "risk"  # what it is compared with: "risk" (abstain iff risk >= value) or
     # the detector's own statistic ("isr": answer iff ISR >= value)
 

@@ -284,6 +284,10 @@ class Profile(_Strict):
     # annotate = judge as configured and flag it; model_agnostic = only detectors that need
     # no per-model fit decide (abstain when none is enabled); abstain = always abstain.
     # Flagged in every case (x-hallgate-calibration: none, the body, a metric, the log)
+    target_risk: Probability | None = None  # α: each enabled detector whose threshold the
+    # profile leaves unset takes the model bundle's Learn-then-Test threshold certified for
+    # α at confidence 1 − target_delta; none certified for α: that detector abstains
+    target_delta: Probability = 0.1  # δ of target_risk
 
     HIDDEN_KEYS: ClassVar[frozenset[str]] = frozenset({"name"})  # the loader fills it in
 

@@ -191,6 +191,7 @@ class PolicySession:
         self._stats: dict[str, SamplerStats] = {}
         self._started: dict[str, asyncio.Future] = {}
         self._prefix: tuple[str, Any, Threshold] | None = None
+        self._uncertified: list[str] = []  # detectors with no threshold for target_risk
         for name, det in self.bound.items():
             work = det.start(self._exchange(name))
             if work is not None:
@@ -209,18 +210,36 @@ class PolicySession:
 
     def _calibrated(self, name: str, result: Any) -> Any:
         """``result`` against the bundle's threshold for ``name`` unless the profile set
-        one (the "calibrated" source of detectors.protocol.resolve_threshold)."""
+        one: the operating point certified for the profile's ``target_risk`` (none: 0, the
+        detector abstains), else the bundle's answer threshold ("calibrated")."""
         bundle = self.calibration.bundle
-        if bundle is None or not isinstance(result, Judgement) or result.threshold is None:
+        if (bundle is None or not isinstance(result, Judgement) or result.threshold is None
+                or result.threshold.source == "profile" or result.threshold.score != "risk"):
             return result
+        alpha = self.profile.target_risk
+        if alpha is not None:
+            point = bundle.operating_point(name, alpha, self.profile.target_delta)
+            certified = point.threshold if point is not None else None
+            if certified is None and name in self.bound:
+                self._uncertified.append(name)
+            return result.with_threshold(Threshold(0.0 if certified is None else certified,
+                                                   "certified"))
         value = bundle.answer_threshold(name)
-        if value is None or result.threshold.source == "profile" \
-                or result.threshold.score != "risk":
-            return result
-        return result.with_threshold(Threshold(value, "calibrated"))
+        return result if value is None else result.with_threshold(Threshold(value,
+                                                                            "calibrated"))
 
     def _decide(self, results: dict[str, Any], answer: Any) -> Decision:
-        """policies.decide() under the profile's `uncalibrated` behaviour."""
+        """policies.decide() under the profile's `uncalibrated` behaviour, saying which
+        detectors have no threshold certified for the profile's target risk."""
+        decision = self._decide_calibrated(results, answer)
+        if not self._uncertified:
+            return decision
+        why = (f"target_risk {self.profile.target_risk:g} (delta "
+               f"{self.profile.target_delta:g}): no threshold of "
+               f"{', '.join(self._uncertified)} is certified for this model, so it abstains")
+        return replace(decision, reasons=(*decision.reasons, why))
+
+    def _decide_calibrated(self, results: dict[str, Any], answer: Any) -> Decision:
         use = self.calibration
         if not use.uncalibrated or use.behaviour == "annotate":
             decision = decide(self.profile, results, route=self.route,

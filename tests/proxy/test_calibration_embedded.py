@@ -1,11 +1,13 @@
-"""The embedded SmolLM2 is judged under its own shipped calibration bundle."""
+"""The embedded SmolLM2 is judged under its own shipped calibration bundle, and a
+`target_risk` profile takes that bundle's certified thresholds."""
 
 from __future__ import annotations
 
+import openai
 import pytest
 
 from calibration.bundle import load_bundle
-from proxy.config import EMBEDDED_MODEL_NAME
+from proxy.config import EMBEDDED_MODEL_NAME, Settings
 from tests.calibration.bundles import SHIPPED
 
 pytestmark = pytest.mark.model
@@ -23,3 +25,32 @@ def test_the_embedded_model_is_judged_under_its_own_bundle(embedded_client):
     halt = meta["detectors"]["halt"]
     assert halt["threshold_source"] == "calibrated"
     assert halt["threshold"] == pytest.approx(bundle.answer_threshold("halt"))
+
+
+TARGET_POLICY = """
+version: 1
+routes:
+  - {name: default, default: true, profile: target}
+profiles:
+  target:
+    detectors: {halt: {enabled: true}, mean_logprob: {enabled: true}}
+    target_risk: 0.9
+    target_delta: 0.1
+    action: annotate
+"""
+
+
+def test_target_risk_takes_the_embedded_models_certified_thresholds(start_gateway, tmp_path):
+    bundle = load_bundle(SHIPPED, names={EMBEDDED_MODEL_NAME}, load_weights=False)
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(TARGET_POLICY)
+    url = start_gateway(Settings(policy_file=str(policy)))
+    client = openai.OpenAI(base_url=f"{url}/v1", api_key="x", max_retries=0, timeout=300)
+    meta = client.chat.completions.create(
+        model=EMBEDDED_MODEL_NAME, max_tokens=16,
+        messages=[{"role": "user", "content": "Who wrote Romeo and Juliet?"}],
+    ).model_extra["hallgate"]
+    for name in ("halt", "mean_logprob"):
+        judged = meta["detectors"][name]
+        assert judged["threshold_source"] == "certified"
+        assert judged["threshold"] == bundle.operating_point(name, 0.9, 0.1).threshold
