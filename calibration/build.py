@@ -149,38 +149,31 @@ def _thresholds(halt_meta: dict | None, stats: dict | None, columns: dict[str, n
     return out
 
 
-def split_records(results: Path, halt: Path | None, seed: int,
+def split_records(results: Path, halt: Path | None, seed: int, exclude_pool: bool = True,
                   ) -> tuple[list[dict], list[dict], np.ndarray, np.ndarray]:
-    """(all records, the eligible ones, calibration indices, held-out indices): the items
-    HALT trained or validated on are left out, the rest split in seeded halves."""
+    """(all records, the eligible ones, calibration indices, held-out indices): with
+    ``exclude_pool``, the items of the shared HALT training pool that ``halt`` did not keep
+    for its test are left out; the rest split in seeded halves."""
     from evaluation.data import DEFAULT_DATA_DIR, eligible_ids_filter
 
-    eligible = eligible_ids_filter(DEFAULT_DATA_DIR, halt)
+    eligible = (eligible_ids_filter(DEFAULT_DATA_DIR, halt) if exclude_pool
+                else (lambda _id: True))
     rows = [json.loads(line) for line in results.read_text().splitlines() if line.strip()]
     records = [r for r in rows if eligible(str(r["id"]))]
     cal, held = split_indices(len(records), 0.5, seed)
     return rows, records, cal, held
 
 
-def main(results: Path = typer.Option(..., exists=True, dir_okay=False,
-                                      help="A recording's results.jsonl."),
-         halt: Path | None = typer.Option(None, exists=True, dir_okay=False,
-                                          help="HALT checkpoint JSON (its .pt beside it) "
-                                               "trained on this model; none: no HALT."),
-         thresholds: Path | None = typer.Option(
-             None, exists=True, dir_okay=False, help="The logprob scores' calibration.json "
-             "for this model; none: chosen on the calibration half."),
-         model: str = typer.Option(..., help="The model name clients send."),
-         out: Path = typer.Option(..., help="The bundle directory to write."),
-         description: str = typer.Option("", help="Quantisation, serving stack."),
-         alphas: str = typer.Option("0.6,0.7,0.8,0.9", help="Target risks α."),
-         deltas: str = typer.Option("0.1", help="δ values."),
-         seed: int = typer.Option(0)) -> None:
-    """Write a calibration bundle for MODEL from a recorded corpus."""
+def build_bundle(results: Path, model: str, out: Path, *, halt: Path | None = None,
+                 thresholds: Path | None = None, description: str = "",
+                 alphas: tuple[float, ...] = (0.6, 0.7, 0.8, 0.9),
+                 deltas: tuple[float, ...] = (0.1,), seed: int = 0, command: str = "",
+                 exclude_pool: bool = True):
+    """Write the bundle for ``model`` into ``out`` (see the module docstring); the Bundle."""
     from evaluation.combiner import fit_combiner, usable_features
 
     foreign = None if halt is not None else "halt"  # the recording's HALT is another model's
-    rows, records, cal, held = split_records(results, halt, seed)
+    rows, records, cal, held = split_records(results, halt, seed, exclude_pool)
     labels = np.array([r["hallucinated"] for r in records], dtype=bool)
     sources = np.array([r["source"] for r in records])
     columns = {n: c for n, c in risk_columns(records).items() if n != foreign}
@@ -207,26 +200,50 @@ def main(results: Path = typer.Option(..., exists=True, dir_okay=False,
     manifest = {
         "format_version": FORMAT_VERSION,
         "model": {"name": model, "aliases": [], "description": description},
-        "command": "python -m calibration.build " + shlex.join(sys.argv[1:]),
+        "command": command,
         "halt": None if halt is None else {
             "weights": {"file": "halt.pt", "sha256": sha256_file(out / "halt.pt")},
             "meta": {"file": "halt.json", "sha256": sha256_file(out / "halt.json")}},
         "detectors": detectors,
         "combiner": {"file": "combiner.json", "sha256": sha256_file(out / "combiner.json")},
         "operating_points": operating_points({n: c[cal] for n, c in columns.items()},
-                                             labels[cal], [float(a) for a in alphas.split(",")],
-                                             [float(d) for d in deltas.split(",")]),
+                                             labels[cal], list(alphas), list(deltas)),
         "data": {"results": str(results), "sha256": hashlib.sha256(
                      results.read_bytes()).hexdigest(),
                  "items": len(records), "hallucinated": int(labels.sum()),
                  "sources": {str(s): int((sources == s).sum()) for s in np.unique(sources)},
-                 "excluded": f"{len(rows) - len(records)} items HALT trained or validated on",
+                 "excluded": (f"{len(rows) - len(records)} items of the shared HALT "
+                              "training pool" if exclude_pool else
+                              "none here (the results hold only items HALT never saw)"),
                  "calibration_items": len(cal), "held_out_items": len(held), "seed": seed},
     }
     (out / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
-    bundle = load_bundle(out, names={model})
-    typer.echo(f"wrote {bundle.name} to {out}: {len(records)} items "
-               f"({len(cal)} calibration, {len(held)} held out)")
+    return load_bundle(out, names={model})
+
+
+def main(results: Path = typer.Option(..., exists=True, dir_okay=False,
+                                      help="A recording's results.jsonl."),
+         halt: Path | None = typer.Option(None, exists=True, dir_okay=False,
+                                          help="HALT checkpoint JSON (its .pt beside it) "
+                                               "trained on this model; none: no HALT."),
+         thresholds: Path | None = typer.Option(
+             None, exists=True, dir_okay=False, help="The logprob scores' calibration.json "
+             "for this model; none: chosen on the calibration half."),
+         model: str = typer.Option(..., help="The model name clients send."),
+         out: Path = typer.Option(..., help="The bundle directory to write."),
+         description: str = typer.Option("", help="Quantisation, serving stack."),
+         alphas: str = typer.Option("0.6,0.7,0.8,0.9", help="Target risks α."),
+         deltas: str = typer.Option("0.1", help="δ values."),
+         seed: int = typer.Option(0)) -> None:
+    """Write a calibration bundle for MODEL from a recorded corpus."""
+    bundle = build_bundle(results, model, out, halt=halt, thresholds=thresholds,
+                          description=description,
+                          alphas=tuple(float(a) for a in alphas.split(",")),
+                          deltas=tuple(float(d) for d in deltas.split(",")), seed=seed,
+                          command="python -m calibration.build " + shlex.join(sys.argv[1:]))
+    data = bundle.manifest.data
+    typer.echo(f"wrote {bundle.name} to {out}: {data.items} items "
+               f"({data.calibration_items} calibration, {data.held_out_items} held out)")
 
 
 if __name__ == "__main__":
