@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from collections.abc import Awaitable, Sequence
 from dataclasses import replace
@@ -25,6 +26,7 @@ from typing import Any
 
 from calibration.binding import CalibrationUse
 from calibration.bundle import Bundle
+from calibration.drift import DriftMonitor
 from calibration.store import BundleStore
 from detectors.bounds import PromptBounds, bound_text
 from detectors.combiner import answer_features
@@ -77,6 +79,7 @@ class PolicyGatekeeper:
         self.store = store
         self.calibrations = calibrations
         self.per_model = frozenset(s.name for s in detectors.registry if s.per_model)
+        self.drift = DriftMonitor()  # live score distributions against the bundles
         self.detectors = detectors
         self.registry = registry
         self.metrics = metrics
@@ -228,6 +231,16 @@ class PolicySession:
         return result if value is None else result.with_threshold(Threshold(value,
                                                                             "calibrated"))
 
+    def _observe_drift(self, results: dict[str, Any]) -> None:
+        bundle = self.calibration.bundle
+        if bundle is None:
+            return
+        for name, result in results.items():
+            if isinstance(result, Judgement) and math.isfinite(result.risk):
+                value = self.keeper.drift.observe(bundle, name, result.risk)
+                if value is not None:
+                    self.keeper.metrics.calibration_psi.labels(self.model, name).set(value)
+
     def _decide(self, results: dict[str, Any], answer: Any) -> Decision:
         """policies.decide() under the profile's `uncalibrated` behaviour, saying which
         detectors have no threshold certified for the profile's target risk."""
@@ -306,6 +319,7 @@ class PolicySession:
             judging.update(self.reporting)
         found = await asyncio.gather(*(self._judgement(n, d, view) for n, d in judging.items()))
         results = {n: self._calibrated(n, r) for n, r in zip(judging, found, strict=True)}
+        self._observe_drift(results)
         decision = self._decide(results, answer_features(primary.tokens))
         self._record(decision)
         return self._outcome(decision, answers, results)

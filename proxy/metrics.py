@@ -53,6 +53,10 @@ class Metrics:
                                            "bundle reloads by model and result (accepted, "
                                            "refused: the previous bundle stays)",
                                            ["model", "result"], registry=r)
+        self.calibration_psi = Gauge("hallgate_calibration_psi", "Population Stability "
+                                     "Index of each detector's last scores against the "
+                                     "model's bundle calibration histogram (> 0.2: drift)",
+                                     ["model", "detector"], registry=r)
 
     def render(self) -> tuple[bytes, str]:
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
