@@ -6,8 +6,10 @@
     task = asyncio.create_task(store.watch())  # polls the bundles' files
 
 As with policies, a bundle is swapped in one assignment: a request keeps the bundle it
-started with. A model whose bundle is missing or refused at start is served uncalibrated
-(a warning names it); a refused reload keeps the bundle in force and says why.
+started with. A bundle the config names (``models[].calibration``) that is refused at
+start stops the start with :class:`BundleError`; a model whose bundle directory (by name)
+is absent or refused at start is served uncalibrated (a warning or an error names it); a
+refused reload keeps the bundle in force and says why.
 """
 
 from __future__ import annotations
@@ -69,6 +71,8 @@ class BundleStore:
         try:
             bundle = load_bundle(binding.path, binding.names)
         except BundleError as exc:
+            if initial and binding.explicit:
+                raise  # a bundle the config names must load, as the policy file must
             self.errors[model] = str(exc)
             kept = self._bundles.get(model)
             self._bundles.setdefault(model, None)

@@ -133,3 +133,11 @@ def test_build_writes_a_bundle_that_loads_and_is_reproducible(tmp_path):
     assert digests[0] == digests[1]
     assert bundle.manifest.halt is None and bundle.manifest.data.items == 240
     assert bundle.answer_threshold("mean_logprob") is not None
+
+
+def test_a_bundle_the_config_names_must_load_at_start(tmp_path):
+    path = write_bundle(tmp_path / "b", model="someone-else")
+    with pytest.raises(BundleError, match="made for model 'someone-else'"):
+        BundleStore({"fake": Binding(path, frozenset({"fake"}), explicit=True)})
+    store = BundleStore({"fake": Binding(path, frozenset({"fake"}))})  # by name: served
+    assert store.get("fake") is None and "someone-else" in store.errors["fake"]

@@ -158,3 +158,22 @@ def test_a_changed_bundle_is_reloaded_and_a_bad_one_keeps_the_previous(
               in httpx.get(f"{url}/metrics").text)
     headers, meta, _ = ask(url, "mean")
     assert headers["x-hallgate-calibration"] == second and meta["decision"] == "abstain"
+
+
+def test_models_calibration_binds_a_bundle_by_path_under_the_upstream_name(
+        fake_upstream, start_gateway, tmp_path):
+    # declared for the upstream's own model name ("fake-model"), served as "fake"
+    write_bundle(tmp_path / "elsewhere" / "custom", model="fake-model",
+                 thresholds={"mean_logprob": 0.9})
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(POLICY)
+    settings = fake_settings(fake_upstream, policy_file=str(policy),
+                             calibration_dir=str(tmp_path / "bundles"))
+    settings.models[0] = settings.models[0].model_copy(
+        update={"calibration": str(tmp_path / "elsewhere" / "custom")})
+    url = start_gateway(settings)
+    fake_upstream.script = Script(logprob=RISKY)
+    headers, meta, _ = ask(url, "mean")
+    assert headers["x-hallgate-calibration"].startswith("custom@")
+    assert meta["detectors"]["mean_logprob"]["threshold"] == 0.9
+    assert meta["decision"] == "answer"
