@@ -11,6 +11,12 @@ answer. It names no detector; each one declares what it needs (detectors/protoco
 
 Each detector samples through its own :class:`UpstreamSampler` over the request's
 upstream, so its judgement reports what it cost (calls, tokens, ms).
+
+The model's calibration bundle (calibration/) is read once per request in begin(): its
+plug-ins (HALT on its weights) replace the gateway's, its thresholds (or, under the
+profile's `target_risk`, its certified operating points) re-read every judgement whose
+threshold the profile does not set, its histograms feed the drift monitor, and the
+profile's `uncalibrated` decides a request without one (calibration/binding.py).
 """
 
 from __future__ import annotations
