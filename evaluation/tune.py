@@ -107,6 +107,22 @@ def check_results(path: Path) -> list[str]:
     return problems
 
 
+MIN_PER_CLASS = 5  # correct and hallucinated answers each part needs at least
+
+
+def class_problems(parts: dict[str, list[dict]]) -> list[str]:
+    """Why the parts cannot train and judge HALT (too few of a class), if they cannot."""
+    out = []
+    for name, answers in parts.items():
+        wrong = sum(bool(a["hallucinated"]) for a in answers)
+        right = len(answers) - wrong
+        if min(right, wrong) < MIN_PER_CLASS:
+            out.append(f"the recording's {name} part has {right} correct and {wrong} "
+                       f"hallucinated answers; tune needs at least {MIN_PER_CLASS} of each "
+                       "(record more items)")
+    return out
+
+
 def tune_command(
     replay: Path = typer.Option(..., "--replay", exists=True, file_okay=False,
                                 help="A recording directory (hallgate eval --record)."),
@@ -139,6 +155,13 @@ def tune_command(
         step = progress.add_task("reading the recording", total=4)
         answers = halt_records(replay)
         train = [a for a in answers if recording_split(a["id"]) == "halt_train"]
+        held = [a for a in answers if recording_split(a["id"]) == "held_out"]
+        problems = class_problems({"halt_train": train, "held_out": held})
+        if problems:
+            progress.stop()
+            for problem in problems:
+                typer.echo(problem, err=True)
+            raise typer.Exit(2)
         (work / "halt_train.jsonl").write_text("".join(json.dumps(a) + "\n" for a in train))
         progress.update(step, advance=1, description=f"training HALT on {len(train)} answers")
         metrics = run_training([work / "halt_train.jsonl"], work, "halt", "small",
@@ -146,7 +169,6 @@ def tune_command(
                                "hallgate tune " + shlex.join(sys.argv[2:]))
         progress.update(step, advance=1, description="scoring the held-out answers")
         scorer = HaltScorer.load(work / "halt")
-        held = [a for a in answers if recording_split(a["id"]) == "held_out"]
         risks = {a["id"]: r.risk for a, r in zip(held, scorer.score_batch(
             [a["tokens"] for a in held]), strict=True)}
         rows = [json.loads(line) for line in results.read_text().splitlines()
