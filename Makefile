@@ -20,7 +20,7 @@ test-fast: setup  ## tests that do not start the embedded model
 	$(PY) -m pytest -q -m "not model"
 
 lint: setup
-	$(VENV)/bin/ruff check proxy detectors policies tests bench
+	$(VENV)/bin/ruff check proxy detectors policies calibration tests bench
 
 clean:
 	rm -rf $(VENV) .venv-clients tests/clients/node/node_modules .pytest_cache .ruff_cache

@@ -28,7 +28,7 @@ rm -rf "$WORK/ctx" "$WORK/etc" "$WORK/tmp" "$WORK/log"
 mkdir -p "$WORK/ctx/scripts" "$WORK/etc" "$WORK/tmp" "$WORK/log"
 cp pyproject.toml README.md "$WORK/ctx/"
 cp scripts/bootstrap.sh "$WORK/ctx/scripts/"
-cp -r proxy detectors policies hallgate_cli "$WORK/ctx/"
+cp -r proxy detectors policies hallgate_cli calibration "$WORK/ctx/"
 find "$WORK/ctx" -name __pycache__ -prune -exec rm -rf {} +
 rm -f "$WORK/venv/.hallgate-installed"   # always install the current tree
 (cd "$WORK/ctx" && env PYTHON="$PYTHON" VENV="$WORK/venv" HALLGATE_EDITABLE=0 \

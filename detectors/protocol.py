@@ -30,7 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from detectors.sampling import Message, Sampler
 from detectors.verdict import Verdict
 
-ThresholdSource = Literal["profile", "calibrated", "default"]
+ThresholdSource = Literal["profile", "certified", "calibrated", "default"]
 
 
 class MissingLogprobs(ValueError):
@@ -61,7 +61,8 @@ class Threshold:
     """The threshold behind a verdict and where it came from."""
 
     value: float
-    source: ThresholdSource  # profile value, calibrated for the model, or built-in default
+    source: ThresholdSource  # profile value, certified for the profile's target risk by
+    # the model's bundle, calibrated for the model, or built-in default
     score: str = "risk"  # what it is compared with: "risk" (abstain iff risk >= value) or
     # the detector's own statistic ("isr": answer iff ISR >= value)
 
@@ -227,6 +228,8 @@ class DetectorSpec:
     # answer has what it needs, even on profiles that do not enable it
     features: tuple[str, ...] = ()  # combiner features it produces (default: its name)
     feature_values: FeatureFn | None = None  # detail -> those features (default: risk)
+    per_model: bool = False  # what it applies is fitted to one generator (weights, a
+    # threshold): judging another model's answers needs that model's calibration bundle
 
     def combiner_features(self) -> tuple[str, ...]:
         return self.features or (self.name,)

@@ -2,7 +2,7 @@
 
     hallgate serve ...        proxy/cli.py (the gateway; imports nothing from evaluation/)
     hallgate policy ...       policies/cli.py
-    hallgate eval | calibrate | calibrate-logprob-stats | halt ...
+    hallgate eval | calibrate | calibrate-logprob-stats | halt | tune ...
                               evaluation/ (imported only when one of these runs)
 """
 
@@ -24,6 +24,7 @@ LAZY: dict[str, str] = {
     "calibrate": "evaluation.evaluate:calibrate_command",
     "calibrate-logprob-stats": "evaluation.logprob_stats:calibrate_logprob_stats",
     "halt": "evaluation.halt_commands:app",
+    "tune": "evaluation.tune:tune_command",
 }
 
 

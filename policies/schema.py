@@ -284,6 +284,15 @@ class Profile(_Strict):
     # is judged); judge = the detectors judge what it has (a text part, logprobs);
     # abstain = refused like an abstention (routes that must not call tools). See
     # policies/answer_kind.py
+    uncalibrated: Literal["abstain", "annotate", "model_agnostic"] = "annotate"  # a model
+    # with no calibration bundle (or one lacking an enabled per-model detector):
+    # annotate = judge as configured and flag it; model_agnostic = only detectors that need
+    # no per-model fit decide (abstain when none is enabled); abstain = always abstain.
+    # Flagged in every case (x-hallgate-calibration: none, the body, a metric, the log)
+    target_risk: Probability | None = None  # α: each enabled detector whose threshold the
+    # profile leaves unset takes the model bundle's Learn-then-Test threshold certified for
+    # α at confidence 1 − target_delta; none certified for α: that detector abstains
+    target_delta: Probability = 0.1  # δ of target_risk
 
     HIDDEN_KEYS: ClassVar[frozenset[str]] = frozenset({"name"})  # the loader fills it in
 

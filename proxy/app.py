@@ -25,6 +25,7 @@ from detectors.semantic.embedding import EmbeddingStore, use_store
 from policies import PolicyStore
 from proxy.audit import AuditLog
 from proxy.auth import ApiKeyMiddleware, load_keys
+from proxy.calibrations import bundle_store
 from proxy.chat.router import CHAT_PATH_SUFFIX, ChatEndpoint
 from proxy.chat.service import ChatService
 from proxy.config import Settings, UpstreamModel
@@ -67,17 +68,20 @@ async def policy_gatekeeper(settings: Settings, registry: UpstreamRegistry, metr
                         available_detectors=detectors.available())
     log.info("policy %s loaded; detectors available: %s", store.path, detectors.available())
     watcher = asyncio.create_task(store.watch(), name="policy-watch")
+    bundles = bundle_store(settings, registry.names(), metrics)
+    bundle_watcher = asyncio.create_task(bundles.watch(), name="calibration-watch")
     loop = asyncio.get_running_loop()
     try:
         loop.add_signal_handler(signal.SIGHUP, store.reload)
     except (RuntimeError, ValueError, NotImplementedError):  # not the main thread (tests)
         log.debug("SIGHUP reload unavailable in this thread; file watching still runs")
     try:
-        yield PolicyGatekeeper(store, detectors, registry, metrics, audit)
+        yield PolicyGatekeeper(store, detectors, registry, metrics, audit, bundles)
     finally:
-        watcher.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await watcher
+        for task in (watcher, bundle_watcher):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         with contextlib.suppress(RuntimeError, ValueError, NotImplementedError):
             loop.remove_signal_handler(signal.SIGHUP)
 

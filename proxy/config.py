@@ -90,6 +90,8 @@ class UpstreamModel(BaseModel):
     logprobs: Literal["auto"] | bool = "auto"  # ask for token logprobs: true = always,
     # false = never (o1/o3/o4-mini, Anthropic), auto = ask, and on a 400/403 that names
     # logprobs retry without them and stop asking (proxy/upstream/capabilities.py)
+    calibration: str | None = None  # this model's calibration bundle directory; None =
+    # calibration_dir/<name> when it exists (calibration/bundle.py)
 
     proxy: ProxySetting | None = None  # forward proxy (http://[user:pass@]host:port) or
     # "none"; unset = the environment's HTTPS_PROXY / HTTP_PROXY / ALL_PROXY / NO_PROXY
@@ -252,6 +254,8 @@ class Settings(BaseSettings):
     embedding_cache: str | None = None  # .npz of sentence embeddings kept between runs
     # (hallgate eval --replay keeps one beside the recording); None = in memory only
     tracing: TracingSettings = TracingSettings()  # OpenTelemetry traces; off by default
+    calibration_dir: str | None = None  # bundles by model name: <dir>/<model name>/; None
+    # = the bundles shipped in calibration/bundles
 
     @classmethod
     def settings_customise_sources(

@@ -11,6 +11,12 @@ answer. It names no detector; each one declares what it needs (detectors/protoco
 
 Each detector samples through its own :class:`UpstreamSampler` over the request's
 upstream, so its judgement reports what it cost (calls, tokens, ms).
+
+The model's calibration bundle (calibration/) is read once per request in begin(): its
+plug-ins (HALT on its weights) replace the gateway's, its thresholds (or, under the
+profile's `target_risk`, its certified operating points) re-read every judgement whose
+threshold the profile does not set, its histograms feed the drift monitor, and the
+profile's `uncalibrated` decides a request without one (calibration/binding.py).
 """
 
 from __future__ import annotations
@@ -18,10 +24,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from collections.abc import Awaitable, Sequence
+from dataclasses import replace
 from typing import Any
 
+from calibration.binding import CalibrationUse
+from calibration.bundle import Bundle
+from calibration.drift import DriftMonitor
+from calibration.store import BundleStore
 from detectors.bounds import PromptBounds, bound_text
 from detectors.combiner import answer_features
 from detectors.protocol import (
@@ -70,8 +82,12 @@ BOUND_CACHE_SIZE = 256  # profiles whose bound detectors are kept (overrides mak
 
 class PolicyGatekeeper:
     def __init__(self, store: PolicyStore, detectors: DetectorSet, registry: UpstreamRegistry,
-                 metrics: Metrics, audit: AuditLog | None = None):
+                 metrics: Metrics, audit: AuditLog | None = None,
+                 calibrations: BundleStore | None = None):
         self.store = store
+        self.calibrations = calibrations
+        self.per_model = frozenset(s.name for s in detectors.registry if s.per_model)
+        self.drift = DriftMonitor()  # live score distributions against the bundles
         self.detectors = detectors
         self.registry = registry
         self.metrics = metrics
@@ -132,8 +148,13 @@ class PolicyGatekeeper:
             raise InvalidRequest(f"profile '{profile.name}' has no combiner file for "
                                  "combine mode 'learned'", param="x-hallgate-combine-mode",
                                  code="override_refused")
+        bundle = self.calibrations.get(model) if self.calibrations is not None else None
+        if (profile.combine.mode == "learned" and bundle is not None
+                and bundle.combiner is not None
+                and bundle.combiner.detectors() <= set(profile.detectors.enabled())):
+            combiner = bundle.combiner  # the model's own fit
         return PolicySession(self, route.name, profile, escalation, messages,
-                             self.registry.get(model), ctx, model, combiner)
+                             self.registry.get(model), ctx, model, combiner, bundle)
 
 
 class CutFirst(Exception):
@@ -155,18 +176,25 @@ async def _measured(work: Awaitable[Any]) -> tuple[Any, float]:
 class PolicySession:
     def __init__(self, keeper: PolicyGatekeeper, route: str, profile: Profile, escalation,
                  messages: list[dict], upstream: Upstream, ctx: RequestContext, model: str,
-                 combiner: Any = None):
+                 combiner: Any = None, bundle: Bundle | None = None):
         self.keeper, self.route, self.profile = keeper, route, profile
         self.escalation, self.messages, self.upstream = escalation, messages, upstream
         self.ctx, self.model, self.combiner = ctx, model, combiner
         self.response_id = new_response_id()  # the client's id for this answer
         self.enabled, self.bound, self.reporting = keeper.bound_detectors(profile)
+        self.calibration = CalibrationUse.of(bundle, self.enabled, keeper.per_model,
+                                             profile.uncalibrated)
+        if bundle is not None:
+            self._bind_bundle(bundle)
         # judge() reads no answer when every detector is off, so such a route asks the
         # upstream only for what the client asked for, and streams it as it comes:
         # holding back an answer that nothing judges would only delay it
         self.reads_logprobs = bool(self.enabled)
         self.streaming_mode = profile.streaming if self.enabled else "passthrough"
-        self.headers = {"x-hallgate-route": route, "x-hallgate-profile": profile.name}
+        self.headers = {"x-hallgate-route": route, "x-hallgate-profile": profile.name,
+                        "x-hallgate-calibration": self.calibration.name}
+        if self.enabled and self.calibration.uncalibrated:
+            keeper.metrics.uncalibrated.labels(model, profile.uncalibrated).inc()
         if self.streaming_mode in ("passthrough", "progressive"):
             # see the stream's last chunk; with nothing to judge the answer is the decision
             self.headers["x-hallgate-decision"] = "deferred" if self.enabled else "answer"
@@ -176,11 +204,81 @@ class PolicySession:
         self._stats: dict[str, SamplerStats] = {}
         self._started: dict[str, asyncio.Future] = {}
         self._prefix: tuple[str, Any, Threshold] | None = None
+        self._uncertified: list[str] = []  # detectors with no threshold for target_risk
         for name, det in self.bound.items():
             work = det.start(self._exchange(name))
             if work is not None:
                 self._started[name] = asyncio.ensure_future(
                     self._timed(name, work))
+
+    def _bind_bundle(self, bundle: Bundle) -> None:
+        """The bundle's own plug-ins (HALT on its weights) in place of the gateway's."""
+        for name, plugin in bundle.plugins.items():
+            if name in self.bound or name in self.reporting:
+                det = plugin.bind(self.profile.detectors[name], self.profile.context())
+                if name in self.bound:
+                    self.bound = {**self.bound, name: det}
+                else:
+                    self.reporting = {**self.reporting, name: det}
+
+    def _calibrated(self, name: str, result: Any) -> Any:
+        """``result`` against the bundle's threshold for ``name`` unless the profile set
+        one: the operating point certified for the profile's ``target_risk`` (none: 0, the
+        detector abstains), else the bundle's answer threshold ("calibrated")."""
+        bundle = self.calibration.bundle
+        if (bundle is None or not isinstance(result, Judgement) or result.threshold is None
+                or result.threshold.source == "profile" or result.threshold.score != "risk"):
+            return result
+        alpha = self.profile.target_risk
+        if alpha is not None:
+            point = bundle.operating_point(name, alpha, self.profile.target_delta)
+            certified = point.threshold if point is not None else None
+            if certified is None and name in self.bound:
+                self._uncertified.append(name)
+            return result.with_threshold(Threshold(0.0 if certified is None else certified,
+                                                   "certified"))
+        value = bundle.answer_threshold(name)
+        return result if value is None else result.with_threshold(Threshold(value,
+                                                                            "calibrated"))
+
+    def _observe_drift(self, results: dict[str, Any]) -> None:
+        bundle = self.calibration.bundle
+        if bundle is None:
+            return
+        for name, result in results.items():
+            if isinstance(result, Judgement) and math.isfinite(result.risk):
+                value = self.keeper.drift.observe(bundle, name, result.risk)
+                if value is not None:
+                    self.keeper.metrics.calibration_psi.labels(self.model, name).set(value)
+
+    def _decide(self, results: dict[str, Any], answer: Any) -> Decision:
+        """policies.decide() under the profile's `uncalibrated` behaviour, saying which
+        detectors have no threshold certified for the profile's target risk."""
+        decision = self._decide_calibrated(results, answer)
+        if not self._uncertified:
+            return decision
+        why = (f"target_risk {self.profile.target_risk:g} (delta "
+               f"{self.profile.target_delta:g}): no threshold of "
+               f"{', '.join(self._uncertified)} is certified for this model, so it abstains")
+        return replace(decision, reasons=(*decision.reasons, why))
+
+    def _decide_calibrated(self, results: dict[str, Any], answer: Any) -> Decision:
+        use = self.calibration
+        if not use.uncalibrated or use.behaviour == "annotate":
+            decision = decide(self.profile, results, route=self.route,
+                              escalation=self.escalation, answer=answer,
+                              combiner=self.combiner)
+            return decision if not use.uncalibrated else replace(
+                decision, reasons=(*decision.reasons, use.reason()))
+        counting = use.counting(self.enabled)
+        combine = "any" if self.profile.combine.mode == "learned" else None
+        decision = decide(self.profile, results, route=self.route, escalation=self.escalation,
+                          answer=answer, counting=counting, combine=combine)
+        if use.behaviour == "model_agnostic" and counting:
+            return replace(decision, reasons=(*decision.reasons, use.reason()))
+        returned = Verdict.ABSTAIN if self.profile.action == "abstain" else Verdict.ANSWER
+        return replace(decision, verdict=Verdict.ABSTAIN, returned=returned, risk=1.0,
+                       reasons=(*decision.reasons, use.reason()))
 
     def _exchange(self, name: str) -> Exchange:
         stats = self._stats.setdefault(name, SamplerStats())
@@ -235,9 +333,9 @@ class PolicySession:
         if primary.tokens:
             judging.update(self.reporting)
         found = await asyncio.gather(*(self._judgement(n, d, view) for n, d in judging.items()))
-        results = dict(zip(judging, found, strict=True))
-        decision = decide(self.profile, results, route=self.route, escalation=self.escalation,
-                          answer=answer_features(primary.tokens), combiner=self.combiner)
+        results = {n: self._calibrated(n, r) for n, r in zip(judging, found, strict=True)}
+        self._observe_drift(results)
+        decision = self._decide(results, answer_features(primary.tokens))
         decision = note_judged_tool_calls(decision, primary.tool_calls, text=primary.text,
                                           has_logprobs=bool(primary.tokens))
         self._record(decision, primary)
@@ -264,6 +362,10 @@ class PolicySession:
             if self.keeper.detectors.spec(name).judges_prefixes and isinstance(det,
                                                                                 PrefixJudge):
                 threshold = det.prefix_threshold(knobs.threshold)
+                bundle = self.calibration.bundle
+                value = bundle.prefix_threshold(name) if bundle is not None else None
+                if value is not None and threshold.source != "profile":
+                    threshold = Threshold(value, "calibrated")
                 self._prefix = (name, det, threshold)
                 return ProgressivePlan(knobs.holdback_tokens, knobs.rescore_every,
                                        threshold.value, cut=self.profile.action == "abstain",
@@ -337,6 +439,8 @@ class PolicySession:
                                         "x-hallgate-returned": Verdict.ANSWER.value})
         headers = decision.response_headers()
         metadata = decision.to_dict(detail=False) if decision.shown_to_client else None
+        if metadata is not None:
+            metadata["calibration"] = self.calibration.to_dict()
         if decision.abstained:
             return GateOutcome(abstain=True, replacement=self.profile.abstention_text,
                                metadata=metadata, headers=headers)

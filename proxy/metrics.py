@@ -45,6 +45,18 @@ class Metrics:
             "bytes arrived that no request asked for (never delivered to anyone)", registry=r)
         self.tokens = Counter("hallgate_tokens", "Tokens reported by upstreams",
                               ["model", "kind"], registry=r)
+        self.uncalibrated = Counter("hallgate_uncalibrated_requests", "Gated requests whose "
+                                    "model has no calibration bundle (or one lacking an "
+                                    "enabled per-model detector), by the profile's behaviour",
+                                    ["model", "behaviour"], registry=r)
+        self.calibration_reloads = Counter("hallgate_calibration_reloads", "Calibration "
+                                           "bundle reloads by model and result (accepted, "
+                                           "refused: the previous bundle stays)",
+                                           ["model", "result"], registry=r)
+        self.calibration_psi = Gauge("hallgate_calibration_psi", "Population Stability "
+                                     "Index of each detector's last scores against the "
+                                     "model's bundle calibration histogram (> 0.2: drift)",
+                                     ["model", "detector"], registry=r)
 
     def render(self) -> tuple[bytes, str]:
         return generate_latest(self.registry), CONTENT_TYPE_LATEST

@@ -21,4 +21,5 @@ SPEC = DetectorSpec(
     description="HALT: a BiGRU over the answer's top-20 token logprobs",
     judges_prefixes=True,
     report_always=True,
+    per_model=True,
 )

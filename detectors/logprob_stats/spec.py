@@ -17,7 +17,7 @@ def _spec(name: str, description: str) -> DetectorSpec:
     return DetectorSpec(name=name, settings=LogprobStatSettings,
                         needs=Needs(answer_logprobs=True),
                         load=lazy(f"detectors.logprob_stats.detector:plugin_{name}"),
-                        description=description, judges_prefixes=True)
+                        description=description, judges_prefixes=True, per_model=True)
 
 
 SPECS = (
