@@ -41,6 +41,15 @@ def calibrated_thresholds(path: Path = CALIBRATION_FILE) -> dict[str, float]:
     return {name: float(entry["threshold"]) for name, entry in data["detectors"].items()}
 
 
+def judgement(name: str, state: stats.RunningStats, threshold: Threshold) -> Judgement:
+    """The judgement of detector ``name`` from the scores of the tokens folded in."""
+    raw, risks = state.raw(), state.scores()
+    if raw is None or risks is None:
+        raise MissingLogprobs()
+    risk = risks[name]
+    return Judgement(name, verdict_at(risk, threshold), risk, threshold, detail={"scores": raw})
+
+
 @dataclass(frozen=True)
 class LogprobStatDetector:
     name: str
@@ -55,13 +64,7 @@ class LogprobStatDetector:
         return None
 
     def _judge(self, tokens: Sequence | None, threshold: Threshold) -> Judgement:
-        raw = stats.raw_scores(tokens or ())
-        risks = stats.scores(tokens or ())
-        if raw is None or risks is None:
-            raise MissingLogprobs()
-        risk = risks[self.name]
-        return Judgement(self.name, verdict_at(risk, threshold), risk, threshold,
-                         detail={"scores": raw})
+        return judgement(self.name, stats.RunningStats().add(tokens or ()), threshold)
 
     async def judge(self, exchange: Exchange, answer: AnswerView, started: None) -> Judgement:
         return self._judge(answer.tokens, self.threshold())
@@ -74,6 +77,22 @@ class LogprobStatDetector:
 
     async def judge_prefix(self, tokens: Sequence[dict], threshold: Threshold) -> Judgement:
         return self._judge(tokens, threshold)
+
+    def open_prefix_stream(self, threshold: Threshold) -> LogprobStatStream:
+        """A streamed answer's prefixes, each token read once (running sums)."""
+        return LogprobStatStream(self.name, threshold)
+
+
+class LogprobStatStream:
+    """:class:`detectors.protocol.PrefixStream` of one answer: the running sums of
+    :class:`stats.RunningStats`, so a check costs the new tokens only."""
+
+    def __init__(self, name: str, threshold: Threshold):
+        self.name, self.threshold = name, threshold
+        self.state = stats.RunningStats()
+
+    async def feed(self, tokens: Sequence[dict]) -> Judgement:
+        return judgement(self.name, self.state.add(tokens), self.threshold)
 
 
 @dataclass(frozen=True)
