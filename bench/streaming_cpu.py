@@ -102,11 +102,13 @@ def main(lengths: str = typer.Option("128,512,2048,4096", help="answer lengths (
          every: int = typer.Option(8, help="k: progressive.rescore_every"),
          prefix_detector: list[str] = typer.Option([], help="also: progressive with this "
                                                    "prefix judge (e.g. mean_logprob)"),
+         halt_prefix: bool = typer.Option(True, help="measure the HALT-prefix progressive "
+                                          "route (its CPU grows with T²)"),
          checkout: Path = typer.Option(REPO, help="the hallgate build whose gateway is "
                                        "measured (e.g. a `git worktree` of the base commit)"),
          json_out: Path = typer.Option(REPO / "runs" / "bench_streaming_cpu.json")) -> None:
     sizes = [int(x) for x in lengths.split(",")]
-    routes = ["passthrough", "buffer", "progressive",
+    routes = ["passthrough", "buffer", *(["progressive"] if halt_prefix else []),
               *(f"progressive-{d}" for d in prefix_detector)]
     fake = FakeUpstream(Script(latency_s=0.0)).serve_in_thread()
     cpu: dict[tuple[str, int], list[float]] = {}

@@ -28,6 +28,8 @@ from detectors.protocol import (
 )
 
 CALIBRATION_FILE = Path(__file__).resolve().parent / "calibration.json"
+PREFIX_FILE = Path(__file__).resolve().parent / "prefix.json"  # prefix thresholds, chosen
+# on validation prefixes by bench/halt_prefix.py
 DEFAULT_THRESHOLD = 0.5
 
 
@@ -50,6 +52,16 @@ def judgement(name: str, state: stats.RunningStats, threshold: Threshold) -> Jud
     return Judgement(name, verdict_at(risk, threshold), risk, threshold, detail={"scores": raw})
 
 
+@functools.lru_cache(maxsize=4)
+def prefix_thresholds(path: Path = PREFIX_FILE) -> dict[str, float]:
+    """``{detector: prefix threshold}`` chosen on validation prefixes; empty when none."""
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        return {}
+    return {name: float(entry["threshold"]) for name, entry in data["detectors"].items()}
+
+
 @dataclass(frozen=True)
 class LogprobStatDetector:
     name: str
@@ -70,9 +82,13 @@ class LogprobStatDetector:
         return self._judge(answer.tokens, self.threshold())
 
     def prefix_threshold(self, profile_value: float | None) -> Threshold:
-        """profile (`progressive.threshold`) → the answer threshold's own resolution."""
+        """profile (`progressive.threshold`) → the prefix threshold chosen on validation
+        prefixes (``prefix.json``) → the answer threshold's own resolution."""
         if profile_value is not None:
             return resolve_threshold(profile_value, None, DEFAULT_THRESHOLD)
+        chosen = prefix_thresholds().get(self.name)
+        if chosen is not None:
+            return resolve_threshold(None, chosen, DEFAULT_THRESHOLD)
         return self.threshold()
 
     async def judge_prefix(self, tokens: Sequence[dict], threshold: Threshold) -> Judgement:

@@ -100,3 +100,18 @@ def test_a_judge_without_a_stream_is_judged_on_the_whole_prefix_at_each_check():
     results = asyncio.run(run())
     assert judge.lengths == [8, 16, 24]
     assert [r.risk for r in results] == [0.08, 0.16, 0.24]
+
+
+def test_mean_logprob_prefix_threshold_is_the_one_chosen_on_validation_prefixes():
+    """profile value → detectors/logprob_stats/prefix.json (bench/halt_prefix.py) → the
+    answer threshold's resolution."""
+    from detectors.logprob_stats.detector import prefix_thresholds
+
+    chosen = prefix_thresholds()["mean_logprob"]
+    det = LogprobStatPlugin("mean_logprob").bind(LogprobStatSettings(enabled=True),
+                                                 ProfileContext())
+    assert det.prefix_threshold(None) == Threshold(chosen, "calibrated")
+    assert det.prefix_threshold(0.7) == Threshold(0.7, "profile")
+    other = LogprobStatPlugin("min_logprob").bind(LogprobStatSettings(enabled=True),
+                                                  ProfileContext())
+    assert other.prefix_threshold(None) == other.threshold()  # none chosen for it
