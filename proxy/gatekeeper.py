@@ -245,9 +245,8 @@ class PolicySession:
     def progressive_plan(self) -> ProgressivePlan | None:
         """The release rules of a progressive stream: its prefix judge is the one the
         profile names (`progressive.detector`), else its first enabled detector that judges
-        prefixes. None when the profile cannot stream
-        progressively (policy check refuses such profiles; this guards header overrides
-        and hard-rule targets)."""
+        prefixes. None when the profile cannot stream progressively (policy check refuses
+        such profiles; this guards header overrides and hard-rule targets)."""
         if self.profile.streaming != "progressive" or progressive_problems(self.profile):
             return None
         knobs = self.profile.progressive
