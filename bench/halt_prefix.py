@@ -40,9 +40,11 @@ from detectors.halt.checkpoint import default_checkpoint_path  # noqa: E402
 from detectors.halt.data import read_records  # noqa: E402
 from detectors.halt.metrics import auroc  # noqa: E402
 from detectors.halt.scorer import HaltScorer  # noqa: E402
+from detectors.logprob_stats.detector import PREFIX_FILE  # noqa: E402
 from detectors.metrics import bootstrap_interval  # noqa: E402
 from evaluation.data import DEFAULT_DATA_DIR, TRAINING_FILE  # noqa: E402
 
+REPO = Path(__file__).resolve().parents[1]
 PREFIXES: tuple[int | None, ...] = (8, 16, 32, None)  # None = the whole answer
 
 
@@ -79,18 +81,27 @@ def neg_mean_logprob(answers: Sequence[Answer], k: int | None) -> np.ndarray:
                      for a in answers])
 
 
+def meanlp_risks(mats: Sequence[np.ndarray]) -> np.ndarray:
+    """The `mean_logprob` detector's risk of each (T, 20) matrix: s / (1 + s) with
+    s = −(1/T) Σ_t min(log p_t, 0), the running score a prefix stream carries. (N,)."""
+    s = np.array([-np.minimum(m[:, 0], 0.0).mean() for m in mats])
+    return s / (1.0 + s)
+
+
 def check_points(n_tokens: int, every: int) -> list[int]:
     """Prefix lengths the gateway scores while streaming: every, 2·every, ... ≤ n_tokens."""
     return list(range(every, n_tokens + 1, every))
 
 
 def cut_statistics(scorer: HaltScorer, answers: Sequence[Answer], every: int,
-                   ) -> tuple[np.ndarray, list[list[tuple[int, float]]]]:
+                   risks_of=None) -> tuple[np.ndarray, list[list[tuple[int, float]]]]:
     """Per answer, the highest risk over its checks (0 when it is shorter than ``every``)
-    and the (prefix length, risk) of every check."""
+    and the (prefix length, risk) of every check; ``risks_of`` (mats -> risks) is the
+    prefix judge, HALT when None."""
+    risks_of = risks_of or scorer.risks
     jobs = [(i, j) for i, a in enumerate(answers) for j in check_points(len(a.logprobs), every)]
     mats = [answers[i].logprobs[:j] for i, j in jobs]
-    risks = (np.concatenate([scorer.risks(mats[s:s + 64]) for s in range(0, len(mats), 64)])
+    risks = (np.concatenate([risks_of(mats[s:s + 64]) for s in range(0, len(mats), 64)])
              if mats else np.array([]))
     checks: list[list[tuple[int, float]]] = [[] for _ in answers]
     for (i, j), r in zip(jobs, risks, strict=True):
@@ -148,12 +159,14 @@ def auroc_table(scorer: HaltScorer, test: Sequence[Answer]) -> tuple[list[str], 
     return rows, headline
 
 
-def choose_threshold(scorer: HaltScorer, val: Sequence[Answer], every: int) -> dict:
-    """The prefix threshold, from the validation split only (see the module docstring)."""
+def choose_threshold(scorer: HaltScorer, val: Sequence[Answer], every: int,
+                     risks_of=None) -> dict:
+    """The prefix threshold, from the validation split only (see the module docstring);
+    ``risks_of`` as in :func:`cut_statistics` (the target rate is HALT's either way)."""
     labels = np.array([a.label for a in val])
     full = prefix_risks(scorer, val, None)
     false_abstain = float((full[labels == 0] >= scorer.threshold).mean())
-    peak, _ = cut_statistics(scorer, val, every)
+    peak, _ = cut_statistics(scorer, val, every, risks_of)
     threshold = lowest_threshold_within(peak[labels == 0], false_abstain)
     return {"threshold": round(threshold, 4), "rescore_every": every,
             "chosen_on": "validation",
@@ -167,11 +180,11 @@ def choose_threshold(scorer: HaltScorer, val: Sequence[Answer], every: int) -> d
 
 
 def simulate_cuts(scorer: HaltScorer, test: Sequence[Answer], every: int, holdback: int,
-                  threshold: float) -> dict:
+                  threshold: float, risks_of=None) -> dict:
     """Test-split cut rates at ``threshold`` (simulated from the recorded logprobs)."""
     labels = np.array([a.label for a in test])
     full = prefix_risks(scorer, test, None)
-    _, checks = cut_statistics(scorer, test, every)
+    _, checks = cut_statistics(scorer, test, every, risks_of)
     cut_at = [next((j for j, r in c if r >= threshold), None) for c in checks]
     cut = np.array([j is not None for j in cut_at])
     early = np.array([j is not None and j - holdback <= holdback for j in cut_at])
@@ -183,11 +196,42 @@ def simulate_cuts(scorer: HaltScorer, test: Sequence[Answer], every: int, holdba
             "test_tokens_saved_frac": saved / sum(len(a.logprobs) for a in test)}
 
 
+def load_corpus(directory: Path) -> list[Answer]:
+    """The recorded corpus' answers (results.jsonl: label, source, answer text) with their
+    tokens from the recorded exchanges (the chat completion whose content is that text).
+    An answer is kept only when its tokens' −mean logprob equals the one the evaluation
+    recorded (1e-3 nats), so a text that several calls produced is matched right."""
+    by_text: dict[str, list[list]] = {}
+    for path in sorted(directory.glob("exchanges*.jsonl.gz")):
+        for record in read_records(path):
+            for choice in (record.get("response") or {}).get("choices") or ():
+                content = ((choice.get("logprobs") or {}).get("content")) or None
+                text = (choice.get("message") or {}).get("content")
+                if content and text:
+                    by_text.setdefault(text, []).append(content)
+    out = []
+    for row in read_records(directory / "results.jsonl"):
+        recorded = (row.get("scores") or {}).get("neg_mean_logprob")
+        if recorded is None or row.get("hallucinated") is None:
+            continue
+        for tokens in by_text.get(row["answer"], ()):
+            mat = logprob_matrix(tokens).values
+            if abs(-np.minimum(mat[:, 0], 0.0).mean() - recorded) < 1e-3:
+                out.append(Answer(row["id"], row["source"], int(bool(row["hallucinated"])),
+                                  mat))
+                break
+    return out
+
+
 def main(rescore_every: int = typer.Option(8, help="tokens between two prefix checks"),
          holdback: int = typer.Option(8, help="hold-back window W, for the cut simulation"),
          data_dir: Path = typer.Option(DEFAULT_DATA_DIR, help="the shared data directory"),
-         write_checkpoint: bool = typer.Option(False, help="store the chosen threshold in "
-                                               "the checkpoint JSON under `prefix`")) -> None:
+         recording: Path = typer.Option(REPO / "recordings" / "smollm2-135m",
+                                        help="the recorded corpus (its own table)"),
+         write_checkpoint: bool = typer.Option(False, help="store the chosen thresholds: "
+                                               "HALT's in the checkpoint JSON under "
+                                               "`prefix`, −mean-logprob's in "
+                                               "detectors/logprob_stats/prefix.json")) -> None:
     meta_path = default_checkpoint_path().with_suffix(".json")
     meta = json.loads(meta_path.read_text())
     scorer = HaltScorer.load_default()
@@ -199,12 +243,40 @@ def main(rescore_every: int = typer.Option(8, help="tokens between two prefix ch
     prefix = choose_threshold(scorer, val, rescore_every)
     print(json.dumps(prefix, indent=1))
     cuts = simulate_cuts(scorer, test, rescore_every, holdback, prefix["threshold"])
+    # the running −mean-logprob prefix stream: its threshold by the same rule, on validation
+    meanlp = choose_threshold(scorer, val, rescore_every, meanlp_risks)
+    meanlp["command"] = "bench/halt_prefix.py --write-checkpoint"
+    print("mean_logprob prefix stream:", json.dumps(meanlp, indent=1))
+    meanlp_cuts = simulate_cuts(scorer, test, rescore_every, holdback, meanlp["threshold"],
+                                meanlp_risks)
+    corpus_fields = {}
+    if (recording / "results.jsonl").exists():
+        corpus = load_corpus(recording)
+        rows, corpus_headline = auroc_table(scorer, corpus)
+        print(f"\nrecorded corpus ({recording.name}): {len(corpus)} answers, "
+              f"{sum(a.label == 0 for a in corpus)} correct")
+        print("\n".join(rows))
+        at_halt = simulate_cuts(scorer, corpus, rescore_every, holdback, prefix["threshold"])
+        at_meanlp = simulate_cuts(scorer, corpus, rescore_every, holdback,
+                                  meanlp["threshold"], meanlp_risks)
+        corpus_fields = {**{f"corpus_{k}": v for k, v in corpus_headline.items()},
+                         **{f"corpus_halt_{k[5:]}": v for k, v in at_halt.items()
+                            if k != "test_full_false_abstain"},
+                         "corpus_full_false_abstain": at_halt["test_full_false_abstain"],
+                         **{f"corpus_meanlp_{k[5:]}": v for k, v in at_meanlp.items()
+                            if k != "test_full_false_abstain"},
+                         "n_corpus": len(corpus)}
     if write_checkpoint:
         meta["prefix"] = prefix
         meta_path.write_text(json.dumps(meta, indent=1, sort_keys=False) + "\n")
+        PREFIX_FILE.write_text(json.dumps({"detectors": {"mean_logprob": meanlp}}, indent=1)
+                               + "\n")
     fields = {**headline, "prefix_threshold": prefix["threshold"],
               "rescore_every": rescore_every, "holdback": holdback, **cuts,
-              "n_test": len(test), "n_val": len(val)}
+              "meanlp_prefix_threshold": meanlp["threshold"],
+              **{f"meanlp_{k}": v for k, v in meanlp_cuts.items()
+                 if k != "test_full_false_abstain"},
+              "n_test": len(test), "n_val": len(val), **corpus_fields}
     print("RESULT " + " ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}"
                                for k, v in fields.items()))
 

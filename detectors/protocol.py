@@ -7,6 +7,8 @@
     started = det.start(exchange)                          # prompt time (None: nothing to do)
     judgement = await det.judge(exchange, answer, started) # answer time -> Judgement
     judgement = await det.judge_prefix(tokens, threshold)  # progressive streams (optional)
+    stream = open_prefix_stream(det, threshold)            # one streamed answer's prefixes
+    judgement = await stream.feed(new_tokens)              # only the tokens since the last
 
 A :class:`Judgement` is the one result type: ``risk`` in [0, 1] (higher = riskier),
 ``verdict``, the :class:`Threshold` behind the verdict and where it came from, the
@@ -195,6 +197,43 @@ class PrefixJudge(Protocol):
     def prefix_threshold(self, profile_value: float | None) -> Threshold: ...
 
     async def judge_prefix(self, tokens: Sequence[dict], threshold: Threshold) -> Judgement: ...
+
+
+@runtime_checkable
+class PrefixStream(Protocol):
+    """The prefix judgement of one growing answer, its state carried from check to check:
+    each token is read once, so a check costs what the new tokens cost."""
+
+    async def feed(self, tokens: Sequence[dict]) -> Judgement:
+        """The judgement of the whole prefix so far, given only the tokens that arrived
+        since the previous call."""
+
+
+@runtime_checkable
+class StreamingPrefixJudge(Protocol):
+    """A :class:`PrefixJudge` that judges a growing answer incrementally."""
+
+    def open_prefix_stream(self, threshold: Threshold) -> PrefixStream: ...
+
+
+class RejudgingPrefixStream:
+    """A :class:`PrefixStream` over a judge without one: it keeps the prefix and judges it
+    whole at every check (a check costs the whole prefix)."""
+
+    def __init__(self, judge: PrefixJudge, threshold: Threshold):
+        self.judge, self.threshold = judge, threshold
+        self.tokens: list[dict] = []
+
+    async def feed(self, tokens: Sequence[dict]) -> Judgement:
+        self.tokens.extend(tokens)
+        return await self.judge.judge_prefix(self.tokens, self.threshold)
+
+
+def open_prefix_stream(judge: PrefixJudge, threshold: Threshold) -> PrefixStream:
+    """The judge's own incremental stream when it has one, else a re-judging one."""
+    if isinstance(judge, StreamingPrefixJudge):
+        return judge.open_prefix_stream(threshold)
+    return RejudgingPrefixStream(judge, threshold)
 
 
 class DetectorPlugin(Protocol):

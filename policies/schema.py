@@ -225,6 +225,9 @@ class ProgressiveKnobs(_Strict):
     threshold: UnitInterval | None = None  # prefix risk >= threshold -> cut; None = the
     # detector's calibrated prefix threshold (HALT: chosen on validation prefixes by
     # bench/halt_prefix.py), else its answer threshold
+    detector: str | None = None  # the prefix judge, an enabled detector that judges
+    # prefixes; None = the first enabled one in registry order. HALT re-reads the prefix
+    # at every check (CPU ~ T²/k); the logprob scores carry running sums (CPU ~ T)
 
 
 # --------------------------------------------------------------------------- profile
@@ -355,6 +358,10 @@ def progressive_problems(profile: Profile) -> list[str]:
         judges = ", ".join(s.name for s in REGISTRY if s.judges_prefixes)
         problems.append(f"streaming 'progressive' judges prefixes; enable a detector that "
                         f"does ({judges}) or use 'buffer' / 'passthrough'")
+    named = profile.progressive.detector
+    if named is not None and named not in {s.name for s in specs if s.judges_prefixes}:
+        problems.append(f"progressive.detector '{named}' must be an enabled detector that "
+                        "judges prefixes")
     problems += [f"streaming 'progressive' cannot be combined with '{spec.name}': it judges "
                  f"only the whole answer, so nothing could be released early; use 'buffer' "
                  f"(or 'passthrough')" for spec in specs

@@ -7,7 +7,7 @@ answer. It names no detector; each one declares what it needs (detectors/protoco
     judge(answers)  every enabled detector's judgement (and the `report_always` ones when
                     the answer has what they read), policies.decide() -> the decision;
                     recorded by proxy/decision_records.py
-    judge_prefix    progressive streams: the profile's first prefix-judging detector
+    feed_prefix     progressive streams: the profile's prefix judge, fed the new tokens
 
 Each detector samples through its own :class:`UpstreamSampler` over the request's
 upstream, so its judgement reports what it cost (calls, tokens, ms).
@@ -44,7 +44,9 @@ from detectors.protocol import (
     Judgement,
     MissingLogprobs,
     PrefixJudge,
+    PrefixStream,
     Threshold,
+    open_prefix_stream,
 )
 from detectors.sampling import SamplerStats
 from detectors.verdict import Verdict
@@ -205,6 +207,7 @@ class PolicySession:
         self._started: dict[str, asyncio.Future] = {}
         self._prefix: tuple[str, Any, Threshold] | None = None
         self._uncertified: list[str] = []  # detectors with no threshold for target_risk
+        self._prefix_stream: PrefixStream | None = None
         for name, det in self.bound.items():
             work = det.start(self._exchange(name))
             if work is not None:
@@ -351,14 +354,16 @@ class PolicySession:
     # --- progressive streaming (proxy/chat/progressive.py drives these) --------------
 
     def progressive_plan(self) -> ProgressivePlan | None:
-        """The release rules of a progressive stream: its prefix judge is the profile's
-        first enabled detector that judges prefixes. None when the profile cannot stream
-        progressively (policy check refuses such profiles; this guards header overrides
-        and hard-rule targets)."""
+        """The release rules of a progressive stream: its prefix judge is the one the
+        profile names (`progressive.detector`), else its first enabled detector that judges
+        prefixes. None when the profile cannot stream progressively (policy check refuses
+        such profiles; this guards header overrides and hard-rule targets)."""
         if self.profile.streaming != "progressive" or progressive_problems(self.profile):
             return None
         knobs = self.profile.progressive
         for name, det in self.bound.items():
+            if knobs.detector not in (None, name):
+                continue
             if self.keeper.detectors.spec(name).judges_prefixes and isinstance(det,
                                                                                 PrefixJudge):
                 threshold = det.prefix_threshold(knobs.threshold)
@@ -395,13 +400,16 @@ class PolicySession:
         self._record(decision)
         return self._outcome(decision, [], results)
 
-    async def judge_prefix(self, tokens: Sequence[dict]) -> Judgement | None:
-        """The prefix judge on an answer prefix; None when it cannot judge it (the stream
-        goes on and the whole answer is judged at its end)."""
+    async def feed_prefix(self, tokens: Sequence[dict]) -> Judgement | None:
+        """The prefix judge on the answer prefix so far, given the tokens since the previous
+        call (its :class:`PrefixStream` carries the state); None when it cannot judge it
+        (the stream goes on and the whole answer is judged at its end)."""
         if self._prefix is None:
             return None
         name, det, threshold = self._prefix
-        result, _ = await self._timed(f"{name}_prefix", det.judge_prefix(tokens, threshold))
+        if self._prefix_stream is None:
+            self._prefix_stream = open_prefix_stream(det, threshold)
+        result, _ = await self._timed(f"{name}_prefix", self._prefix_stream.feed(tokens))
         return None if isinstance(result, BaseException) else result
 
     async def judge_cut(self, answer: Answer, judgement: Judgement) -> GateOutcome:

@@ -28,12 +28,33 @@ from detectors.protocol import (
 )
 
 CALIBRATION_FILE = Path(__file__).resolve().parent / "calibration.json"
+PREFIX_FILE = Path(__file__).resolve().parent / "prefix.json"  # prefix thresholds, chosen
+# on validation prefixes by bench/halt_prefix.py
 DEFAULT_THRESHOLD = 0.5
 
 
 @functools.lru_cache(maxsize=4)
 def calibrated_thresholds(path: Path = CALIBRATION_FILE) -> dict[str, float]:
     """``{detector: threshold}`` chosen on validation; empty when not calibrated."""
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        return {}
+    return {name: float(entry["threshold"]) for name, entry in data["detectors"].items()}
+
+
+def judgement(name: str, state: stats.RunningStats, threshold: Threshold) -> Judgement:
+    """The judgement of detector ``name`` from the scores of the tokens folded in."""
+    raw, risks = state.raw(), state.scores()
+    if raw is None or risks is None:
+        raise MissingLogprobs()
+    risk = risks[name]
+    return Judgement(name, verdict_at(risk, threshold), risk, threshold, detail={"scores": raw})
+
+
+@functools.lru_cache(maxsize=4)
+def prefix_thresholds(path: Path = PREFIX_FILE) -> dict[str, float]:
+    """``{detector: prefix threshold}`` chosen on validation prefixes; empty when none."""
     try:
         data = json.loads(path.read_text())
     except FileNotFoundError:
@@ -55,25 +76,39 @@ class LogprobStatDetector:
         return None
 
     def _judge(self, tokens: Sequence | None, threshold: Threshold) -> Judgement:
-        raw = stats.raw_scores(tokens or ())
-        risks = stats.scores(tokens or ())
-        if raw is None or risks is None:
-            raise MissingLogprobs()
-        risk = risks[self.name]
-        return Judgement(self.name, verdict_at(risk, threshold), risk, threshold,
-                         detail={"scores": raw})
+        return judgement(self.name, stats.RunningStats().add(tokens or ()), threshold)
 
     async def judge(self, exchange: Exchange, answer: AnswerView, started: None) -> Judgement:
         return self._judge(answer.tokens, self.threshold())
 
     def prefix_threshold(self, profile_value: float | None) -> Threshold:
-        """profile (`progressive.threshold`) → the answer threshold's own resolution."""
+        """profile (`progressive.threshold`) → the prefix threshold chosen on validation
+        prefixes (``prefix.json``) → the answer threshold's own resolution."""
         if profile_value is not None:
             return resolve_threshold(profile_value, None, DEFAULT_THRESHOLD)
+        chosen = prefix_thresholds().get(self.name)
+        if chosen is not None:
+            return resolve_threshold(None, chosen, DEFAULT_THRESHOLD)
         return self.threshold()
 
     async def judge_prefix(self, tokens: Sequence[dict], threshold: Threshold) -> Judgement:
         return self._judge(tokens, threshold)
+
+    def open_prefix_stream(self, threshold: Threshold) -> LogprobStatStream:
+        """A streamed answer's prefixes, each token read once (running sums)."""
+        return LogprobStatStream(self.name, threshold)
+
+
+class LogprobStatStream:
+    """:class:`detectors.protocol.PrefixStream` of one answer: the running sums of
+    :class:`stats.RunningStats`, so a check costs the new tokens only."""
+
+    def __init__(self, name: str, threshold: Threshold):
+        self.name, self.threshold = name, threshold
+        self.state = stats.RunningStats()
+
+    async def feed(self, tokens: Sequence[dict]) -> Judgement:
+        return judgement(self.name, self.state.add(tokens), self.threshold)
 
 
 @dataclass(frozen=True)

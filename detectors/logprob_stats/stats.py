@@ -94,27 +94,64 @@ def squash(s: float) -> float:
     return s / (1.0 + s)
 
 
+class RunningStats:
+    """The scores of a growing answer, updated token by token (constant work per token):
+    the running Σ_t log p_t, T, min_t log p_t and Σ_t H_t over the tokens with an entropy.
+    :func:`scores` and :func:`raw_scores` of a whole answer are these sums read once."""
+
+    def __init__(self) -> None:
+        self.total = 0.0  # Σ_t log p_t (finite ones, clipped at 0)
+        self.count = 0  # T: tokens with a finite logprob
+        self.lowest = 0.0  # min_t log p_t
+        self.entropy_total = 0.0  # Σ_t H_t
+        self.entropy_count = 0
+
+    def add(self, tokens: Sequence) -> RunningStats:
+        """Fold in the next tokens (any accepted shape); returns self."""
+        for item in tokens or ():
+            chosen, logprob, top = token_fields(item)
+            lp = _finite(logprob)
+            if lp is not None:
+                lp = min(lp, 0.0)
+                self.lowest = lp if self.count == 0 else min(self.lowest, lp)
+                self.total += lp
+                self.count += 1
+            h = token_entropy(chosen, logprob, top)
+            if h is not None:
+                self.entropy_total += h
+                self.entropy_count += 1
+        return self
+
+    def _entropy(self) -> float:
+        return self.entropy_total / self.entropy_count if self.entropy_count else 0.0
+
+    def raw(self) -> dict[str, float] | None:
+        """:func:`raw_scores` of the tokens so far; None without logprobs."""
+        if not self.count:
+            return None
+        neg_mean = -self.total / self.count
+        return {"neg_mean_logprob": neg_mean, "neg_min_logprob": -self.lowest,
+                "mean_topk_entropy": self._entropy(),
+                "sequence_probability": math.exp(-neg_mean), "n_tokens": self.count}
+
+    def scores(self) -> dict[str, float] | None:
+        """:func:`scores` of the tokens so far; None without logprobs."""
+        raw = self.raw()
+        if raw is None:
+            return None
+        return {"mean_logprob": squash(raw["neg_mean_logprob"]),
+                "min_logprob": squash(raw["neg_min_logprob"]),
+                "topk_entropy": raw["mean_topk_entropy"],
+                "seq_prob": 1.0 - raw["sequence_probability"]}
+
+
 def scores(tokens: Sequence) -> dict[str, float] | None:
     """Every score of an answer as a risk in [0, 1], ``{detector name: risk}``; None
     without logprobs."""
-    logprobs = chosen_logprobs(tokens)
-    if not logprobs:
-        return None
-    neg_mean, neg_min = neg_mean_logprob(logprobs), neg_min_logprob(logprobs)
-    entropy = mean_topk_entropy(tokens)
-    return {"mean_logprob": squash(neg_mean), "min_logprob": squash(neg_min),
-            "topk_entropy": 0.0 if entropy is None else entropy,
-            "seq_prob": 1.0 - sequence_probability(logprobs)}
+    return RunningStats().add(tokens).scores()
 
 
 def raw_scores(tokens: Sequence) -> dict[str, float] | None:
     """The scores on their own scales: −mean and −min logprob (nats), mean normalised
     top-k entropy, sequence probability."""
-    logprobs = chosen_logprobs(tokens)
-    if not logprobs:
-        return None
-    entropy = mean_topk_entropy(tokens)
-    return {"neg_mean_logprob": neg_mean_logprob(logprobs),
-            "neg_min_logprob": neg_min_logprob(logprobs),
-            "mean_topk_entropy": 0.0 if entropy is None else entropy,
-            "sequence_probability": sequence_probability(logprobs), "n_tokens": len(logprobs)}
+    return RunningStats().add(tokens).raw()

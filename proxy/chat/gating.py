@@ -74,9 +74,9 @@ class GateSession(Protocol):
     async def prompt_verdict(self) -> GateOutcome | None:
         """Waits for the prompt-only gates; an abstaining outcome when they decide alone."""
 
-    async def judge_prefix(self, tokens: list[dict]) -> Judgement | None:
-        """The prefix judge's judgement (``.risk``) of an answer prefix; None when it
-        cannot judge it."""
+    async def feed_prefix(self, tokens: list[dict]) -> Judgement | None:
+        """The prefix judge's judgement (``.risk``) of the answer prefix so far, given the
+        tokens that arrived since the previous call; None when it cannot judge it."""
 
     async def judge_cut(self, answer: Answer, judgement: Judgement) -> GateOutcome:
         """The decision of a stream cut by its prefix judgement."""

@@ -2,7 +2,7 @@
 the prefix judge's risk (HALT, a logprob score) rises.
 
     upstream chunks ──> held back: the client stays W tokens behind the upstream ──> client
-        │  every k tokens: risk = judge(prefix)               (GateSession.judge_prefix)
+        │  every k tokens: risk = judge(prefix)               (GateSession.feed_prefix)
         └─ risk >= threshold: stop reading, close the upstream stream (it stops generating),
            drop what is held, send the abstention as ``delta.refusal`` + ``finish_reason``,
            the verdict chunk (``hallgate.progressive``: cut at which token, why), [DONE]
@@ -81,6 +81,7 @@ class ProgressiveStream:
         self.released = 0  # tokens sent to the client
         self.sent_any = False  # a chunk went out (its role included)
         self.next_check = plan.rescore_every
+        self.fed = 0  # tokens handed to the prefix judge so far
         self.checks: list[tuple[int, float]] = []  # (prefix tokens, risk) of every check
         self.crossed: tuple[int, float] | None = None  # first check at/over the threshold
         self.gate_passed = False  # prompt-only gates answered and did not abstain
@@ -188,7 +189,8 @@ class ProgressiveStream:
         """Judge the prefix read so far; the judgement when it crosses and may cut."""
         self.next_check = next_check(self.read, self.plan.rescore_every)
         tokens = self.acc.logprobs.get(0) or []
-        result = await self.session.judge_prefix(tokens)
+        result = await self.session.feed_prefix(tokens[self.fed:])  # the new tokens only
+        self.fed = len(tokens)
         if result is None:
             return None
         self.checks.append((len(tokens), float(result.risk)))

@@ -102,6 +102,21 @@ def test_bad_knob_values_are_refused():
     assert any("progressive.threshold" in p for p in problems)
 
 
+def test_the_named_prefix_judge_must_be_enabled_and_judge_prefixes():
+    problems = issues("""
+        routes:
+          - {name: d, default: true, profile: live}
+        profiles:
+          live:
+            detectors: {halt: {enabled: true}}
+            streaming: progressive
+            progressive: {detector: mean_logprob}
+    """)
+    assert len(problems) == 1
+    assert "progressive.detector 'mean_logprob' must be an enabled detector" in problems[0]
+    assert problems[0].startswith("policy.yaml:")
+
+
 def test_header_override_to_progressive_is_refused_on_a_semantic_profile():
     policy = load("""
         routes:

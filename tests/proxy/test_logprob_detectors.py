@@ -21,6 +21,7 @@ version: 1
 routes:
   - {name: mean, match: {header: mean}, profile: mean}
   - {name: live, match: {header: live}, profile: live}
+  - {name: named, match: {header: named}, profile: named}
   - {name: default, default: true, profile: mean}
 profiles:
   mean:
@@ -29,6 +30,12 @@ profiles:
     detectors: {halt: {enabled: false}, min_logprob: {enabled: true, threshold: 1.0}}
     streaming: progressive
     progressive: {holdback_tokens: 8, rescore_every: 8, threshold: 0.5}
+  named:
+    detectors: {halt: {enabled: true, threshold: 1.0}, mean_logprob: {enabled: true,
+                                                                      threshold: 1.0}}
+    streaming: progressive
+    progressive: {holdback_tokens: 8, rescore_every: 8, threshold: 0.5,
+                  detector: mean_logprob}
 """
 
 
@@ -71,6 +78,22 @@ def test_a_logprob_score_judges_progressive_prefixes_without_halt(gateway, fake_
     assert content == "".join(WORDS[:report["released_tokens"]]) and refusal
     assert verdict["detectors"]["min_logprob"]["threshold"] == 0.5
     assert verdict["detectors"]["min_logprob"]["threshold_source"] == "profile"
+
+
+def test_a_profile_names_its_prefix_judge_beside_halt(gateway, fake_upstream):
+    """HALT comes first in registry order; `progressive.detector` makes the running
+    −mean-logprob judge the prefixes (its sums carried from check to check) while HALT
+    still judges the whole answer."""
+    fake_upstream.script = Script(text=TEXT, token_shapes=(CONFIDENT,) * 16
+                                  + (UNLIKELY,) * 24, token_delay_s=0.02)
+    headers, chunks = stream(gateway, "named")
+    content, refusal, finish, verdict, _ = split(chunks)
+    report = verdict["progressive"]
+    # mean over 24 tokens: (16·0.01 + 8·3) / 24 = 1.007 nats, squashed 0.502
+    assert report["cut"] is True and report["cut_at_token"] == 24
+    assert report["checks"] == 3
+    assert report["reason"].startswith("mean_logprob prefix risk 0.502 >= 0.500")
+    assert content == "".join(WORDS[:report["released_tokens"]]) and refusal
 
 
 def test_fast_factual_runs_halt_and_the_entropy_at_no_extra_call(fake_upstream,

@@ -8,9 +8,10 @@ from __future__ import annotations
 import openai
 import pytest
 
+from detectors.logprob_stats.stats import RunningStats
 from policies import load_policy
 from policies.loader import EXAMPLES_DIR
-from proxy.config import EMBEDDED_MODEL_NAME
+from proxy.config import EMBEDDED_MODEL_NAME, Settings
 
 pytestmark = pytest.mark.model
 
@@ -55,3 +56,46 @@ def abstention_text() -> str:
     """The default route's abstention text (its profile extends strict-factual)."""
     policy = load_policy(EXAMPLES_DIR / "default.yaml")
     return policy.match()[1].abstention_text
+
+
+LONG_POLICY = """
+version: 1
+routes:
+  - {name: long, default: true, profile: long}
+profiles:
+  long:
+    detectors: {halt: {enabled: true}, mean_logprob: {enabled: true}}
+    streaming: progressive
+    progressive: {detector: mean_logprob}
+    action: annotate
+"""
+
+
+def test_the_running_mean_logprob_judges_the_embedded_models_prefixes(start_gateway,
+                                                                       tmp_path):
+    """`progressive.detector: mean_logprob` on the real model: fed only the new tokens at
+    each check, its risks are those of the whole prefix recomputed from the logprobs the
+    client received; HALT still judges the whole answer."""
+    path = tmp_path / "policy.yaml"
+    path.write_text(LONG_POLICY)
+    url = start_gateway(Settings(policy_file=str(path)))
+    client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0,
+                           timeout=600)
+    chunks = list(client.chat.completions.create(
+        model=EMBEDDED_MODEL_NAME, max_tokens=48, temperature=0, seed=7, stream=True,
+        logprobs=True, top_logprobs=20,
+        messages=[{"role": "user", "content": "Explain in three sentences how a bicycle "
+                                              "works."}]))
+    verdict = chunks[-1].model_extra["hallgate"]
+    tokens = [t.model_dump() for c in chunks[:-1] for ch in c.choices
+              if ch.logprobs and ch.logprobs.content for t in ch.logprobs.content]
+    report = verdict["progressive"]
+    assert report["cut"] is False and report["tokens_read"] == len(tokens) >= 16
+    every = report["rescore_every"]
+    risks = [RunningStats().add(tokens[:end]).scores()["mean_logprob"]
+             for end in range(every, len(tokens) + 1, every)]
+    assert report["checks"] == len(risks)
+    assert report["max_prefix_risk"] == pytest.approx(max(risks), abs=1e-9)
+    assert report["threshold"] == pytest.approx(0.4317)  # prefix.json, chosen on validation
+    assert set(verdict["detectors"]) >= {"halt", "mean_logprob"}
+    assert verdict["detectors"]["halt"]["risk"] is not None

@@ -1,0 +1,169 @@
+"""Release lag of concurrent progressive streams, and the fast path beside them.
+
+    nice -n 5 .venv/bin/python bench/streaming_lag.py [--streams 32 --tokens 1000 --rate 50]
+
+A fake upstream (tests/fake_upstream.py, its own process) streams ``tokens`` tokens at
+``rate`` tokens/s per stream; each token's text is the wall-clock time it was sent. One
+gateway (its own process) relays ``streams`` concurrent progressive streams (HALT on, the
+running −mean-logprob as the prefix judge, action annotate, W = k = 8). The release lag of
+token j is the time the client received it minus the time the upstream sent token
+min(j + W, T − 1): the hold-back itself is not lag. Reported over all tokens, over the
+body (released while the upstream generates) and over the last W tokens of each answer
+(released after the whole answer's HALT judgement, which the 32 streams, started
+together, all ask for at once). Beside them, one client asks a route
+with every detector off for short JSON answers in a loop; its latency is compared with
+the same loop on the idle gateway just before.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import typer
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.overhead import gateway_command, wait_ready  # noqa: E402
+from bench.streaming_cpu import gateway  # noqa: E402
+from proxy.embedded import free_port, stop_process  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+OFF = {"enabled": False}
+W = K = 8
+
+
+def serve_fake(port: int, tokens: int, rate: float) -> None:
+    """The fake upstream, each streamed token's text the time it was sent."""
+    import uvicorn
+
+    from tests import fake_upstream as fu
+
+    class Timestamped(fu.FakeUpstream):
+        def _token_chunk(self, base, body, index, word, position, top_k):
+            return super()._token_chunk(base, body, index, f" {time.time():.6f}", position,
+                                        top_k)
+
+    fake = Timestamped(fu.Script(text=" ".join(["x"] * tokens), token_delay_s=1.0 / rate))
+    uvicorn.run(fake.app, host="127.0.0.1", port=port, log_level="error", lifespan="off",
+                access_log=False)
+
+
+def policy() -> dict:
+    halt = {"halt": {"enabled": True}, "edfl": OFF, "semantic": OFF}
+    return {"version": 1, "routes": [
+        {"name": "fast", "match": {"header": "fast"}, "profile": "fast"},
+        {"name": "live", "default": True, "profile": "live"}],
+        "profiles": {
+            "fast": {"detectors": halt | {"halt": OFF}, "action": "shadow",
+                     "fail_mode": "open"},
+            "live": {"detectors": {**halt, "mean_logprob": {"enabled": True}},
+                     "streaming": "progressive", "action": "annotate", "fail_mode": "open",
+                     "progressive": {"holdback_tokens": W, "rescore_every": K,
+                                     "detector": "mean_logprob"}}}}
+
+
+async def one_stream(client: httpx.AsyncClient, url: str) -> list[float]:
+    body = {"model": "fake", "stream": True, "messages": [{"role": "user", "content": "go"}]}
+    sent, received = [], []
+    async with client.stream("POST", f"{url}/v1/chat/completions", json=body) as resp:
+        resp.raise_for_status()
+        async for line in resp.aiter_lines():
+            if not line.startswith("data:") or line.strip() == "data: [DONE]":
+                continue
+            now = time.time()
+            for choice in json.loads(line[5:]).get("choices") or ():
+                text = (choice.get("delta") or {}).get("content")
+                if text:
+                    sent.append(float(text))
+                    received.append(now)
+    return [received[j] - sent[min(j + W, len(sent) - 1)] for j in range(len(sent))]
+
+
+async def fast_loop(client: httpx.AsyncClient, url: str, stop: asyncio.Event) -> list[float]:
+    body = {"model": "fake", "max_tokens": 4, "messages": [{"role": "user", "content": "hi"}]}
+    out = []
+    while not stop.is_set():
+        start = time.perf_counter()
+        resp = await client.post(f"{url}/v1/chat/completions", json=body,
+                                 headers={"x-hallgate-route": "fast"})
+        resp.raise_for_status()
+        out.append(time.perf_counter() - start)
+        await asyncio.sleep(0.05)
+    return out
+
+
+async def measure(url: str, streams: int, idle_s: float) -> dict:
+    async with httpx.AsyncClient(timeout=600, limits=httpx.Limits(max_connections=100)) as c:
+        stop = asyncio.Event()
+        idle = asyncio.ensure_future(fast_loop(c, url, stop))
+        await asyncio.sleep(idle_s)
+        stop.set()
+        idle_lat = await idle
+        stop = asyncio.Event()
+        loaded = asyncio.ensure_future(fast_loop(c, url, stop))
+        lags = await asyncio.gather(*(one_stream(c, url) for _ in range(streams)))
+        stop.set()
+        loaded_lat = await loaded
+    lag = np.concatenate([np.array(x) for x in lags]) * 1000
+    body = np.concatenate([np.array(x[:-W]) for x in lags]) * 1000  # released while
+    # the upstream generates; the last W wait for the whole answer's judgement
+    tail = np.concatenate([np.array(x[-W:]) for x in lags]) * 1000
+    return {"streams": streams, "tokens_per_stream": statistics.median(len(x) for x in lags),
+            "lag_p50_ms": float(np.percentile(lag, 50)),
+            "lag_p99_ms": float(np.percentile(lag, 99)),
+            "lag_max_ms": float(lag.max()),
+            "body_lag_p99_ms": float(np.percentile(body, 99)),
+            "body_lag_max_ms": float(body.max()),
+            "tail_lag_p50_ms": float(np.percentile(tail, 50)),
+            "tail_lag_max_ms": float(tail.max()),
+            "fast_idle_p50_ms": 1000 * statistics.median(idle_lat),
+            "fast_idle_p99_ms": 1000 * float(np.percentile(idle_lat, 99)),
+            "fast_loaded_p50_ms": 1000 * statistics.median(loaded_lat),
+            "fast_loaded_p99_ms": 1000 * float(np.percentile(loaded_lat, 99)),
+            "fast_loaded_n": len(loaded_lat)}
+
+
+def main(streams: int = typer.Option(32), tokens: int = typer.Option(1000),
+         rate: float = typer.Option(50.0, help="tokens/s per stream"),
+         idle_s: float = typer.Option(10.0, help="fast-path loop on the idle gateway"),
+         serve_fake_port: int = typer.Option(0, hidden=True)) -> None:
+    if serve_fake_port:
+        serve_fake(serve_fake_port, tokens, rate)
+        return
+    with tempfile.TemporaryDirectory(prefix="hallgate-lag-") as tmp_name, \
+            contextlib.ExitStack() as stack:
+        tmp = Path(tmp_name)
+        fake_port = free_port()
+        fake = subprocess.Popen([sys.executable, __file__, "--serve-fake-port", str(fake_port),
+                                 "--tokens", str(tokens), "--rate", str(rate)], cwd=REPO)
+        stack.callback(stop_process, fake, 10)
+        wait_ready(fake, f"http://127.0.0.1:{fake_port}/v1/models", "fake upstream")
+        (tmp / "policy.yaml").write_text(yaml.safe_dump(policy()))
+        port = free_port()
+        config = {"host": "127.0.0.1", "port": port, "policy_file": str(tmp / "policy.yaml"),
+                  "log_level": "warning", "models": [{
+                      "name": "fake", "provider": "openai", "model": "fake-model",
+                      "api_base": f"http://127.0.0.1:{fake_port}/v1"}]}
+        (tmp / "gateway.yaml").write_text(yaml.safe_dump(config))
+        url = f"http://127.0.0.1:{port}"
+        stack.enter_context(gateway([*gateway_command(), "--config", str(tmp / "gateway.yaml"),
+                                     "--port", str(port)], url, REPO, tmp / "gateway.log"))
+        result = asyncio.run(measure(url, streams, idle_s))
+    print(json.dumps(result, indent=1))
+    print("RESULT " + " ".join(f"{k}={v:.2f}" if isinstance(v, float) else f"{k}={v}"
+                               for k, v in result.items()))
+
+
+if __name__ == "__main__":
+    typer.run(main)
