@@ -1,4 +1,4 @@
-"""Issue 14 #2: with `include_prompt: false` no prompt-derived text reaches the audit log
+"""With `include_prompt: false` no prompt-derived text reaches the audit log
 (EDFL skeletons, sampled answers, the hard rule's escalation reason): hashes and scores
 only. A marker word in the prompt (and in the model's answers) must not appear."""
 

@@ -1,4 +1,4 @@
-"""Issue 14 #4: a global and a per-key in-flight limit. Past a limit the gateway answers
+"""A global and a per-key in-flight limit. Past a limit the gateway answers
 429 in the OpenAI shape with Retry-After at once (it used to queue without bound), the
 upstream never sees more than the limit, and the other clients are served."""
 

@@ -1,4 +1,4 @@
-"""Issue 14 #1: detector CPU work never stalls the event loop. While a 1 MB prompt and a
+"""Detector CPU work never stalls the event loop. While a 1 MB prompt and a
 30,000-message conversation go through the strict route (HALT + EDFL, whose skeleton
 masking took seconds on the loop), /healthz keeps answering in under 100 ms; and EDFL
 reads a bounded view of the prompt (detectors/bounds.py)."""

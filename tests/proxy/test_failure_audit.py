@@ -1,4 +1,4 @@
-"""Issue 14 #7: requests that fail (502, 504, the upstream's 4xx or 429) leave an audit
+"""Requests that fail (502, 504, the upstream's 4xx or 429) leave an audit
 record with their error code; before, only metrics counted them."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Issue 14 #8: the served OpenAPI spec is complete (chat request schema, `route_prefix`,
+"""The served OpenAPI spec is complete (chat request schema, `route_prefix`,
 error responses), and a short, seeded schemathesis run over every operation finds no 5xx
 and only OpenAI-shaped errors. The longer run (docs/OPERATIONS.md):
 

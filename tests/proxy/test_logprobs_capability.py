@@ -1,4 +1,4 @@
-"""Issue 14 #9: models that reject the logprobs parameter (OpenAI o1/o3/o4-mini answer
+"""Models that reject the logprobs parameter (OpenAI o1/o3/o4-mini answer
 400/403) still work through hallgate. With `logprobs: auto` the gateway retries without
 them, remembers it for the model and counts it; HALT reports missing logprobs, EDFL
 samples its labels, and the `black-box` profile judges with semantic + EDFL."""

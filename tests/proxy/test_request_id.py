@@ -1,4 +1,4 @@
-"""Issue 14 #6: a non-UTF-8 x-request-id (bytes 0xFF 0xFE) gave a 500; now such an id is
+"""A non-UTF-8 x-request-id (bytes 0xFF 0xFE) gave a 500; now such an id is
 replaced by a fresh one, and a good id is still echoed."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Issue 14 #3: routing never fails open. An unknown x-hallgate-route value or path prefix
+"""Routing never fails open. An unknown x-hallgate-route value or path prefix
 is a 400 naming the known routes (it used to get the default route, which only
 annotates); paths are normalised (duplicate slashes, case); a key bound to `strict`
 cannot leave it by header, path or override."""

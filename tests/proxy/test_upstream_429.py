@@ -1,4 +1,4 @@
-"""Issue 14 #5: an upstream 429's Retry-After is honoured up to the deadline (it was cut
+"""An upstream 429's Retry-After is honoured up to the deadline (it was cut
 to the backoff cap), and when the gateway gives up the client gets 429 with the
 upstream's Retry-After (it got a 502 without one), so the SDKs' own retries work."""
 
