@@ -18,6 +18,21 @@ from typing import Protocol
 Message = dict  # an OpenAI chat message: {"role": ..., "content": ...}
 
 
+def prompt_text(messages: list[Message]) -> str:
+    """The text of the user turns of OpenAI chat ``messages`` (content parts included)."""
+    parts: list[str] = []
+    for message in messages:
+        if message.get("role") != "user":
+            continue
+        content = message.get("content")
+        if isinstance(content, str):
+            parts.append(content)
+        elif isinstance(content, list):
+            parts += [p.get("text", "") for p in content
+                      if isinstance(p, dict) and p.get("type") == "text"]
+    return "\n\n".join(parts)
+
+
 @dataclass(frozen=True)
 class TokenLogprob:
     """One generated token as OpenAI's ``logprobs.content[i]`` describes it."""

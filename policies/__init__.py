@@ -13,8 +13,9 @@
 Nothing here speaks HTTP; see docs/POLICIES.md for the file format.
 """
 
+from detectors.sampling import prompt_text
 from policies.decision import Decision, DetectorScore, Escalation, decide
-from policies.hard_rule import FactualSignal, apply_hard_rule, factual_signal, prompt_text
+from policies.hard_rule import FactualSignal, apply_hard_rule, factual_signal
 from policies.loader import builtin_profile_names, load_policy, load_policy_text
 from policies.overrides import OverrideError, apply_overrides, knob_header
 from policies.routing import (

@@ -191,21 +191,6 @@ def _is_headline_case(text: str) -> bool:
     return common >= 2 and capitalised / common > 0.5
 
 
-def prompt_text(messages: list[dict]) -> str:
-    """The text of the user turns of OpenAI chat ``messages`` (content parts included)."""
-    parts: list[str] = []
-    for message in messages:
-        if message.get("role") != "user":
-            continue
-        content = message.get("content")
-        if isinstance(content, str):
-            parts.append(content)
-        elif isinstance(content, list):
-            parts += [p.get("text", "") for p in content
-                      if isinstance(p, dict) and p.get("type") == "text"]
-    return "\n\n".join(parts)
-
-
 def apply_hard_rule(policy: Policy, profile: Profile, prompt: str,
                     ) -> tuple[Profile, Escalation | None]:
     """The profile that judges ``prompt`` on a route whose profile is ``profile``.

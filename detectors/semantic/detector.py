@@ -24,6 +24,7 @@ from detectors.protocol import (
     Threshold,
     resolve_threshold,
 )
+from detectors.sampling import prompt_text
 from detectors.semantic.config import SemanticConfig
 from detectors.semantic.gate import SampleSet, SemanticGate
 from detectors.semantic.spec import SemanticSettings
@@ -46,21 +47,6 @@ def sample_instruction(output_constraint: str, prompt: str) -> str | None:
     if output_constraint != "code_or_paragraph":
         return None
     return CODE_INSTRUCTION if _CODE_REQUEST.search(prompt) else PARAGRAPH_INSTRUCTION
-
-
-def prompt_text(messages) -> str:
-    """The text of the user turns of OpenAI chat ``messages`` (content parts included)."""
-    parts: list[str] = []
-    for message in messages:
-        if message.get("role") != "user":
-            continue
-        content = message.get("content")
-        if isinstance(content, str):
-            parts.append(content)
-        elif isinstance(content, list):
-            parts += [p.get("text", "") for p in content
-                      if isinstance(p, dict) and p.get("type") == "text"]
-    return "\n\n".join(parts)
 
 
 def semantic_config(settings: SemanticSettings, profile: ProfileContext,
