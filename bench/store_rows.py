@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests.fake_up
 
 from detectors.halt import HaltScorer  # noqa: E402
 from policies import decide, load_policy_text  # noqa: E402
-from proxy.chat.gating import Answer  # noqa: E402
+from proxy.chat.gate_session import Answer  # noqa: E402
 from proxy.config import Settings  # noqa: E402
 from proxy.store.database import open_database  # noqa: E402
 from proxy.store.ids import new_response_id  # noqa: E402

@@ -16,7 +16,7 @@ from policies import (
     apply_overrides,
     resolve_route,
 )
-from proxy.chat.gating import RequestContext
+from proxy.chat.gate_session import RequestContext
 from proxy.errors import InvalidRequest, PermissionDenied
 
 

@@ -63,7 +63,7 @@ from policies import (
 from policies.answer_kind import note_judged_tool_calls, tool_call_decision
 from policies.schema import progressive_problems
 from proxy.audit import AuditLog, PendingAudit, pending_audit
-from proxy.chat.gating import Answer, GateOutcome, ProgressivePlan, RequestContext
+from proxy.chat.gate_session import Answer, GateOutcome, ProgressivePlan, RequestContext
 from proxy.chat.schemas import ChatCompletionRequest
 from proxy.decision_records import DecisionRecorder
 from proxy.detector_set import DetectorSet

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from proxy.chat import shaping
-from proxy.chat.gating import GateOutcome, GateSession, ProgressivePlan
+from proxy.chat.gate_session import GateOutcome, GateSession, ProgressivePlan
 from proxy.chat.schemas import ChatCompletionRequest
 from proxy.errors import mid_stream_error
 

@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator
 import orjson
 
 from proxy.audit import audit_failure
-from proxy.chat.gating import RequestContext
+from proxy.chat.gate_session import RequestContext
 from proxy.chat.schemas import ChatCompletionRequest
 from proxy.chat.service import ChatService
 from proxy.chat.shaping import DONE_EVENT, sse

@@ -20,7 +20,7 @@ from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 
 from proxy.chat import shaping, tool_calls
-from proxy.chat.gating import Answer, Gatekeeper, GateOutcome, GateSession, RequestContext
+from proxy.chat.gate_session import Answer, Gatekeeper, GateOutcome, GateSession, RequestContext
 from proxy.chat.progressive import ProgressiveStream
 from proxy.chat.schemas import ChatCompletionRequest
 from proxy.errors import InvalidRequest, UpstreamError, mid_stream_error

@@ -8,7 +8,7 @@ import uuid
 
 import orjson
 
-from proxy.chat.gating import Answer, GateOutcome
+from proxy.chat.gate_session import Answer, GateOutcome
 from proxy.chat.tool_calls import ToolCallAccumulator
 from proxy.logprobs import trim_choice_logprobs
 

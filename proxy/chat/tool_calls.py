@@ -24,7 +24,7 @@ import dataclasses
 import json
 from typing import Any
 
-from proxy.chat.gating import Answer, GateOutcome
+from proxy.chat.gate_session import Answer, GateOutcome
 
 STRUCTURED_FORMATS = ("json_object", "json_schema")
 

@@ -13,7 +13,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
-from proxy.chat.gating import RequestContext
+from proxy.chat.gate_session import RequestContext
 from proxy.errors import InvalidRequest, validation_error
 from proxy.guardrail.schemas import GUARDRAIL_PATH, GuardrailRequest
 from proxy.guardrail.service import GuardrailService, PromptCache

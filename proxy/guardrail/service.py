@@ -17,7 +17,7 @@ import logging
 import time
 from collections import OrderedDict
 
-from proxy.chat.gating import Answer, Gatekeeper, GateOutcome, RequestContext
+from proxy.chat.gate_session import Answer, Gatekeeper, GateOutcome, RequestContext
 from proxy.chat.schemas import ChatCompletionRequest
 from proxy.errors import InvalidRequest
 from proxy.guardrail.schemas import GuardrailRequest, GuardrailResponse

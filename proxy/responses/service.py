@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from proxy.chat.gating import RequestContext
+from proxy.chat.gate_session import RequestContext
 from proxy.chat.service import ChatService, StreamPlan
 from proxy.responses import shaping
 from proxy.responses.events import response_events

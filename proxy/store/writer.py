@@ -62,7 +62,7 @@ class Pending:
     key_name: str | None
     messages: list[dict]
     decision: Any  # policies.Decision
-    answer: Any  # proxy.chat.gating.Answer, or None (decided before the answer)
+    answer: Any  # proxy.chat.gate_session.Answer, or None (decided before the answer)
 
 
 class StoreMetrics:

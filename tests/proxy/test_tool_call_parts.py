@@ -1,7 +1,7 @@
 """The pure parts of proxy/chat/tool_calls.py: streamed calls reassembled, replacements
 that would break a tool call or a structured output withheld, structured abstentions."""
 
-from proxy.chat.gating import Answer, GateOutcome
+from proxy.chat.gate_session import Answer, GateOutcome
 from proxy.chat.shaping import StreamAccumulator
 from proxy.chat.tool_calls import fits_format, settle
 
