@@ -165,7 +165,8 @@ def split_records(results: Path, halt: Path | None, seed: int, exclude_pool: boo
 
 
 def build_bundle(results: Path, model: str, out: Path, *, halt: Path | None = None,
-                 thresholds: Path | None = None, description: str = "",
+                 thresholds: Path | None = None, prefix_thresholds: Path | None = None,
+                 description: str = "",
                  alphas: tuple[float, ...] = (0.6, 0.7, 0.8, 0.9),
                  deltas: tuple[float, ...] = (0.1,), seed: int = 0, command: str = "",
                  exclude_pool: bool = True):
@@ -191,6 +192,9 @@ def build_bundle(results: Path, model: str, out: Path, *, halt: Path | None = No
     detectors = _thresholds(json.loads(halt.read_text()) if halt else None,
                             json.loads(thresholds.read_text()) if thresholds else None,
                             {n: c[cal] for n, c in columns.items()}, labels[cal])
+    if prefix_thresholds is not None:  # chosen on validation prefixes for this model
+        for name, entry in json.loads(prefix_thresholds.read_text())["detectors"].items():
+            detectors.setdefault(name, {})["prefix_threshold"] = float(entry["threshold"])
     for name, risks in columns.items():
         entry = detectors.setdefault(name, {})
         entry["quality"] = quality(risks[held], labels[held], sources[held], seed)
@@ -229,6 +233,9 @@ def main(results: Path = typer.Option(..., exists=True, dir_okay=False,
          thresholds: Path | None = typer.Option(
              None, exists=True, dir_okay=False, help="The logprob scores' calibration.json "
              "for this model; none: chosen on the calibration half."),
+         prefix_thresholds: Path | None = typer.Option(
+             None, exists=True, dir_okay=False, help="The logprob scores' prefix.json for "
+             "this model (progressive prefix thresholds); none: their answer thresholds."),
          model: str = typer.Option(..., help="The model name clients send."),
          out: Path = typer.Option(..., help="The bundle directory to write."),
          description: str = typer.Option("", help="Quantisation, serving stack."),
@@ -237,7 +244,7 @@ def main(results: Path = typer.Option(..., exists=True, dir_okay=False,
          seed: int = typer.Option(0)) -> None:
     """Write a calibration bundle for MODEL from a recorded corpus."""
     bundle = build_bundle(results, model, out, halt=halt, thresholds=thresholds,
-                          description=description,
+                          prefix_thresholds=prefix_thresholds, description=description,
                           alphas=tuple(float(a) for a in alphas.split(",")),
                           deltas=tuple(float(d) for d in deltas.split(",")), seed=seed,
                           command="python -m calibration.build " + shlex.join(sys.argv[1:]))
