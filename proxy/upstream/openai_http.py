@@ -18,7 +18,8 @@ seconds waited.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TypeVar
 from urllib.parse import urljoin, urlsplit
 
 import orjson
@@ -106,13 +107,7 @@ class OpenAIHttpUpstream:
         async def attempt(timeout: float) -> dict:
             endpoint, url, hops = self.endpoint, self.url, 0
             while True:
-                try:
-                    resp = await self.client.post(endpoint, payload, timeout)
-                except TimeoutError as exc:
-                    raise RetryableUpstreamError(f"upstream timed out after {timeout:g}s",
-                                                 timed_out=True) from exc
-                except HttpClientError as exc:
-                    raise RetryableUpstreamError(f"connection error: {exc}") from exc
+                resp = await _sent(self.client.post(endpoint, payload, timeout), timeout)
                 if not 300 <= resp.status < 400:
                     break
                 endpoint = self._redirected(endpoint, url, resp, hops)
@@ -127,13 +122,7 @@ class OpenAIHttpUpstream:
         """The stream's response, after any 307/308; a failure status raises."""
         endpoint, url, hops = self.endpoint, self.url, 0
         while True:
-            try:
-                resp = await self.client.open(endpoint, payload, timeout)
-            except TimeoutError as exc:
-                raise RetryableUpstreamError(f"upstream timed out after {timeout:g}s",
-                                             timed_out=True) from exc
-            except HttpClientError as exc:
-                raise RetryableUpstreamError(f"connection error: {exc}") from exc
+            resp = await _sent(self.client.open(endpoint, payload, timeout), timeout)
             if resp.status < 300:
                 return resp
             try:
@@ -246,3 +235,18 @@ def model_tls_context(config: UpstreamModel):
     except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
         raise ValueError(f"model {config.name!r}: cannot load its TLS files "
                          f"(ca_file / client_cert / client_key): {exc}") from exc
+
+
+T = TypeVar("T")
+
+
+async def _sent(request: Awaitable[T], timeout: float) -> T:
+    """The upstream's response to ``request`` (a POST or a stream's opening); a timeout or a
+    connection failure is a retryable upstream error."""
+    try:
+        return await request
+    except TimeoutError as exc:
+        raise RetryableUpstreamError(f"upstream timed out after {timeout:g}s",
+                                     timed_out=True) from exc
+    except HttpClientError as exc:
+        raise RetryableUpstreamError(f"connection error: {exc}") from exc
