@@ -36,6 +36,7 @@ import typer
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from detectors.halt.adapter import logprob_matrix  # noqa: E402
+from detectors.halt.causal import CAUSAL_NAME, CHECKPOINT_DIR, load_causal  # noqa: E402
 from detectors.halt.checkpoint import default_checkpoint_path  # noqa: E402
 from detectors.halt.data import read_records  # noqa: E402
 from detectors.halt.metrics import auroc  # noqa: E402
@@ -88,6 +89,22 @@ def meanlp_risks(mats: Sequence[np.ndarray]) -> np.ndarray:
     return s / (1.0 + s)
 
 
+def causal_risks_of(model):
+    """Causal HALT's risk of each (T, 20) matrix (its whole-prefix judgement: what its
+    stream carries after the matrix's last row). mats -> (N,)."""
+    import torch
+
+    from detectors.halt.data import collate
+    from detectors.halt.features import halt_input
+
+    @torch.no_grad()
+    def risks(mats: Sequence[np.ndarray]) -> np.ndarray:
+        x, lengths = collate([halt_input(m) for m in mats])
+        logits = model.prefix_logits(x).gather(1, (lengths - 1).view(-1, 1)).squeeze(1)
+        return torch.sigmoid(logits).double().numpy()
+    return risks
+
+
 def check_points(n_tokens: int, every: int) -> list[int]:
     """Prefix lengths the gateway scores while streaming: every, 2·every, ... ≤ n_tokens."""
     return list(range(every, n_tokens + 1, every))
@@ -129,33 +146,40 @@ def _auroc_cell(scores: np.ndarray, labels: np.ndarray) -> str:
     return f"{value:.3f} [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else f"{value:.3f} [–]"
 
 
-def auroc_table(scorer: HaltScorer, test: Sequence[Answer]) -> tuple[list[str], dict]:
-    """Markdown rows (pooled, mean per source, each source) × prefix, and headline numbers."""
+def auroc_table(scorer: HaltScorer, test: Sequence[Answer], causal=None,
+                ) -> tuple[list[str], dict]:
+    """Markdown rows (pooled, mean per source, each source) × prefix, and headline numbers;
+    ``causal`` (mats -> risks) adds causal HALT's column."""
     labels = np.array([a.label for a in test])
     sources = np.array([a.source for a in test])
     names = sorted(set(sources))
-    rows = ["| prefix | rows | HALT AUROC [95% CI] | −mean-logprob AUROC [95% CI] |",
-            "|---|---|---|---|"]
+    columns = ["HALT", "−mean-logprob"] + (["causal HALT"] if causal else [])
+    rows = ["| prefix | rows | " + " | ".join(f"{c} AUROC [95% CI]" for c in columns) + " |",
+            "|---|---|" + "---|" * len(columns)]
     headline = {}
     for k in PREFIXES:
-        halt, base = prefix_risks(scorer, test, k), neg_mean_logprob(test, k)
+        scores = [prefix_risks(scorer, test, k), neg_mean_logprob(test, k)]
+        if causal:
+            scores.append(causal([a.logprobs if k is None else a.logprobs[:k] for a in test]))
         tag = "full" if k is None else str(k)
         longer = (f"{sum(len(a.logprobs) > k for a in test)} longer than k" if k
                   else "whole answers")
         rows.append(f"| {tag} | pooled, {len(test)} ({longer}) | "
-                    f"{_auroc_cell(halt, labels)} | {_auroc_cell(base, labels)} |")
-        per = [(auroc(halt[sources == s], labels[sources == s]),
-                auroc(base[sources == s], labels[sources == s])) for s in names]
-        finite = [p for p in per if np.isfinite(p[0])]
-        rows.append(f"| {tag} | mean of per-source | {np.mean([p[0] for p in finite]):.3f} | "
-                    f"{np.mean([p[1] for p in finite]):.3f} |")
+                    + " | ".join(_auroc_cell(x, labels) for x in scores) + " |")
+        means = []
+        for x in scores:
+            per = [auroc(x[sources == s], labels[sources == s]) for s in names]
+            means.append(float(np.mean([p for p in per if np.isfinite(p)])))
+        rows.append(f"| {tag} | mean of per-source | "
+                    + " | ".join(f"{m:.3f}" for m in means) + " |")
         for s in names:
             m = sources == s
             rows.append(f"| {tag} | {s}, {int(m.sum())} ({int((labels[m] == 0).sum())} "
-                        f"correct) | {_auroc_cell(halt[m], labels[m])} | "
-                        f"{_auroc_cell(base[m], labels[m])} |")
-        headline[f"halt_auroc_{tag}"] = auroc(halt, labels)
-        headline[f"meanlp_auroc_{tag}"] = auroc(base, labels)
+                        "correct) | " + " | ".join(_auroc_cell(x[m], labels[m])
+                                                   for x in scores) + " |")
+        for key, x, mean in zip(("halt", "meanlp", "causal"), scores, means, strict=False):
+            headline[f"{key}_auroc_{tag}"] = auroc(x, labels)
+            headline[f"{key}_source_auroc_{tag}"] = mean
     return rows, headline
 
 
@@ -235,10 +259,14 @@ def main(rescore_every: int = typer.Option(8, help="tokens between two prefix ch
     meta_path = default_checkpoint_path().with_suffix(".json")
     meta = json.loads(meta_path.read_text())
     scorer = HaltScorer.load_default()
+    causal_ckpt = load_causal()
+    causal = causal_risks_of(causal_ckpt.model)
     data = data_dir / TRAINING_FILE
     test = load_answers(data, meta["split"]["test_ids"])
     val = load_answers(data, meta["split"]["val_ids"])
-    rows, headline = auroc_table(scorer, test)
+    if causal_ckpt.meta["split"]["test_ids"] != meta["split"]["test_ids"]:
+        raise SystemExit("the causal checkpoint was not tested on HALT's test split")
+    rows, headline = auroc_table(scorer, test, causal)
     print("\n".join(rows))
     prefix = choose_threshold(scorer, val, rescore_every)
     print(json.dumps(prefix, indent=1))
@@ -249,21 +277,29 @@ def main(rescore_every: int = typer.Option(8, help="tokens between two prefix ch
     print("mean_logprob prefix stream:", json.dumps(meanlp, indent=1))
     meanlp_cuts = simulate_cuts(scorer, test, rescore_every, holdback, meanlp["threshold"],
                                 meanlp_risks)
+    causal_prefix = choose_threshold(scorer, val, rescore_every, causal)
+    print("causal HALT prefix stream:", json.dumps(causal_prefix, indent=1))
+    causal_cuts = simulate_cuts(scorer, test, rescore_every, holdback,
+                                causal_prefix["threshold"], causal)
     corpus_fields = {}
     if (recording / "results.jsonl").exists():
         corpus = load_corpus(recording)
-        rows, corpus_headline = auroc_table(scorer, corpus)
+        rows, corpus_headline = auroc_table(scorer, corpus, causal)
         print(f"\nrecorded corpus ({recording.name}): {len(corpus)} answers, "
               f"{sum(a.label == 0 for a in corpus)} correct")
         print("\n".join(rows))
         at_halt = simulate_cuts(scorer, corpus, rescore_every, holdback, prefix["threshold"])
         at_meanlp = simulate_cuts(scorer, corpus, rescore_every, holdback,
                                   meanlp["threshold"], meanlp_risks)
+        at_causal = simulate_cuts(scorer, corpus, rescore_every, holdback,
+                                  causal_prefix["threshold"], causal)
         corpus_fields = {**{f"corpus_{k}": v for k, v in corpus_headline.items()},
                          **{f"corpus_halt_{k[5:]}": v for k, v in at_halt.items()
                             if k != "test_full_false_abstain"},
                          "corpus_full_false_abstain": at_halt["test_full_false_abstain"],
                          **{f"corpus_meanlp_{k[5:]}": v for k, v in at_meanlp.items()
+                            if k != "test_full_false_abstain"},
+                         **{f"corpus_causal_{k[5:]}": v for k, v in at_causal.items()
                             if k != "test_full_false_abstain"},
                          "n_corpus": len(corpus)}
     if write_checkpoint:
@@ -271,10 +307,17 @@ def main(rescore_every: int = typer.Option(8, help="tokens between two prefix ch
         meta_path.write_text(json.dumps(meta, indent=1, sort_keys=False) + "\n")
         PREFIX_FILE.write_text(json.dumps({"detectors": {"mean_logprob": meanlp}}, indent=1)
                                + "\n")
+        causal_path = (CHECKPOINT_DIR / CAUSAL_NAME).with_suffix(".json")
+        causal_meta = json.loads(causal_path.read_text())
+        causal_meta["prefix"] = {**causal_prefix, "test": causal_cuts}
+        causal_path.write_text(json.dumps(causal_meta, indent=1) + "\n")
     fields = {**headline, "prefix_threshold": prefix["threshold"],
               "rescore_every": rescore_every, "holdback": holdback, **cuts,
               "meanlp_prefix_threshold": meanlp["threshold"],
               **{f"meanlp_{k}": v for k, v in meanlp_cuts.items()
+                 if k != "test_full_false_abstain"},
+              "causal_prefix_threshold": causal_prefix["threshold"],
+              **{f"causal_{k}": v for k, v in causal_cuts.items()
                  if k != "test_full_false_abstain"},
               "n_test": len(test), "n_val": len(val), **corpus_fields}
     print("RESULT " + " ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}"

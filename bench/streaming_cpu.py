@@ -14,6 +14,9 @@ process) has one route per streaming mode; every profile enables HALT and uses a
                   HALT judges the whole answer at the end
     progressive-<detector>  (--prefix-detector, repeatable) progressive with that detector
                   enabled too and named as the prefix judge (`progressive.detector`)
+    alone-<detector>  (--alone, repeatable) progressive with that detector the only one:
+                  its prefix stream's state is also the whole answer's judgement (causal
+                  HALT, the logprob scores), so nothing re-reads the answer
 
 The gateway's CPU (user + system of its process tree, from /proc) is read before and after
 each streamed answer, requests one at a time and interleaved across routes, so the shared
@@ -46,7 +49,8 @@ REPO = Path(__file__).resolve().parent.parent
 OFF = {"enabled": False}
 
 
-def policy(holdback: int, every: int, prefix_detectors: list[str]) -> dict:
+def policy(holdback: int, every: int, prefix_detectors: list[str],
+           alone: list[str] = ()) -> dict:
     halt = {"halt": {"enabled": True}, "edfl": OFF, "semantic": OFF}
     knobs = {"holdback_tokens": holdback, "rescore_every": every}
     profiles = {mode: {"detectors": halt, "streaming": mode, "action": "annotate",
@@ -58,6 +62,11 @@ def policy(holdback: int, every: int, prefix_detectors: list[str]) -> dict:
             "detectors": {**halt, det: {"enabled": True}}, "streaming": "progressive",
             "progressive": {**knobs, "detector": det}, "action": "annotate",
             "combine": {"mode": "any"}, "fail_mode": "open"}
+    for det in alone:
+        profiles[f"alone-{det}"] = {
+            "detectors": {**halt, "halt": OFF, det: {"enabled": True}},
+            "streaming": "progressive", "progressive": {**knobs, "detector": det},
+            "action": "annotate", "fail_mode": "open"}
     routes = [{"name": name, "match": {"header": name}, "profile": name} for name in profiles]
     routes.append({"name": "default", "default": True, "profile": "buffer"})
     return {"version": 1, "routes": routes, "profiles": profiles}
@@ -102,6 +111,8 @@ def main(lengths: str = typer.Option("128,512,2048,4096", help="answer lengths (
          every: int = typer.Option(8, help="k: progressive.rescore_every"),
          prefix_detector: list[str] = typer.Option([], help="also: progressive with this "
                                                    "prefix judge (e.g. mean_logprob)"),
+         alone: list[str] = typer.Option([], help="also: progressive with this detector "
+                                         "alone, its own final judge (e.g. halt_causal)"),
          halt_prefix: bool = typer.Option(True, help="measure the HALT-prefix progressive "
                                           "route (its CPU grows with T²)"),
          checkout: Path = typer.Option(REPO, help="the hallgate build whose gateway is "
@@ -109,14 +120,14 @@ def main(lengths: str = typer.Option("128,512,2048,4096", help="answer lengths (
          json_out: Path = typer.Option(REPO / "runs" / "bench_streaming_cpu.json")) -> None:
     sizes = [int(x) for x in lengths.split(",")]
     routes = ["passthrough", "buffer", *(["progressive"] if halt_prefix else []),
-              *(f"progressive-{d}" for d in prefix_detector)]
+              *(f"progressive-{d}" for d in prefix_detector), *(f"alone-{d}" for d in alone)]
     fake = FakeUpstream(Script(latency_s=0.0)).serve_in_thread()
     cpu: dict[tuple[str, int], list[float]] = {}
     with tempfile.TemporaryDirectory(prefix="hallgate-streaming-cpu-") as tmp_name, \
             contextlib.ExitStack() as stack:
         tmp = Path(tmp_name)
         (tmp / "policy.yaml").write_text(yaml.safe_dump(policy(holdback, every,
-                                                               prefix_detector)))
+                                                               prefix_detector, alone)))
         port = free_port()
         config = {"host": "127.0.0.1", "port": port, "policy_file": str(tmp / "policy.yaml"),
                   "log_level": "warning", "models": [{
@@ -146,18 +157,19 @@ def main(lengths: str = typer.Option("128,512,2048,4096", help="answer lengths (
     fake.stop()
     med = {k: statistics.median(v) for k, v in cpu.items()}
     header = "| answer length | " + " | ".join(routes) + " | " + " | ".join(
-        f"{r} / buffer" for r in routes if r.startswith("progressive")) + " |"
+        f"{r} / buffer" for r in routes if r.startswith(("progressive", "alone"))) + " |"
     print(header)
     print("|" + "---|" * (header.count("|") - 1))
     result = {}
     for n in sizes:
         cells = [f"{1000 * med[r, n]:,.0f} ms" for r in routes]
-        ratios = [med[r, n] / med["buffer", n] for r in routes if r.startswith("progressive")]
+        ratios = [med[r, n] / med["buffer", n] for r in routes
+                  if r.startswith(("progressive", "alone"))]
         print(f"| {n:,} tokens | " + " | ".join(cells) + " | "
               + " | ".join(f"{x:.1f}x" for x in ratios) + " |")
         for r in routes:
             result[f"{r.replace('-', '_')}_ms_{n}"] = 1000 * med[r, n]
-            if r.startswith("progressive"):
+            if r.startswith(("progressive", "alone")):
                 result[f"{r.replace('-', '_')}_over_buffer_{n}"] = med[r, n] / med["buffer", n]
     json_out.parent.mkdir(parents=True, exist_ok=True)
     json_out.write_text(json.dumps({"cpu_s": {f"{r}@{n}": v for (r, n), v in cpu.items()},

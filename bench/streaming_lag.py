@@ -4,15 +4,21 @@
 
 A fake upstream (tests/fake_upstream.py, its own process) streams ``tokens`` tokens at
 ``rate`` tokens/s per stream; each token's text is the wall-clock time it was sent. One
-gateway (its own process) relays ``streams`` concurrent progressive streams (HALT on, the
-running −mean-logprob as the prefix judge, action annotate, W = k = 8). The release lag of
+gateway (its own process) relays ``streams`` concurrent progressive streams (action
+annotate, W = k = 8) under each profile of ``--judges`` in turn, alternating for
+``--rounds``: ``mean_logprob`` (the running −mean-logprob judges the prefixes, the
+bidirectional HALT and mean_logprob judge the whole answer: HALT re-reads it) and
+``halt_causal`` (causal HALT judges the prefixes and, from its carried state, the whole
+answer: nothing is re-read). The release lag of
 token j is the time the client received it minus the time the upstream sent token
 min(j + W, T − 1): the hold-back itself is not lag. Reported over all tokens, over the
 body (released while the upstream generates) and over the last W tokens of each answer
 (released after the whole answer's HALT judgement, which the 32 streams, started
 together, all ask for at once). Beside them, one client asks a route
 with every detector off for short JSON answers in a loop; its latency is compared with
-the same loop on the idle gateway just before.
+the same loop on the idle gateway just before. Also reported per round: the gateway's CPU
+(user + system, /proc) while the streams ran, as a share of one core, and the machine's
+1-minute load average (the CPU is shared: lag follows what the other processes take).
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -59,24 +66,38 @@ def serve_fake(port: int, tokens: int, rate: float) -> None:
                 access_log=False)
 
 
+JUDGES = {  # the prefix judge -> the profile's detectors
+    "mean_logprob": {"halt": {"enabled": True}, "mean_logprob": {"enabled": True}},
+    "halt_causal": {"halt": OFF, "halt_causal": {"enabled": True}},
+}
+
+
 def policy() -> dict:
-    halt = {"halt": {"enabled": True}, "edfl": OFF, "semantic": OFF}
+    off = {"halt": OFF, "edfl": OFF, "semantic": OFF}
+
+    def live(judge: str) -> dict:
+        return {"detectors": {**off, **JUDGES[judge]}, "streaming": "progressive",
+                "action": "annotate", "fail_mode": "open",
+                "progressive": {"holdback_tokens": W, "rescore_every": K, "detector": judge}}
     return {"version": 1, "routes": [
         {"name": "fast", "match": {"header": "fast"}, "profile": "fast"},
-        {"name": "live", "default": True, "profile": "live"}],
-        "profiles": {
-            "fast": {"detectors": halt | {"halt": OFF}, "action": "shadow",
-                     "fail_mode": "open"},
-            "live": {"detectors": {**halt, "mean_logprob": {"enabled": True}},
-                     "streaming": "progressive", "action": "annotate", "fail_mode": "open",
-                     "progressive": {"holdback_tokens": W, "rescore_every": K,
-                                     "detector": "mean_logprob"}}}}
+        *({"name": j, "match": {"header": j}, "profile": j} for j in JUDGES),
+        {"name": "default", "default": True, "profile": "fast"}],
+        "profiles": {"fast": {"detectors": off, "action": "shadow", "fail_mode": "open"},
+                     **{j: live(j) for j in JUDGES}}}
 
 
-async def one_stream(client: httpx.AsyncClient, url: str) -> list[float]:
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of process ``pid`` so far (/proc/PID/stat, clock ticks)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def one_stream(client: httpx.AsyncClient, url: str, judge: str) -> list[float]:
     body = {"model": "fake", "stream": True, "messages": [{"role": "user", "content": "go"}]}
     sent, received = [], []
-    async with client.stream("POST", f"{url}/v1/chat/completions", json=body) as resp:
+    async with client.stream("POST", f"{url}/v1/chat/completions", json=body,
+                             headers={"x-hallgate-route": judge}) as resp:
         resp.raise_for_status()
         async for line in resp.aiter_lines():
             if not line.startswith("data:") or line.strip() == "data: [DONE]":
@@ -103,23 +124,37 @@ async def fast_loop(client: httpx.AsyncClient, url: str, stop: asyncio.Event) ->
     return out
 
 
-async def measure(url: str, streams: int, idle_s: float) -> dict:
+async def measure(url: str, streams: int, idle_s: float, judges: list[str], rounds: int,
+                  pid: int) -> list[dict]:
+    out = []
     async with httpx.AsyncClient(timeout=600, limits=httpx.Limits(max_connections=100)) as c:
         stop = asyncio.Event()
         idle = asyncio.ensure_future(fast_loop(c, url, stop))
         await asyncio.sleep(idle_s)
         stop.set()
         idle_lat = await idle
-        stop = asyncio.Event()
-        loaded = asyncio.ensure_future(fast_loop(c, url, stop))
-        lags = await asyncio.gather(*(one_stream(c, url) for _ in range(streams)))
-        stop.set()
-        loaded_lat = await loaded
+        for _ in range(rounds):
+            for judge in judges:
+                stop = asyncio.Event()
+                load = os.getloadavg()[0]
+                cpu, start = cpu_seconds(pid), time.perf_counter()
+                loaded = asyncio.ensure_future(fast_loop(c, url, stop))
+                lags = await asyncio.gather(*(one_stream(c, url, judge)
+                                              for _ in range(streams)))
+                stop.set()
+                share = (cpu_seconds(pid) - cpu) / (time.perf_counter() - start)
+                out.append({"judge": judge, **summary(lags, idle_lat, await loaded),
+                            "gateway_cpu_share": share,
+                            "load1": (load + os.getloadavg()[0]) / 2})
+    return out
+
+
+def summary(lags: list[list[float]], idle_lat: list[float], loaded_lat: list[float]) -> dict:
     lag = np.concatenate([np.array(x) for x in lags]) * 1000
     body = np.concatenate([np.array(x[:-W]) for x in lags]) * 1000  # released while
     # the upstream generates; the last W wait for the whole answer's judgement
     tail = np.concatenate([np.array(x[-W:]) for x in lags]) * 1000
-    return {"streams": streams, "tokens_per_stream": statistics.median(len(x) for x in lags),
+    return {"streams": len(lags), "tokens_per_stream": statistics.median(len(x) for x in lags),
             "lag_p50_ms": float(np.percentile(lag, 50)),
             "lag_p99_ms": float(np.percentile(lag, 99)),
             "lag_max_ms": float(lag.max()),
@@ -137,6 +172,9 @@ async def measure(url: str, streams: int, idle_s: float) -> dict:
 def main(streams: int = typer.Option(32), tokens: int = typer.Option(1000),
          rate: float = typer.Option(50.0, help="tokens/s per stream"),
          idle_s: float = typer.Option(10.0, help="fast-path loop on the idle gateway"),
+         judges: list[str] = typer.Option(list(JUDGES), "--judge", help="prefix judges "
+                                          "(profiles), measured in turn"),
+         rounds: int = typer.Option(1, help="rounds over the judges (alternating)"),
          serve_fake_port: int = typer.Option(0, hidden=True)) -> None:
     if serve_fake_port:
         serve_fake(serve_fake_port, tokens, rate)
@@ -157,12 +195,22 @@ def main(streams: int = typer.Option(32), tokens: int = typer.Option(1000),
                       "api_base": f"http://127.0.0.1:{fake_port}/v1"}]}
         (tmp / "gateway.yaml").write_text(yaml.safe_dump(config))
         url = f"http://127.0.0.1:{port}"
-        stack.enter_context(gateway([*gateway_command(), "--config", str(tmp / "gateway.yaml"),
-                                     "--port", str(port)], url, REPO, tmp / "gateway.log"))
-        result = asyncio.run(measure(url, streams, idle_s))
-    print(json.dumps(result, indent=1))
-    print("RESULT " + " ".join(f"{k}={v:.2f}" if isinstance(v, float) else f"{k}={v}"
-                               for k, v in result.items()))
+        proc = stack.enter_context(gateway([*gateway_command(), "--config",
+                                            str(tmp / "gateway.yaml"), "--port", str(port)],
+                                           url, REPO, tmp / "gateway.log"))
+        results = asyncio.run(measure(url, streams, idle_s, judges, rounds, proc.pid))
+    for result in results:
+        print(json.dumps(result))
+    fields = {}
+    for judge in judges:
+        mine = [r for r in results if r["judge"] == judge]
+        for key in ("lag_p99_ms", "body_lag_p99_ms", "tail_lag_p50_ms", "fast_loaded_p99_ms",
+                    "gateway_cpu_share", "load1"):
+            values = [r[key] for r in mine]
+            fields[f"{judge}_{key}"] = "/".join(f"{v:.2f}" for v in values)
+    fields["fast_idle_p50_ms"] = f"{results[0]['fast_idle_p50_ms']:.2f}"
+    fields["fast_idle_p99_ms"] = f"{results[0]['fast_idle_p99_ms']:.2f}"
+    print("RESULT " + " ".join(f"{k}={v}" for k, v in fields.items()))
 
 
 if __name__ == "__main__":

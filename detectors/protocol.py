@@ -9,6 +9,8 @@
     judgement = await det.judge_prefix(tokens, threshold)  # progressive streams (optional)
     stream = open_prefix_stream(det, threshold)            # one streamed answer's prefixes
     judgement = await stream.feed(new_tokens)              # only the tokens since the last
+    judgement = await stream.finish(rest)                  # the whole answer, when the
+                                                           # stream's state is its judgement
 
 A :class:`Judgement` is the one result type: ``risk`` in [0, 1] (higher = riskier),
 ``verdict``, the :class:`Threshold` behind the verdict and where it came from, the
@@ -207,6 +209,18 @@ class PrefixStream(Protocol):
     async def feed(self, tokens: Sequence[dict]) -> Judgement:
         """The judgement of the whole prefix so far, given only the tokens that arrived
         since the previous call."""
+
+
+@runtime_checkable
+class FinishingPrefixStream(Protocol):
+    """A :class:`PrefixStream` whose carried state is also the whole answer's judgement:
+    the answer-time judgement reads only the tokens the stream has not seen."""
+
+    async def feed(self, tokens: Sequence[dict]) -> Judgement: ...
+
+    async def finish(self, tokens: Sequence[dict]) -> Judgement:
+        """The judgement of the whole answer (against the detector's answer threshold, as
+        its ``judge`` would give), given the tokens since the last :meth:`feed`."""
 
 
 @runtime_checkable

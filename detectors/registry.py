@@ -21,6 +21,7 @@ from detectors.protocol import DetectorSpec
 # The built-in detectors: "module:attribute" of a DetectorSpec or a tuple of them.
 BUILTIN: tuple[str, ...] = (
     "detectors.halt.spec:SPEC",
+    "detectors.halt.spec:CAUSAL_SPEC",
     "detectors.edfl.spec:SPEC",
     "detectors.semantic.spec:SPEC",
     "detectors.logprob_stats.spec:SPECS",

@@ -71,6 +71,43 @@ def train(
                           indent=1))
 
 
+@app.command("train-causal")
+def train_causal(
+    data: Path = typer.Option(DEFAULT_DATA_DIR / "halt_smollm2_dev.jsonl.gz", "--data",
+                              help="JSONL(.gz) answers with logprobs (the HALT data)."),
+    split_from: Path = typer.Option(None, "--split-from", help="Checkpoint JSON whose "
+                                    "validation and test ids are kept out of training "
+                                    "(default: the shipped bidirectional checkpoint)."),
+    out: Path = typer.Option(None, "--out", help="Directory (default: the package's "
+                             "checkpoints)."),
+    epochs: int = typer.Option(30, help="Maximum epochs (early stopping may end sooner)."),
+    seed: int = typer.Option(42, help="Seed of the weights and the batch order."),
+    threads: int = typer.Option(1, help="torch threads (the dev machine has 2 cores)."),
+) -> None:
+    """Train causal HALT (forward-only, judged at every prefix) on the split of the
+    bidirectional checkpoint; save it with its validation and test metrics."""
+    import torch
+
+    from detectors.halt.causal import CAUSAL_NAME, CHECKPOINT_DIR
+    from detectors.halt.causal_train import CausalTrainConfig
+    from detectors.halt.checkpoint import default_checkpoint_path
+    from detectors.halt.pipeline import run_causal_training
+
+    torch.set_num_threads(threads)
+
+    def show(row: dict) -> None:
+        typer.echo(f"epoch {row['epoch']:3d} loss {row['train_loss']:.3f} val AUROC "
+                   f"8/16/32/full {row['val_auroc_8']:.3f} {row['val_auroc_16']:.3f} "
+                   f"{row['val_auroc_32']:.3f} {row['val_auroc_full']:.3f} "
+                   f"{row['seconds']:.0f}s")
+
+    summary = run_causal_training(
+        data, split_from or default_checkpoint_path().with_suffix(".json"),
+        out or CHECKPOINT_DIR, CAUSAL_NAME, CausalTrainConfig(max_epochs=epochs, seed=seed),
+        _command_line(), on_epoch=show)
+    typer.echo(json.dumps(summary, indent=1))
+
+
 @app.command("eval")
 def evaluate(
     checkpoint: Path = typer.Option(..., "--checkpoint", help="NAME.pt (NAME.json beside it)."),

@@ -1,4 +1,6 @@
-"""What a profile does with an answer that calls tools (``Profile.tool_calls``).
+"""Kinds of answers: what a profile does with an answer that calls tools
+(``Profile.tool_calls``), and the kind of text answer a request asks for (which decides
+where progressive cuts apply, ``progressive.cut_on``).
 
 A tool call is a request to run something, not a claim about the world: it has no text
 and, from OpenAI, no logprobs. Judged like text it would fail closed on every strict
@@ -16,16 +18,60 @@ evidence). So:
     if decision is None:        # no tool calls, or `judge`: run the detectors
         decision = decide(...)
         decision = note_judged_tool_calls(decision, answer_calls, text=..., tokens=...)
+
+The kind of text answer is read from the request, before its first token (so a stream
+pays no delay for it):
+
+    short_answer  the last user message asks for a short answer in so many words ("Answer
+                  with a short phrase.", "Answer with just the number.", "in one word"),
+                  or ``max_tokens`` is at most SHORT_ANSWER_MAX_TOKENS: the answers the
+                  prefix thresholds were chosen on (docs/HALT.md: every validation prompt
+                  carries such a directive; its answers are at most 48 tokens)
+    other         everything else: long-form writing, explanations, chat, and questions
+                  without a directive; the prefix thresholds were not validated there
+
+    kind = request_kind(messages, max_tokens=64)     # "short_answer"
 """
 
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Sequence
+from typing import Literal
 
 from detectors.verdict import Verdict
 from policies.decision import Decision, Escalation
 from policies.schema import Profile
+
+TextKind = Literal["short_answer", "other"]
+TEXT_KINDS: tuple[str, ...] = ("short_answer", "other")
+SHORT_ANSWER_MAX_TOKENS = 64  # an answer capped this short is a short answer
+# "Answer with a short phrase.", "Reply in one word", "Answer with just the number.",
+# "Give only the name": a directive that bounds the answer's length
+SHORT_DIRECTIVE = re.compile(
+    r"\b(?:answer|reply|respond|give)\s+(?:with|in|using)?\s*(?:just|only)?\s*"
+    r"(?:a|an|one|the|a\s+single)?\s*(?:short\s+phrase|single\s+word|one\s+word|word|"
+    r"few\s+words|number|name|date|year|yes\s+or\s+no)\b"
+    r"|\bin\s+(?:one|a\s+single|a\s+few)\s+words?\b", re.IGNORECASE)
+
+
+def _last_user_text(messages: Sequence[dict]) -> str:
+    for message in reversed(messages):
+        if message.get("role") == "user":
+            content = message.get("content")
+            if isinstance(content, str):
+                return content
+            return " ".join(part.get("text", "") for part in content or ()
+                            if isinstance(part, dict))
+    return ""
+
+
+def request_kind(messages: Sequence[dict], max_tokens: int | None = None) -> TextKind:
+    """The kind of text answer a request asks for (see the module docstring)."""
+    if max_tokens is not None and max_tokens <= SHORT_ANSWER_MAX_TOKENS:
+        return "short_answer"
+    return "short_answer" if SHORT_DIRECTIVE.search(_last_user_text(messages)) else "other"
 
 
 def call_names(calls: Sequence[dict]) -> str:

@@ -52,7 +52,7 @@ class Escalation:
 Status = Literal["ok", "error", "missing_logprobs"]
 
 
-_SHORT_KEYS = ("reason", "reasons", "error", "threshold", "threshold_source")
+_SHORT_KEYS = ("reason", "reasons", "error", "threshold", "threshold_source", "streamed_state")
 
 
 @dataclass(frozen=True)

@@ -227,7 +227,13 @@ class ProgressiveKnobs(_Strict):
     # bench/halt_prefix.py), else its answer threshold
     detector: str | None = None  # the prefix judge, an enabled detector that judges
     # prefixes; None = the first enabled one in registry order. HALT re-reads the prefix
-    # at every check (CPU ~ T²/k); the logprob scores carry running sums (CPU ~ T)
+    # at every check (CPU ~ T²/k); the logprob scores and causal HALT carry their state
+    # (CPU ~ T)
+    cut_on: tuple[Literal["short_answer", "other"], ...] | None = None  # the answer kinds
+    # (policies/answer_kind.py, read from the request) whose streams a prefix may cut;
+    # another kind streams without cuts (checked and reported, never cut) and the whole
+    # answer's judgement decides. None = every kind. The prefix thresholds were chosen on
+    # short answers only: [short_answer] keeps cuts where they were validated
 
 
 # --------------------------------------------------------------------------- profile

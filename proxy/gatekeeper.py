@@ -41,6 +41,7 @@ from detectors.protocol import (
     Cost,
     Detector,
     Exchange,
+    FinishingPrefixStream,
     Judgement,
     MissingLogprobs,
     PrefixJudge,
@@ -60,7 +61,7 @@ from policies import (
     decide,
     prompt_text,
 )
-from policies.answer_kind import note_judged_tool_calls, tool_call_decision
+from policies.answer_kind import note_judged_tool_calls, request_kind, tool_call_decision
 from policies.schema import progressive_problems
 from proxy.audit import AuditLog, PendingAudit, pending_audit
 from proxy.chat.gate_session import Answer, GateOutcome, ProgressivePlan, RequestContext
@@ -156,7 +157,8 @@ class PolicyGatekeeper:
                 and bundle.combiner.detectors() <= set(profile.detectors.enabled())):
             combiner = bundle.combiner  # the model's own fit
         return PolicySession(self, route.name, profile, escalation, messages,
-                             self.registry.get(model), ctx, model, combiner, bundle)
+                             self.registry.get(model), ctx, model, combiner, bundle,
+                             max_tokens=request.max_completion_tokens or request.max_tokens)
 
 
 class CutFirst(Exception):
@@ -178,8 +180,10 @@ async def _measured(work: Awaitable[Any]) -> tuple[Any, float]:
 class PolicySession:
     def __init__(self, keeper: PolicyGatekeeper, route: str, profile: Profile, escalation,
                  messages: list[dict], upstream: Upstream, ctx: RequestContext, model: str,
-                 combiner: Any = None, bundle: Bundle | None = None):
+                 combiner: Any = None, bundle: Bundle | None = None,
+                 max_tokens: int | None = None):
         self.keeper, self.route, self.profile = keeper, route, profile
+        self.max_tokens = max_tokens  # the request's answer cap (the answer kind reads it)
         self.escalation, self.messages, self.upstream = escalation, messages, upstream
         self.ctx, self.model, self.combiner = ctx, model, combiner
         self.response_id = new_response_id()  # the client's id for this answer
@@ -208,6 +212,7 @@ class PolicySession:
         self._prefix: tuple[str, Any, Threshold] | None = None
         self._uncertified: list[str] = []  # detectors with no threshold for target_risk
         self._prefix_stream: PrefixStream | None = None
+        self._prefix_fed = 0  # answer tokens the prefix stream has read
         for name, det in self.bound.items():
             work = det.start(self._exchange(name))
             if work is not None:
@@ -308,7 +313,7 @@ class PolicySession:
             started, start_ms = await asyncio.shield(task)  # prompt_verdict may share it
             if isinstance(started, BaseException):
                 return started
-        work = det.judge(self._exchange(name), answer, started)
+        work = self._streamed(name, answer) or det.judge(self._exchange(name), answer, started)
         # a detector that did its work at prompt time and reads no answer only packages
         # its result now: its span and timing are the prompt-time ones
         if task is None or det.needs.answer:
@@ -372,9 +377,13 @@ class PolicySession:
                 if value is not None and threshold.source != "profile":
                     threshold = Threshold(value, "calibrated")
                 self._prefix = (name, det, threshold)
+                kind = request_kind(self.messages, self.max_tokens)
+                cuts_kind = knobs.cut_on is None or kind in knobs.cut_on
                 return ProgressivePlan(knobs.holdback_tokens, knobs.rescore_every,
-                                       threshold.value, cut=self.profile.action == "abstain",
-                                       detector=name)
+                                       threshold.value,
+                                       cut=self.profile.action == "abstain" and cuts_kind,
+                                       detector=name, answer_kind=kind,
+                                       kind_uncut=not cuts_kind)
         return None
 
     def _prompt_time(self) -> list[str]:
@@ -409,8 +418,20 @@ class PolicySession:
         name, det, threshold = self._prefix
         if self._prefix_stream is None:
             self._prefix_stream = open_prefix_stream(det, threshold)
+        self._prefix_fed += len(tokens)
         result, _ = await self._timed(f"{name}_prefix", self._prefix_stream.feed(tokens))
         return None if isinstance(result, BaseException) else result
+
+    def _streamed(self, name: str, answer: AnswerView) -> Awaitable[Judgement] | None:
+        """The whole answer's judgement of ``name`` from its prefix stream's carried state
+        (only the tokens the stream has not read), when that stream read this answer."""
+        stream, fed = self._prefix_stream, self._prefix_fed
+        if (self._prefix is None or self._prefix[0] != name or fed == 0
+                or not isinstance(stream, FinishingPrefixStream)
+                or not answer.tokens or len(answer.tokens) < fed):
+            return None
+        self._prefix_stream = None  # its state is consumed by this judgement
+        return stream.finish(answer.tokens[fed:])
 
     async def judge_cut(self, answer: Answer, judgement: Judgement) -> GateOutcome:
         """The decision of a stream cut at a prefix: the prefix judgement decides (combine

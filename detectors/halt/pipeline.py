@@ -112,3 +112,41 @@ def run_evaluation(checkpoint: str | Path, data: Sequence[str | Path], out: str 
             "per_source": {k: v for k, v in report["halt"].items() if isinstance(v, dict)},
             "baseline_per_source": {k: v for k, v in report["mean_logprob_baseline"].items()
                                     if isinstance(v, dict)}}
+
+
+def run_causal_training(data: str | Path, split_from: str | Path, out: str | Path, name: str,
+                        train_config, command: str,
+                        on_epoch: Callable[[dict], None] | None = None) -> dict:
+    """Causal HALT on ``data``, split as the checkpoint JSON ``split_from`` was (its
+    validation and test ids; the rest trains); test AUROC at every prefix of
+    detectors/halt/causal_train.py's PREFIXES, saved with the weights."""
+    from detectors.halt import metrics
+    from detectors.halt.causal import CausalConfig, save_causal
+    from detectors.halt.causal_train import PREFIXES, prefix_risks, train_causal
+
+    split = json.loads(Path(split_from).read_text())["split"]
+    examples = load_examples([data])
+    by_id = {e.id: e for e in examples}
+    val = [by_id[i] for i in split["val_ids"] if i in by_id]
+    test = [by_id[i] for i in split["test_ids"] if i in by_id]
+    held = set(split["val_ids"]) | set(split["test_ids"])
+    train = [e for e in examples if e.id not in held]
+    result = train_causal(train, val, CausalConfig(), train_config, on_epoch)
+    labels = [e.label for e in test]
+    test_metrics = {f"test_auroc_{'full' if k is None else k}":
+                    metrics.auroc(prefix_risks(result.model, test, k), labels)
+                    for k in PREFIXES}
+    meta = {"upstream_model": json.loads(Path(split_from).read_text()).get("upstream_model"),
+            "parameters": count_parameters(result.model),
+            "metrics": {**test_metrics, "best_epoch": result.best_epoch,
+                        "epochs_run": len(result.history), "train_seconds": result.seconds,
+                        "torch_threads": torch.get_num_threads(), "val": result.val},
+            "train_config": train_config.to_dict(),
+            "data": [os.path.relpath(data)],
+            "split": {"from": os.path.relpath(split_from), "sizes": [len(train), len(val),
+                                                                     len(test)],
+                      "val_ids": [e.id for e in val], "test_ids": [e.id for e in test]},
+            "command": command, "history": result.history}
+    weights = save_causal(Path(out), name, result.model, result.threshold, meta)
+    return {"checkpoint": os.path.relpath(weights), "kb": round(weights.stat().st_size / 1024),
+            **meta["metrics"]}

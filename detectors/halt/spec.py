@@ -23,3 +23,24 @@ SPEC = DetectorSpec(
     report_always=True,
     per_model=True,
 )
+
+
+class CausalHaltSettings(ThresholdedSettings):
+    """Causal HALT: a forward-only GRU over the same features, its state carried across a
+    stream's checks (each token read once) and reused as the whole answer's judgement."""
+
+    enabled: bool = False
+    # threshold: risk >= threshold -> abstain; None = the whole-answer threshold tuned on
+    # validation and stored with the causal checkpoint
+
+
+CAUSAL_SPEC = DetectorSpec(
+    name="halt_causal",
+    settings=CausalHaltSettings,
+    needs=Needs(answer_logprobs=True),
+    load=lazy("detectors.halt.causal_detector:CausalHaltPlugin.load_default"),
+    description="causal HALT: a forward-only GRU over the answer's top-20 token logprobs "
+                "(constant work per streamed token)",
+    judges_prefixes=True,
+    per_model=True,
+)

@@ -96,19 +96,24 @@ class LogprobStatDetector:
 
     def open_prefix_stream(self, threshold: Threshold) -> LogprobStatStream:
         """A streamed answer's prefixes, each token read once (running sums)."""
-        return LogprobStatStream(self.name, threshold)
+        return LogprobStatStream(self.name, threshold, self.threshold())
 
 
 class LogprobStatStream:
     """:class:`detectors.protocol.PrefixStream` of one answer: the running sums of
     :class:`stats.RunningStats`, so a check costs the new tokens only."""
 
-    def __init__(self, name: str, threshold: Threshold):
+    def __init__(self, name: str, threshold: Threshold, answer_threshold: Threshold):
         self.name, self.threshold = name, threshold
+        self.answer_threshold = answer_threshold  # what the whole answer's judgement uses
         self.state = stats.RunningStats()
 
     async def feed(self, tokens: Sequence[dict]) -> Judgement:
         return judgement(self.name, self.state.add(tokens), self.threshold)
+
+    async def finish(self, tokens: Sequence[dict]) -> Judgement:
+        """The whole answer's judgement from the running sums (the rest folded in)."""
+        return judgement(self.name, self.state.add(tokens), self.answer_threshold)
 
 
 @dataclass(frozen=True)

@@ -58,6 +58,9 @@ class ProgressivePlan:
     threshold: float  # prefix risk >= this crosses
     cut: bool  # the stream may be cut (action abstain); annotate/shadow only report
     detector: str = ""  # the detector that judges the prefixes
+    answer_kind: str = ""  # the kind of answer the request asks for (policies/answer_kind)
+    kind_uncut: bool = False  # that kind is outside the profile's `progressive.cut_on`:
+    # checked and reported, never cut; the whole answer's judgement decides
 
 
 class GateSession(Protocol):

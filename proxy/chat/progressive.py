@@ -257,10 +257,13 @@ class ProgressiveStream:
             "cut": cut_reason is not None, "tokens_read": self.read,
             "released_tokens": self.released, "holdback_tokens": self.plan.holdback_tokens,
             "rescore_every": self.plan.rescore_every, "threshold": self.plan.threshold,
-            "checks": len(self.checks),
+            "checks": len(self.checks), "answer_kind": self.plan.answer_kind,
             "max_prefix_risk": max((r for _, r in self.checks), default=None)}
         if cut_reason is not None:
             report.update(cut_at_token=self.read, reason=cut_reason)
-        elif self.crossed is not None:  # annotate / shadow: reported, never cut
+        elif self.crossed is not None:  # annotate / shadow / a kind not cut: reported
             report["would_cut_at_token"] = self.crossed[0]
+        if self.plan.kind_uncut:
+            report["cuts_off"] = (f"answer kind '{self.plan.answer_kind}' is not in the "
+                                  "profile's progressive.cut_on")
         outcome.metadata["progressive"] = report

@@ -62,3 +62,55 @@ def test_an_unknown_tool_calls_mode_is_a_load_error_naming_the_key():
         load_policy_text("routes:\n  - {name: d, default: true, profile: p}\nprofiles:\n"
                          "  p:\n    tool_calls: sometimes\n", "policy.yaml")
     assert "profiles.p.tool_calls" in str(info.value) and "policy.yaml:5" in str(info.value)
+
+
+def user(text: str) -> list[dict]:
+    return [{"role": "system", "content": "Be brief."}, {"role": "user", "content": text}]
+
+
+@pytest.mark.parametrize("text", [
+    "when was the last time anyone was on the moon? Answer with a short phrase.",
+    "What is 59 - 73? Answer with just the number.",
+    "Evidence: ...\nQuestion: Which mine came first?\nAnswer with a short phrase.",
+    "Capital of France? Reply in one word.",
+])
+def test_a_request_that_asks_for_a_short_answer_is_a_short_answer(text):
+    from policies.answer_kind import request_kind
+
+    assert request_kind(user(text)) == "short_answer"
+
+
+@pytest.mark.parametrize("text", [
+    "Write four sentences about the history of the Roman Empire.",
+    "Explain in five sentences how a bicycle works.",
+    "Who wrote Hamlet?",  # no directive: not what the prefix thresholds were chosen on
+    "",
+])
+def test_anything_else_is_other_unless_max_tokens_keeps_it_short(text):
+    from policies.answer_kind import SHORT_ANSWER_MAX_TOKENS, request_kind
+
+    assert request_kind(user(text)) == "other"
+    assert request_kind(user(text), max_tokens=1000) == "other"
+    assert request_kind(user(text), max_tokens=SHORT_ANSWER_MAX_TOKENS) == "short_answer"
+
+
+def test_the_last_user_message_decides_and_content_parts_are_read():
+    from policies.answer_kind import request_kind
+
+    parts = [{"role": "user", "content": [{"type": "text", "text": "Answer with one word."}]}]
+    assert request_kind(parts) == "short_answer"
+    assert request_kind([*parts, {"role": "assistant", "content": "ok"},
+                         {"role": "user", "content": "Now write a poem."}]) == "other"
+
+
+def test_cut_on_takes_known_kinds_only():
+    policy = load_policy_text(
+        "routes:\n  - {name: d, default: true, profile: p}\nprofiles:\n  p:\n"
+        "    detectors: {halt: {enabled: true}}\n    streaming: progressive\n"
+        "    progressive: {cut_on: [short_answer]}\n")
+    assert policy.profiles["p"].progressive.cut_on == ("short_answer",)
+    with pytest.raises(PolicyError) as err:
+        load_policy_text(
+            "routes:\n  - {name: d, default: true, profile: p}\nprofiles:\n  p:\n"
+            "    streaming: progressive\n    progressive: {cut_on: [essays]}\n")
+    assert "cut_on" in str(err.value)
