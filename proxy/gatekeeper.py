@@ -383,7 +383,8 @@ class PolicySession:
                                        threshold.value,
                                        cut=self.profile.action == "abstain" and cuts_kind,
                                        detector=name, answer_kind=kind,
-                                       kind_uncut=not cuts_kind)
+                                       kind_uncut=not cuts_kind,
+                                       holds_tail=self.profile.action == "abstain")
         return None
 
     def _prompt_time(self) -> list[str]:

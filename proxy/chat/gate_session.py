@@ -61,6 +61,9 @@ class ProgressivePlan:
     answer_kind: str = ""  # the kind of answer the request asks for (policies/answer_kind)
     kind_uncut: bool = False  # that kind is outside the profile's `progressive.cut_on`:
     # checked and reported, never cut; the whole answer's judgement decides
+    holds_tail: bool = True  # the last W tokens wait for the whole answer's judgement
+    # (it may withhold them: action abstain); False: they go out when the upstream ends
+    # and the judgement follows in the verdict chunk (annotate, shadow)
 
 
 class GateSession(Protocol):

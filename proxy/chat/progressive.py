@@ -8,7 +8,8 @@ the prefix judge's risk (HALT, a logprob score) rises.
            the verdict chunk (``hallgate.progressive``: cut at which token, why), [DONE]
     end of the answer: the whole answer is judged (GateSession.judge) *before* the held
     tail goes out; an abstention then cuts at the last token, otherwise the tail, the
-    verdict chunk and [DONE] follow.
+    verdict chunk and [DONE] follow. Where the judgement cannot withhold the answer
+    (action annotate or shadow) the tail goes out first and the verdict follows.
 
 Prompt-only gates (EDFL) run from the start of the request; no token is released before
 they have answered, and when they abstain first the upstream stream is closed before
@@ -209,7 +210,13 @@ class ProgressiveStream:
             yield data
 
     async def _finish(self) -> AsyncIterator[bytes]:
-        """The upstream finished: judge the whole answer, then release or cut."""
+        """The upstream finished: judge the whole answer, then release or cut. A profile
+        whose judgement cannot withhold the answer (annotate, shadow) releases the held
+        tail first: the client does not wait for a judgement that changes nothing it
+        reads."""
+        if not self.plan.holds_tail:
+            for data in self._releasable(final=True):
+                yield data
         outcome = await self.session.judge(self.acc.answers())
         self.gate_passed = True  # judge() has waited for every gate
         if outcome.abstain:

@@ -30,3 +30,96 @@ def test_refusal_chunks_end_the_choice_without_content():
     assert first["object"] == "chat.completion.chunk" and first["id"] == "c"
     opening, _ = refusal_chunks({}, "No.", with_role=True)
     assert opening["choices"][0]["delta"] == {"role": "assistant", "refusal": "No."}
+
+
+class SlowJudge:
+    """A GateSession whose whole-answer judgement waits until the test lets it answer."""
+
+    response_id, streaming_mode, headers, reads_logprobs = "c", "progressive", {}, True
+
+    def __init__(self):
+        import asyncio
+
+        self.judging, self.answer = asyncio.Event(), asyncio.Event()
+
+    async def prompt_verdict(self):
+        return None
+
+    async def feed_prefix(self, tokens):
+        return None
+
+    async def judge(self, answers):
+        from proxy.chat.gate_session import GateOutcome
+
+        self.judging.set()
+        await self.answer.wait()
+        return GateOutcome(metadata={})
+
+    async def aclose(self):
+        return None
+
+
+def content_of(events: list[bytes]) -> str:
+    import json
+
+    text = []
+    for event in events:
+        body = event.decode().removeprefix("data: ").strip()
+        if body != "[DONE]":
+            text += [(c.get("delta") or {}).get("content") or ""
+                     for c in json.loads(body).get("choices") or ()]
+    return "".join(text)
+
+
+def released_before_the_judgement(holds_tail: bool) -> tuple[str, str]:
+    """(content sent while the whole answer was being judged, all content)."""
+    import asyncio
+
+    import msgspec
+
+    from proxy.chat.gate_session import ProgressivePlan
+    from proxy.chat.progressive import ProgressiveStream
+    from proxy.chat.schemas import ChatCompletionRequest
+
+    words = [f" w{i}" for i in range(20)]
+    chunks = [chunk({"content": w}, [{"token": w, "logprob": -0.1, "top_logprobs": []}])
+              for w in words]
+    req = msgspec.convert({"model": "m", "messages": [{"role": "user", "content": "q"}]},
+                          ChatCompletionRequest)
+    plan = ProgressivePlan(holdback_tokens=8, rescore_every=8, threshold=0.5, cut=False,
+                           holds_tail=holds_tail)
+
+    async def rest():
+        for c in chunks[1:]:
+            yield c
+
+    async def tail(outcome, usage):
+        yield b"data: [DONE]\n\n"
+
+    async def run():
+        session = SlowJudge()
+        events: list[bytes] = []
+        stream = ProgressiveStream(req, session, plan, chunks[0], rest(), tail)
+
+        async def consume():
+            async for data in stream.events():
+                events.append(data)
+        task = asyncio.ensure_future(consume())
+        await session.judging.wait()
+        await asyncio.sleep(0.01)  # anything released before the judgement is out by now
+        during = content_of(events)
+        session.answer.set()
+        await task
+        return during, content_of(events)
+    return asyncio.run(run())
+
+
+def test_a_judgement_that_can_withhold_the_answer_holds_its_last_w_tokens():
+    during, whole = released_before_the_judgement(holds_tail=True)
+    assert whole == "".join(f" w{i}" for i in range(20))
+    assert during == "".join(f" w{i}" for i in range(12))  # W = 8 held for the judgement
+
+
+def test_a_judgement_that_cannot_withhold_it_waits_behind_the_whole_answer():
+    during, whole = released_before_the_judgement(holds_tail=False)
+    assert during == whole == "".join(f" w{i}" for i in range(20))
