@@ -1,22 +1,31 @@
 """Release lag of concurrent progressive streams, and the fast path beside them.
 
     nice -n 5 .venv/bin/python bench/streaming_lag.py [--streams 32 --tokens 1000 --rate 50]
+        [--judge none --judge mean_logprob --judge halt_causal] [--rounds 2]
+        [--action annotate|abstain]
 
 A fake upstream (tests/fake_upstream.py, its own process) streams ``tokens`` tokens at
 ``rate`` tokens/s per stream; each token's text is the wall-clock time it was sent. One
-gateway (its own process) relays ``streams`` concurrent progressive streams (action
-annotate, W = k = 8) under each profile of ``--judges`` in turn, alternating for
-``--rounds``: ``mean_logprob`` (the running −mean-logprob judges the prefixes, the
-bidirectional HALT and mean_logprob judge the whole answer: HALT re-reads it) and
-``halt_causal`` (causal HALT judges the prefixes and, from its carried state, the whole
-answer: nothing is re-read). The release lag of
-token j is the time the client received it minus the time the upstream sent token
-min(j + W, T − 1): the hold-back itself is not lag. Reported over all tokens, over the
-body (released while the upstream generates) and over the last W tokens of each answer
-(released after the whole answer's HALT judgement, which the 32 streams, started
-together, all ask for at once). Beside them, one client asks a route
-with every detector off for short JSON answers in a loop; its latency is compared with
-the same loop on the idle gateway just before. Also reported per round: the gateway's CPU
+gateway (its own process) relays ``streams`` concurrent streams, started together, under
+each profile of ``--judge`` in turn, alternating for ``--rounds``:
+
+    none          the baseline: every detector off, each token relayed as it comes
+    mean_logprob  progressive, W = k = 8; the running −mean-logprob judges the prefixes;
+                  the bidirectional HALT and mean_logprob judge the whole answer (HALT
+                  re-reads it)
+    halt_causal   progressive, W = k = 8; causal HALT judges the prefixes and, from its
+                  carried state, the whole answer (nothing is re-read)
+
+``--action annotate``: nothing is cut and the held tail goes out when the upstream ends;
+``--action abstain`` (every threshold 1.0, so nothing is cut or withheld): the last W
+tokens wait for the whole answer's judgement, which could withhold them.
+
+The release lag of token j is the time the client received it minus the time the
+upstream sent token min(j + W, T − 1) (W = 0 for the baseline): the hold-back itself is
+not lag. Reported over all tokens, over the body (released while the upstream generates)
+and over the last W tokens of each answer (the tail). Beside the streams, one client asks
+a route with every detector off for short JSON answers in a loop; its latency is compared
+with the same loop on the idle gateway just before. Also per round: the gateway's CPU
 (user + system, /proc) while the streams ran, as a share of one core, and the machine's
 1-minute load average (the CPU is shared: lag follows what the other processes take).
 """
@@ -67,18 +76,27 @@ def serve_fake(port: int, tokens: int, rate: float) -> None:
 
 
 JUDGES = {  # the prefix judge -> the profile's detectors
+    "none": {},  # the baseline: every detector off, so the gateway relays at once
     "mean_logprob": {"halt": {"enabled": True}, "mean_logprob": {"enabled": True}},
     "halt_causal": {"halt": OFF, "halt_causal": {"enabled": True}},
 }
 
 
-def policy() -> dict:
+def policy(action: str = "annotate") -> dict:
+    """``action: abstain`` with every threshold at 1.0: nothing is cut or withheld, but
+    the last W tokens wait for the whole answer's judgement, which could withhold them."""
     off = {"halt": OFF, "edfl": OFF, "semantic": OFF}
+    never = 1.0 if action == "abstain" else None
 
     def live(judge: str) -> dict:
-        return {"detectors": {**off, **JUDGES[judge]}, "streaming": "progressive",
-                "action": "annotate", "fail_mode": "open",
-                "progressive": {"holdback_tokens": W, "rescore_every": K, "detector": judge}}
+        if judge == "none":
+            return {"detectors": off, "action": "shadow", "fail_mode": "open"}
+        detectors = {name: {**knobs, **({"threshold": never} if never and knobs.get("enabled")
+                                        else {})} for name, knobs in JUDGES[judge].items()}
+        return {"detectors": {**off, **detectors}, "streaming": "progressive",
+                "action": action, "fail_mode": "open",
+                "progressive": {"holdback_tokens": W, "rescore_every": K, "detector": judge,
+                                "threshold": never}}
     return {"version": 1, "routes": [
         {"name": "fast", "match": {"header": "fast"}, "profile": "fast"},
         *({"name": j, "match": {"header": j}, "profile": j} for j in JUDGES),
@@ -108,7 +126,8 @@ async def one_stream(client: httpx.AsyncClient, url: str, judge: str) -> list[fl
                 if text:
                     sent.append(float(text))
                     received.append(now)
-    return [received[j] - sent[min(j + W, len(sent) - 1)] for j in range(len(sent))]
+    held = 0 if judge == "none" else W  # the baseline holds nothing back
+    return [received[j] - sent[min(j + held, len(sent) - 1)] for j in range(len(sent))]
 
 
 async def fast_loop(client: httpx.AsyncClient, url: str, stop: asyncio.Event) -> list[float]:
@@ -175,6 +194,9 @@ def main(streams: int = typer.Option(32), tokens: int = typer.Option(1000),
          judges: list[str] = typer.Option(list(JUDGES), "--judge", help="prefix judges "
                                           "(profiles), measured in turn"),
          rounds: int = typer.Option(1, help="rounds over the judges (alternating)"),
+         action: str = typer.Option("annotate", help="the profiles' action: annotate (the "
+                                    "tail is released when the upstream ends) or abstain "
+                                    "(thresholds 1.0; the tail waits for the judgement)"),
          serve_fake_port: int = typer.Option(0, hidden=True)) -> None:
     if serve_fake_port:
         serve_fake(serve_fake_port, tokens, rate)
@@ -187,7 +209,7 @@ def main(streams: int = typer.Option(32), tokens: int = typer.Option(1000),
                                  "--tokens", str(tokens), "--rate", str(rate)], cwd=REPO)
         stack.callback(stop_process, fake, 10)
         wait_ready(fake, f"http://127.0.0.1:{fake_port}/v1/models", "fake upstream")
-        (tmp / "policy.yaml").write_text(yaml.safe_dump(policy()))
+        (tmp / "policy.yaml").write_text(yaml.safe_dump(policy(action)))
         port = free_port()
         config = {"host": "127.0.0.1", "port": port, "policy_file": str(tmp / "policy.yaml"),
                   "log_level": "warning", "models": [{
@@ -201,7 +223,7 @@ def main(streams: int = typer.Option(32), tokens: int = typer.Option(1000),
         results = asyncio.run(measure(url, streams, idle_s, judges, rounds, proc.pid))
     for result in results:
         print(json.dumps(result))
-    fields = {}
+    fields = {"action": action}
     for judge in judges:
         mine = [r for r in results if r["judge"] == judge]
         for key in ("lag_p99_ms", "body_lag_p99_ms", "tail_lag_p50_ms", "fast_loaded_p99_ms",

@@ -338,7 +338,7 @@ class PolicySession:
             return self._outcome(unjudged, answers)
         view = AnswerView(primary.text, primary.tokens)
         judging = dict(self.bound)
-        if primary.tokens:
+        if primary.tokens and not self._judged_by_stream():
             judging.update(self.reporting)
         found = await asyncio.gather(*(self._judgement(n, d, view) for n, d in judging.items()))
         results = {n: self._calibrated(n, r) for n, r in zip(judging, found, strict=True)}
@@ -422,6 +422,12 @@ class PolicySession:
         self._prefix_fed += len(tokens)
         result, _ = await self._timed(f"{name}_prefix", self._prefix_stream.feed(tokens))
         return None if isinstance(result, BaseException) else result
+
+    def _judged_by_stream(self) -> bool:
+        """A progressive stream's prefix judge has read the answer and its carried state
+        judges it whole: the report-only detectors (``report_always``) are then left out,
+        since reporting them would re-read the answer the profile chose not to re-read."""
+        return self._prefix_fed > 0 and isinstance(self._prefix_stream, FinishingPrefixStream)
 
     def _streamed(self, name: str, answer: AnswerView) -> Awaitable[Judgement] | None:
         """The whole answer's judgement of ``name`` from its prefix stream's carried state

@@ -48,11 +48,13 @@ def test_the_final_judgement_is_the_streams_state_and_equals_the_json_one(gatewa
     assert content == "".join(WORDS) and not refusal  # annotate: never cut
     streamed = verdict["detectors"]["halt_causal"]
     assert streamed["streamed_state"] is True  # no second pass over the answer
+    assert "halt" not in verdict["detectors"]  # report-only HALT would re-read it
     assert verdict["progressive"]["checks"] == len(WORDS) // 8
     client = openai.OpenAI(base_url=f"{gateway}/v1", api_key="x", max_retries=0)
     whole = client.chat.completions.create(model="fake", messages=QUESTION)
     judged = whole.model_extra["hallgate"]["detectors"]["halt_causal"]
     assert judged["streamed_state"] is False
+    assert "halt" in whole.model_extra["hallgate"]["detectors"]  # reported, as always
     assert streamed["risk"] == pytest.approx(judged["risk"], abs=1e-6)
     assert streamed["threshold"] == judged["threshold"]
 
