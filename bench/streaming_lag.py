@@ -9,7 +9,9 @@ A fake upstream (tests/fake_upstream.py, its own process) streams ``tokens`` tok
 gateway (its own process) relays ``streams`` concurrent streams, started together, under
 each profile of ``--judge`` in turn, alternating for ``--rounds``:
 
-    none          the baseline: every detector off, each token relayed as it comes
+    none          the baseline: every detector off, each token relayed as it comes, with
+                  its top-20 logprobs (asked by the client), so the fake upstream and the
+                  gateway move the same bytes as on the progressive routes
     mean_logprob  progressive, W = k = 8; the running −mean-logprob judges the prefixes;
                   the bidirectional HALT and mean_logprob judge the whole answer (HALT
                   re-reads it)
@@ -113,6 +115,8 @@ def cpu_seconds(pid: int) -> float:
 
 async def one_stream(client: httpx.AsyncClient, url: str, judge: str) -> list[float]:
     body = {"model": "fake", "stream": True, "messages": [{"role": "user", "content": "go"}]}
+    if judge == "none":  # the baseline relays the same top-20 logprobs (progressive strips
+        body.update(logprobs=True, top_logprobs=20)  # them for a client that did not ask)
     sent, received = [], []
     async with client.stream("POST", f"{url}/v1/chat/completions", json=body,
                              headers={"x-hallgate-route": judge}) as resp:
