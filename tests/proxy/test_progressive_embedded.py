@@ -99,3 +99,53 @@ def test_the_running_mean_logprob_judges_the_embedded_models_prefixes(start_gate
     assert report["threshold"] == pytest.approx(0.4317)  # prefix.json, chosen on validation
     assert set(verdict["detectors"]) >= {"halt", "mean_logprob"}
     assert verdict["detectors"]["halt"]["risk"] is not None
+
+
+CAUSAL_POLICY = """
+version: 1
+routes:
+  - {name: causal, default: true, profile: causal}
+profiles:
+  causal:
+    detectors: {halt: {enabled: false}, halt_causal: {enabled: true, threshold: 1.0}}
+    streaming: progressive
+    progressive: {detector: halt_causal, cut_on: [short_answer]}  # prefix threshold: the
+    action: abstain  # checkpoint's (chosen on validation); the whole answer always passes
+"""
+
+
+def test_causal_halt_reads_each_token_once_and_long_form_is_not_cut(start_gateway, tmp_path):
+    """`progressive.detector: halt_causal` with `cut_on: [short_answer]` on the real model:
+    a long-form request is checked but never cut; every check's risk is the causal
+    stream's over the logprobs the client received, and the whole answer's judgement is
+    that stream's state after the last token (no second pass, no report-only HALT)."""
+    from detectors.halt.adapter import logprob_matrix
+    from detectors.halt.causal import CausalStream, CompiledCausal, load_causal
+
+    path = tmp_path / "policy.yaml"
+    path.write_text(CAUSAL_POLICY)
+    url = start_gateway(Settings(policy_file=str(path)))
+    client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0,
+                           timeout=600)
+    chunks = list(client.chat.completions.create(
+        model=EMBEDDED_MODEL_NAME, max_tokens=80, temperature=0, seed=7, stream=True,
+        logprobs=True, top_logprobs=20,
+        messages=[{"role": "user", "content": "Write four sentences about the history of "
+                                              "the Roman Empire."}]))
+    verdict = chunks[-1].model_extra["hallgate"]
+    report = verdict["progressive"]
+    assert report["answer_kind"] == "other" and "cuts_off" in report
+    assert report["cut"] is False and verdict["decision"] == "answer"
+    assert report["threshold"] == pytest.approx(load_causal().prefix_threshold)
+    tokens = [t.model_dump() for c in chunks[:-1] for ch in c.choices
+              if ch.logprobs and ch.logprobs.content for t in ch.logprobs.content]
+    assert report["tokens_read"] == len(tokens) >= 16
+    every = report["rescore_every"]
+    stream = CausalStream(CompiledCausal(load_causal().model))
+    mat = logprob_matrix(tokens).values
+    risks = [stream.feed(mat[end - every:end]) for end in range(every, len(mat) + 1, every)]
+    assert report["max_prefix_risk"] == pytest.approx(max(risks), abs=1e-6)
+    final = stream.feed(mat[len(risks) * every:])
+    judged = verdict["detectors"]["halt_causal"]
+    assert judged["streamed_state"] is True and "halt" not in verdict["detectors"]
+    assert judged["risk"] == pytest.approx(final, abs=1e-6)
