@@ -60,7 +60,7 @@ from policies import (
     decide,
     prompt_text,
 )
-from policies.answer_kind import note_judged_tool_calls, tool_call_decision
+from policies.answer_kind import judges_forced_call, note_judged_tool_calls, tool_call_decision
 from policies.schema import progressive_problems
 from proxy.audit import AuditLog, PendingAudit, pending_audit
 from proxy.chat.gate_session import Answer, GateOutcome, ProgressivePlan, RequestContext
@@ -156,7 +156,8 @@ class PolicyGatekeeper:
                 and bundle.combiner.detectors() <= set(profile.detectors.enabled())):
             combiner = bundle.combiner  # the model's own fit
         return PolicySession(self, route.name, profile, escalation, messages,
-                             self.registry.get(model), ctx, model, combiner, bundle)
+                             self.registry.get(model), ctx, model, combiner, bundle,
+                             start_now=judges_forced_call(profile, request.tool_choice))
 
 
 class CutFirst(Exception):
@@ -178,7 +179,7 @@ async def _measured(work: Awaitable[Any]) -> tuple[Any, float]:
 class PolicySession:
     def __init__(self, keeper: PolicyGatekeeper, route: str, profile: Profile, escalation,
                  messages: list[dict], upstream: Upstream, ctx: RequestContext, model: str,
-                 combiner: Any = None, bundle: Bundle | None = None):
+                 combiner: Any = None, bundle: Bundle | None = None, start_now: bool = True):
         self.keeper, self.route, self.profile = keeper, route, profile
         self.escalation, self.messages, self.upstream = escalation, messages, upstream
         self.ctx, self.model, self.combiner = ctx, model, combiner
@@ -208,11 +209,20 @@ class PolicySession:
         self._prefix: tuple[str, Any, Threshold] | None = None
         self._uncertified: list[str] = []  # detectors with no threshold for target_risk
         self._prefix_stream: PrefixStream | None = None
-        for name, det in self.bound.items():
-            work = det.start(self._exchange(name))
-            if work is not None:
-                self._started[name] = asyncio.ensure_future(
-                    self._timed(name, work))
+        # prompt-time work starts with the request, unless the answer must call a tool
+        # the profile does not judge: then only an answer that disobeys starts it
+        self._start_late = not start_now
+        if start_now:
+            for name, det in self.bound.items():
+                self._start(name, det)
+
+    def _start(self, name: str, det: Detector) -> asyncio.Future | None:
+        """``det``'s prompt-time work, started as a task (None: it has none)."""
+        work = det.start(self._exchange(name))
+        if work is None:
+            return None
+        task = self._started[name] = asyncio.ensure_future(self._timed(name, work))
+        return task
 
     def _bind_bundle(self, bundle: Bundle) -> None:
         """The bundle's own plug-ins (HALT on its weights) in place of the gateway's."""
@@ -302,6 +312,8 @@ class PolicySession:
                          ) -> Judgement | BaseException:
         """``det``'s judgement with its cost, or the exception it raised."""
         task = self._started.get(name)
+        if task is None and self._start_late and name in self.bound:
+            task = self._start(name, det)
         start_ms = 0.0
         started = None
         if task is not None:
