@@ -221,7 +221,9 @@ class PolicySession:
         work = det.start(self._exchange(name))
         if work is None:
             return None
-        task = self._started[name] = asyncio.ensure_future(self._timed(name, work))
+        # a detector that also reads the answer is observed once, when it has judged it
+        task = self._started[name] = asyncio.ensure_future(
+            self._timed(name, work, "prompt", observe=not det.needs.answer))
         return task
 
     def _bind_bundle(self, bundle: Bundle) -> None:
@@ -297,12 +299,14 @@ class PolicySession:
         stats = self._stats.setdefault(name, SamplerStats())
         return Exchange(self.messages, UpstreamSampler(self.upstream, stats), self.model)
 
-    async def _timed(self, name: str, work: Awaitable[Any]) -> tuple[Any, float]:
-        """One detector phase in its span, observed in the metrics; (result or exception,
-        ms). A failure is logged and counted (missing logprobs is no failure)."""
-        start = time.perf_counter()
-        result, ms = await _measured(traced_detector(name, work))
-        self.keeper.metrics.detector_seconds.labels(name).observe(time.perf_counter() - start)
+    async def _timed(self, name: str, work: Awaitable[Any], phase: str = "answer", *,
+                     observe: bool = True, earlier_ms: float = 0.0) -> tuple[Any, float]:
+        """One detector phase in its span; (result or exception, ms). ``observe``: the
+        detector's latency (this phase plus ``earlier_ms`` of its prompt phase) goes to the
+        metrics. A failure is logged and counted (missing logprobs is no failure)."""
+        result, ms = await _measured(traced_detector(name, work, phase))
+        if observe:
+            self.keeper.metrics.detector_seconds.labels(name).observe((ms + earlier_ms) / 1e3)
         if isinstance(result, Exception) and not isinstance(result, MissingLogprobs):
             log.warning("detector %s failed: %r", name, result)
             self.keeper.metrics.detector_errors.labels(name).inc()
@@ -319,12 +323,14 @@ class PolicySession:
         if task is not None:
             started, start_ms = await asyncio.shield(task)  # prompt_verdict may share it
             if isinstance(started, BaseException):
+                if det.needs.answer:  # its prompt phase is all the latency there is
+                    self.keeper.metrics.detector_seconds.labels(name).observe(start_ms / 1e3)
                 return started
         work = det.judge(self._exchange(name), answer, started)
         # a detector that did its work at prompt time and reads no answer only packages
         # its result now: its span and timing are the prompt-time ones
         if task is None or det.needs.answer:
-            result, ms = await self._timed(name, work)
+            result, ms = await self._timed(name, work, earlier_ms=start_ms)
         else:
             result, ms = await _measured(work)
         if isinstance(result, BaseException):
