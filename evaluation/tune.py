@@ -153,7 +153,8 @@ def tune_command(
     max_tokens: int = typer.Option(32, min=1, help="Live: the answer's max_tokens."),
     concurrency: int = typer.Option(2, min=1, help="Live: requests in flight."),
     data_dir: Path = typer.Option(DEFAULT_DATA_DIR, file_okay=False, help="Live: the "
-                                  "built-in sets' directory."),
+                                  "built-in sets' directory.",
+                                  show_default="../shared/data or $HALLGATE_DATA_DIR"),
 ) -> None:
     """Build MODEL's calibration bundle: from its recording (--replay, no upstream call), or
     by recording it live through MODEL's upstream first."""

@@ -445,15 +445,21 @@ def _merge_items(recording: Path, items: list[QAItem]) -> None:
         write_items(listed + new, path)
 
 
-def _check_asked(recording: Path, max_tokens: int) -> None:
+def _check_recording(recording: Path, model: str, max_tokens: int) -> None:
+    """A recording continues only with the model and max_tokens it was made with."""
     from evaluation.evaluate import ASKED_FILE
 
-    path = recording / ASKED_FILE
-    if path.exists():
-        asked = json.loads(path.read_text())
-        if asked.get("max_tokens") != max_tokens:
-            raise TuneError([f"{recording} was recorded with --max-tokens "
-                             f"{asked.get('max_tokens')}; pass the same to continue it"])
+    meta, asked = recording / "meta.json", recording / ASKED_FILE
+    if meta.exists():
+        names = [m.get("name") for m in json.loads(meta.read_text()).get("models", [])]
+        if model not in names:
+            raise TuneError([f"{recording} is a recording of {', '.join(map(str, names))}, "
+                             f"not {model}: give another --record or --out"])
+    if asked.exists():
+        recorded = json.loads(asked.read_text()).get("max_tokens")
+        if recorded != max_tokens:
+            raise TuneError([f"{recording} was recorded with --max-tokens {recorded}; pass "
+                             "the same to continue it"])
 
 
 def record_live(opts: LiveOptions, console: Console) -> Path:
@@ -477,7 +483,7 @@ def record_live(opts: LiveOptions, console: Console) -> Path:
         raise TuneError([str(exc)]) from None
     profile = policy.profiles[policy.route(opts.route).profile]
     recording = opts.record or opts.out.parent / f"{opts.out.name}.recording"
-    _check_asked(recording, opts.max_tokens)
+    _check_recording(recording, opts.model, opts.max_tokens)
     done = read_results(recording / "results.jsonl")
     todo = [item for item in items if item.id not in done]
     est = estimate(todo, profile, opts.max_tokens, supports_n)
@@ -510,6 +516,10 @@ def record_live(opts: LiveOptions, console: Console) -> Path:
                 plots=False, record=True, gateway=gateway, admit=gate)
         except EvalError as exc:
             raise TuneError([str(exc)]) from None
+        except KeyboardInterrupt:
+            console.print(f"[yellow]interrupted: every finished item is kept in {recording}; "
+                          "the same command continues it")
+            raise typer.Exit(130) from None
     asked = len(todo) - summary["failures"] - summary["not_asked_time_budget"]
     spent = summary["gateway_metrics"]
     calls = spent.get("upstream_calls_per_request", 0.0) * asked

@@ -204,3 +204,18 @@ def test_the_built_in_sets_load_and_are_costed_through_the_same_path(setup, fake
     assert f"{n} items; 0 already recorded" in done.output
     assert f"the estimate is {USUAL_CALLS * n} upstream calls" in done.output
     assert fake_upstream.requests == []
+
+
+def test_a_recording_of_another_model_or_max_tokens_is_not_continued(setup, fake_upstream,
+                                                                     tmp_path):
+    recording = tmp_path / "bundle.recording"
+    recording.mkdir()
+    (recording / "meta.json").write_text(json.dumps({"models": [{"name": "other"}]}))
+    done = setup()
+    assert done.exit_code == 2
+    assert "is a recording of other, not fake" in done.output
+    (recording / "meta.json").write_text(json.dumps({"models": [{"name": "fake"}]}))
+    (recording / "asked.json").write_text(json.dumps({"max_tokens": 48}))
+    done = setup()
+    assert done.exit_code == 2 and "recorded with --max-tokens 48" in done.output
+    assert fake_upstream.requests == []
