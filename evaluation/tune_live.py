@@ -23,12 +23,12 @@ are checked and named, and the run asks for ``{"prompt", "gold"}`` lines instead
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import shlex
 import sys
 import tempfile
-import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -135,7 +135,7 @@ def read_user_file(path: Path) -> tuple[list[QAItem], list[str]]:
         gold = tuple(row["gold"])
         kind = row.get("kind") or ("number" if all(map(_is_number, gold)) else "text")
         item_id = str(row["id"]) if "id" in row else \
-            f"{path.stem}-{zlib.crc32(row['prompt'].encode()):08x}"
+            "prompt-" + hashlib.sha256(row["prompt"].encode()).hexdigest()[:12]
         if item_id in seen:
             problems.append(f"{path}:{number}: id '{item_id}' repeats line {seen[item_id]}"
                             + ("" if "id" in row else " (the same prompt)"))

@@ -175,7 +175,7 @@ def test_malformed_lines_are_listed_with_file_and_line(setup, fake_upstream, tmp
                        (4, "'gold' must be a non-empty list"), (5, "unknown key 'golds'"),
                        (6, "'label' must be 'correct' or 'incorrect'"),
                        (7, "a labelled answer"),
-                       (8, "id 'bad-"), (9, "not a JSON object")]:
+                       (8, "id 'prompt-"), (9, "not a JSON object")]:
         assert f"{bad}:{line}: {what}" in out, (line, what, out)
     assert "cannot score an answer it did not write" in out
     assert "repeats line 1 (the same prompt)" in out
@@ -219,3 +219,18 @@ def test_a_recording_of_another_model_or_max_tokens_is_not_continued(setup, fake
     done = setup()
     assert done.exit_code == 2 and "recorded with --max-tokens 48" in done.output
     assert fake_upstream.requests == []
+
+
+def test_a_rerun_with_more_data_records_only_the_new_items(setup, fake_upstream, tmp_path):
+    fewer = tmp_path / "fewer.jsonl"
+    fewer.write_text("".join(json.dumps(q) + "\n" for q in QUESTIONS[:3]))
+    first = setup(questions=fewer)
+    assert first.exit_code == 0, first.output
+    asked = len(fake_upstream.requests)
+    more = setup()  # questions.jsonl: the same three (same ids) and three more
+    assert more.exit_code == 0, more.output
+    assert "3 already recorded" in more.output and "3 to record" in more.output
+    assert len(fake_upstream.requests) - asked <= 3 * MOST_CALLS
+    items = (tmp_path / "bundle.recording" / "items.jsonl").read_text().splitlines()
+    assert len(items) == len(QUESTIONS)
+    assert load_bundle(tmp_path / "bundle", names={"fake"}).manifest.data.items == 6
