@@ -465,13 +465,7 @@ def _check_recording(recording: Path, model: str, max_tokens: int) -> None:
 def record_live(opts: LiveOptions, console: Console) -> Path:
     """Check everything, print the cost, ask, record; the recording directory. Raises
     TuneError (shown as its lines, exit 2) before any upstream call."""
-    from evaluation.evaluate import (
-        EvalError,
-        evaluate,
-        read_results,
-        route_access,
-        write_items,
-    )
+    from evaluation.evaluate import EvalError, read_results, route_access
     from policies import load_policy
 
     items = gather_items(opts.dataset, opts.data, opts.data_dir, opts.limit, opts.seed)
@@ -504,11 +498,21 @@ def record_live(opts: LiveOptions, console: Console) -> Path:
         if opts.budget_calls is not None or opts.budget_tokens is not None else None
     recording.mkdir(parents=True, exist_ok=True)
     _merge_items(recording, items)
+    summary = _run_recorder(opts, items, recording, gateway, gate, console)
+    _say_spent(summary, len(todo), est, gate, console)
+    return recording
+
+
+def _run_recorder(opts: LiveOptions, items: list[QAItem], recording: Path,
+                  gateway: dict | None, gate: BudgetGate | None, console: Console) -> dict:
+    """``hallgate eval --record`` of ``items`` into ``recording``; its summary."""
+    from evaluation.evaluate import EvalError, evaluate, write_items
+
     with tempfile.TemporaryDirectory(prefix="hallgate-tune-") as tmp:
         dataset = Path(tmp) / "items.jsonl"
         write_items(items, dataset)
         try:
-            summary = evaluate(
+            return evaluate(
                 str(dataset), opts.policy, opts.route, recording, limit=None,
                 concurrency=opts.concurrency, base_url=None, model=opts.model,
                 max_tokens=opts.max_tokens, temperature=0.7, seed=opts.seed,
@@ -520,14 +524,18 @@ def record_live(opts: LiveOptions, console: Console) -> Path:
             console.print(f"[yellow]interrupted: every finished item is kept in {recording}; "
                           "the same command continues it")
             raise typer.Exit(130) from None
-    asked = len(todo) - summary["failures"] - summary["not_asked_time_budget"]
+
+
+def _say_spent(summary: dict, todo: int, est: Estimate, gate: BudgetGate | None,
+               console: Console) -> None:
+    asked = todo - summary["failures"] - summary["not_asked_time_budget"]
     spent = summary["gateway_metrics"]
     calls = spent.get("upstream_calls_per_request", 0.0) * asked
     tokens = (spent.get("prompt_tokens_per_request", 0.0)
               + spent.get("completion_tokens_per_request", 0.0)) * asked
     console.print(f"recorded {asked} items this run ({_n(calls)} upstream calls, "
                   f"{_n(tokens)} tokens; estimated {_n(est.calls)} and {_n(est.tokens)} "
-                  f"for all {len(todo)})")
+                  f"for all {todo})")
     if gate is not None and gate.stopped:
         console.print(f"[yellow]stopped at the budget: {summary['not_asked_time_budget']} "
                       "items not asked; what is recorded is kept, and the same command "
@@ -535,4 +543,3 @@ def record_live(opts: LiveOptions, console: Console) -> Path:
     if summary["failures"]:
         console.print(f"[yellow]{summary['failures']} items failed; the same command asks "
                       "them again")
-    return recording
