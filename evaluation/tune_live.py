@@ -15,10 +15,12 @@ calls through a local gateway, then build M's bundle from that recording.
        ``DIR.recording`` beside the bundle; a rerun asks only the items without a result
     4. evaluation/tune.py goes on as for ``--replay DIR.recording``
 
-Labelled answers (``{"prompt", "answer", "label"}`` lines) are refused here: HALT and the
-logprob scores read the answer's token logprobs, and an OpenAI-compatible chat upstream
-cannot score an answer it did not write (chat completions have no ``echo``); such lines
-are checked and named, and the run asks for ``{"prompt", "gold"}`` lines instead.
+Labelled answers (``{"prompt", "answer", "label"}`` lines) need their token logprobs: HALT
+and the logprob scores read them, and an OpenAI-compatible chat upstream cannot score an
+answer it did not write (chat completions have no ``echo``). A line that carries them
+(``"logprobs"``: OpenAI's ``logprobs.content``) costs no call: it goes into the recording
+as a results line and a HALT record (:func:`write_labelled`), and EDFL and the semantic
+gate do not judge it; a line without them is refused.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import math
 import shlex
 import sys
 import tempfile
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -72,6 +75,35 @@ def _gold_problems(gold, kind) -> list[str]:
     return out
 
 
+def _logprobs_problems(entries) -> list[str]:
+    """OpenAI's ``logprobs.content``: per token {token, logprob, top_logprobs: [...]}."""
+    def entry_ok(e) -> bool:
+        return (isinstance(e, dict) and isinstance(e.get("token"), str)
+                and _is_number(e.get("logprob")) and e["logprob"] <= 0
+                and isinstance(e.get("top_logprobs"), list) and len(e["top_logprobs"]) > 0
+                and all(isinstance(t, dict) and isinstance(t.get("token"), str)
+                        and _is_number(t.get("logprob")) for t in e["top_logprobs"]))
+
+    if not isinstance(entries, list) or not entries:
+        return ["'logprobs' must be a non-empty list (OpenAI's logprobs.content)"]
+    bad = [i for i, e in enumerate(entries) if not entry_ok(e)]
+    if bad:
+        return [f"'logprobs' entry {bad[0]} needs 'token', a 'logprob' <= 0 and a non-empty "
+                "'top_logprobs' list of {token, logprob}"
+                + (f" ({len(bad)} entries are wrong)" if len(bad) > 1 else "")]
+    return []
+
+
+@dataclass(frozen=True)
+class LabelledAnswer:
+    """An answer labelled elsewhere, with the token logprobs its model gave it."""
+
+    item: QAItem
+    answer: str
+    correct: bool
+    logprobs: list  # OpenAI's logprobs.content entries
+
+
 def _row_problems(row) -> list[str]:
     """What is wrong with one parsed user line (empty: nothing)."""
     if not isinstance(row, dict):
@@ -86,6 +118,8 @@ def _row_problems(row) -> list[str]:
     if "source" in row and not (isinstance(row["source"], str) and row["source"]):
         out.append("'source' must be a non-empty string")
     has_gold, has_answer = "gold" in row, "answer" in row or "label" in row
+    if has_gold and "logprobs" in row:
+        out.append("'logprobs' belong to a labelled 'answer', not to a 'gold' question")
     if has_gold and has_answer:
         out.append("give either 'gold' (the model answers) or 'answer' and 'label', "
                    "not both")
@@ -96,18 +130,21 @@ def _row_problems(row) -> list[str]:
             out.append("'answer' must be a string")
         if row.get("label") not in LABELS:
             out.append(f"'label' must be 'correct' or 'incorrect', not {row.get('label')!r}")
+        if "logprobs" in row:
+            out += _logprobs_problems(row["logprobs"])
     else:
         out.append("needs 'gold' (a list of accepted answers) or 'answer' and 'label'")
     return out
 
 
-def read_user_file(path: Path) -> tuple[list[QAItem], list[str]]:
+def read_user_file(path: Path) -> tuple[list[QAItem | LabelledAnswer], list[str]]:
     """The QA items of a user JSONL file and every problem as ``file:line: what``.
 
     A line is ``{"prompt", "gold": [...]}`` (graded like the built-in sets: a text gold is
     found in the answer, a numeric gold equals the answer's last number; optional ``id``,
-    ``source``, ``kind``), or ``{"prompt", "answer", "label"}``, a labelled answer, which
-    a live run cannot score (see the module docstring) and refuses."""
+    ``source``, ``kind``), or ``{"prompt", "answer", "label", "logprobs"}``, an answer
+    labelled elsewhere with its token logprobs (a :class:`LabelledAnswer`; without
+    ``logprobs`` it is refused: see the module docstring)."""
     items: list[QAItem] = []
     problems: list[str] = []
     seen: dict[str, int] = {}
@@ -124,35 +161,43 @@ def read_user_file(path: Path) -> tuple[list[QAItem], list[str]]:
             problems.append(f"{path}:{number}: not JSON ({exc.msg}, column {exc.colno})")
             continue
         wrong = _row_problems(row)
-        if not wrong and "gold" not in row:
+        if not wrong and "gold" not in row and "logprobs" not in row:
             wrong = ["a labelled answer ('answer' + 'label') needs its token logprobs, and "
                      "an OpenAI-compatible chat upstream cannot score an answer it did not "
-                     "write: give the question as {\"prompt\", \"gold\": [...]} so the "
-                     "model answers it"]
+                     "write: add the model's 'logprobs' (OpenAI's logprobs.content) or give "
+                     "the question as {\"prompt\", \"gold\": [...]} so the model answers it"]
         if wrong:
             problems += [f"{path}:{number}: {what}" for what in wrong]
             continue
-        gold = tuple(row["gold"])
-        kind = row.get("kind") or ("number" if all(map(_is_number, gold)) else "text")
+        labelled = "gold" not in row
+        gold = () if labelled else tuple(row["gold"])
+        kind = row.get("kind") or ("number" if gold and all(map(_is_number, gold))
+                                   else "text")
+        key = row["prompt"] + ("\0" + row["answer"] if labelled else "")
         item_id = str(row["id"]) if "id" in row else \
-            "prompt-" + hashlib.sha256(row["prompt"].encode()).hexdigest()[:12]
+            ("labelled-" if labelled else "prompt-") + \
+            hashlib.sha256(key.encode()).hexdigest()[:12]
         if item_id in seen:
             problems.append(f"{path}:{number}: id '{item_id}' repeats line {seen[item_id]}"
                             + ("" if "id" in row else " (the same prompt)"))
             continue
         seen[item_id] = number
-        items.append(QAItem(item_id, row.get("source") or path.stem, kind, row["prompt"],
-                            gold, len(items)))
+        item = QAItem(item_id, row.get("source") or path.stem, kind, row["prompt"], gold,
+                      len(items))
+        items.append(LabelledAnswer(item, row["answer"], row["label"] == "correct",
+                                    row["logprobs"]) if labelled else item)
     if not items and not problems:
         problems.append(f"{path}: no items (the file is empty)")
     return items, problems
 
 
 def gather_items(dataset: str | None, data_files: list[Path], data_dir: Path,
-                 limit: int | None, seed: int) -> list[QAItem]:
+                 limit: int | None, seed: int) -> tuple[list[QAItem], list[LabelledAnswer]]:
     """The built-in sets named in ``dataset`` (comma-separated, or ``all``; ``limit`` per
-    source) and every user file's items; TuneError listing every problem."""
+    source) and every user file's questions, and the files' labelled answers; TuneError
+    listing every problem."""
     items: list[QAItem] = []
+    labelled: list[LabelledAnswer] = []
     problems: list[str] = []
     names = [] if not dataset else list(SOURCES) if dataset == "all" else \
         [n.strip() for n in dataset.split(",") if n.strip()]
@@ -168,17 +213,19 @@ def gather_items(dataset: str | None, data_files: list[Path], data_dir: Path,
     for path in data_files:
         found, wrong = read_user_file(path)
         problems += wrong
-        items += found[:limit] if limit is not None else found
+        found = found[:limit] if limit is not None else found
+        items += [f for f in found if isinstance(f, QAItem)]
+        labelled += [f for f in found if isinstance(f, LabelledAnswer)]
     if not names and not data_files:
         problems.append("give --dataset (nq_open, svamp, arithmetic, halueval or all) "
                         "and/or --data FILE.jsonl")
-    ids = [item.id for item in items]
-    twice = sorted({i for i in ids if ids.count(i) > 1})
+    ids = Counter([item.id for item in items] + [a.item.id for a in labelled])
+    twice = sorted(i for i, n in ids.items() if n > 1)
     if twice:
         problems.append(f"item ids appear in more than one dataset: {', '.join(twice[:5])}")
     if problems:
         raise TuneError(problems)
-    return items
+    return items, labelled
 
 
 # --------------------------------------------------------------------------- cost
@@ -468,7 +515,8 @@ def record_live(opts: LiveOptions, console: Console) -> Path:
     from evaluation.evaluate import EvalError, read_results, route_access
     from policies import load_policy
 
-    items = gather_items(opts.dataset, opts.data, opts.data_dir, opts.limit, opts.seed)
+    items, labelled = gather_items(opts.dataset, opts.data, opts.data_dir, opts.limit,
+                                   opts.seed)
     gateway, supports_n = gateway_for(opts.model, opts.gateway_config)
     try:
         policy = load_policy(opts.policy)
@@ -490,6 +538,11 @@ def record_live(opts: LiveOptions, console: Console) -> Path:
     if todo and not opts.yes and sys.stdin.isatty() and not typer.confirm(
             f"spend about {_n(est.calls)} upstream calls and {_n(est.tokens)} tokens?"):
         raise typer.Exit(1)
+    if labelled:
+        added = write_labelled(recording, labelled)
+        console.print(f"{len(labelled)} labelled answers with their logprobs ({added} new): "
+                      "no upstream call; they feed HALT and the logprob scores, EDFL and "
+                      "the semantic gate do not judge them")
     if not todo:
         console.print("nothing to record: every item is in the recording")
         return recording
@@ -501,6 +554,35 @@ def record_live(opts: LiveOptions, console: Console) -> Path:
     summary = _run_recorder(opts, items, recording, gateway, gate, console)
     _say_spent(summary, len(todo), est, gate, console)
     return recording
+
+
+def write_labelled(recording: Path, labelled: list[LabelledAnswer]) -> int:
+    """Append the labelled answers not yet in the recording: a results line each (the
+    logprob scores; no detector ran) and HALT's record in LABELLED_FILE. How many."""
+    from detectors.combiner import answer_features
+    from evaluation.evaluate import read_results
+    from evaluation.recording_data import LABELLED_FILE
+
+    recording.mkdir(parents=True, exist_ok=True)
+    done = read_results(recording / "results.jsonl")
+    new = [a for a in labelled if a.item.id not in done]
+    with (recording / LABELLED_FILE).open("a") as halt, \
+            (recording / "results.jsonl").open("a") as results:
+        for a in new:
+            item, wrong = a.item, not a.correct
+            common = {"id": item.id, "source": item.source, "kind": item.kind, "gold": [],
+                      "answer": a.answer, "finish_reason": "stop", "correct": a.correct,
+                      "hallucinated": wrong}
+            halt.write(json.dumps({**common, "prompt": item.prompt, "tokens": [
+                {"token": e["token"], "logprob": e["logprob"],
+                 "top": [[t["token"], t["logprob"]] for t in e["top_logprobs"]]}
+                for e in a.logprobs]}) + "\n")
+            results.write(json.dumps({**common, "scores": answer_features(a.logprobs),
+                                      "verdicts": {}, "answer_tokens": len(a.logprobs),
+                                      "prompt_tokens": None, "detector_tokens": 0,
+                                      "upstream_completions": 0, "labelled": True,
+                                      "hallgate": {"detectors": {}}}) + "\n")
+    return len(new)
 
 
 def _run_recorder(opts: LiveOptions, items: list[QAItem], recording: Path,

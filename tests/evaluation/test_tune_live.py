@@ -12,9 +12,11 @@ import yaml
 from typer.testing import CliRunner
 
 from calibration.bundle import load_bundle
+from evaluation.recording_data import halt_records
 from evaluation.tune_live import estimate, read_user_file
 from hallgate_cli import app
 from policies import load_policy
+from tests.fake_upstream import token_logprobs
 
 POLICY = """\
 version: 1
@@ -234,3 +236,47 @@ def test_a_rerun_with_more_data_records_only_the_new_items(setup, fake_upstream,
     items = (tmp_path / "bundle.recording" / "items.jsonl").read_text().splitlines()
     assert len(items) == len(QUESTIONS)
     assert load_bundle(tmp_path / "bundle", names={"fake"}).manifest.data.items == 6
+
+
+def _labelled(i: int, correct: bool) -> dict:
+    words = ["Paris"] if correct else ["Lyon", " maybe"]
+    logprob = -0.1 - 0.01 * i if correct else -2.0 - 0.1 * i
+    return {"prompt": f"Question {i}: where is the Louvre?", "answer": "".join(words),
+            "label": "correct" if correct else "incorrect",
+            "logprobs": token_logprobs(words, logprob, 5)}
+
+
+def test_labelled_answers_with_logprobs_are_recorded_without_a_call(setup, fake_upstream,
+                                                                    tmp_path):
+    mixed = tmp_path / "mixed.jsonl"
+    rows = QUESTIONS[:2] + [_labelled(i, correct=i % 2 == 0) for i in range(12)]
+    mixed.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    done = setup(questions=mixed)
+    assert done.exit_code == 0, done.output
+    assert "12 labelled answers with their logprobs (12 new): no upstream call" in done.output
+    assert len(fake_upstream.requests) <= 2 * MOST_CALLS  # the two questions only
+    results = _recorded(tmp_path)
+    labelled = [r for r in results if r.get("labelled")]
+    assert len(results) == 14 and len(labelled) == 12
+    assert all(r["upstream_completions"] == 0 for r in labelled)
+    assert sum(r["correct"] for r in labelled) == 6
+    assert labelled[0]["scores"]["neg_mean_logprob"] == pytest.approx(0.1)
+    halt_ids = {r["id"] for r in halt_records(tmp_path / "bundle.recording")}
+    assert {r["id"] for r in labelled} <= halt_ids
+    assert load_bundle(tmp_path / "bundle", names={"fake"}).manifest.data.items == 14
+
+    again = setup(questions=mixed)
+    assert again.exit_code == 0, again.output
+    assert "(0 new)" in again.output and len(_recorded(tmp_path)) == 14
+
+
+def test_labelled_answers_with_malformed_logprobs_are_refused(setup, tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    broken = _labelled(0, True)
+    broken["logprobs"][0].pop("top_logprobs")
+    bad.write_text(json.dumps(broken) + "\n" + json.dumps({**_labelled(1, True),
+                                                           "logprobs": []}) + "\n")
+    done = setup(questions=bad)
+    assert done.exit_code == 2
+    assert f"{bad}:1: 'logprobs' entry 0 needs 'token'" in done.output
+    assert f"{bad}:2: 'logprobs' must be a non-empty list" in done.output
