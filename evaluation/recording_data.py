@@ -6,6 +6,8 @@
 Every item of a recording has its answer among the exchanges (with top-20 logprobs) and
 its label in ``results.jsonl``. The answer exchange is found by its text and token count:
 the semantic gate's samples and EDFL's decisions are shorter calls with other prompts.
+Answers labelled elsewhere (``hallgate tune --data``) are already in this format, in
+``labelled.jsonl``.
 
 The split is by a hash of the item id (crc32 mod 10 < 4: 40 % to HALT's training pool), so
 an item's side never changes as a recording grows. A HALT trained with the ``halt_train``
