@@ -49,6 +49,7 @@ class JudgedSession(Protocol):
     model: str
     messages: list[dict]
     ctx: Any  # .request_id, .key_name
+    calibration: Any  # calibration.binding.CalibrationUse: .bundle (None: uncalibrated)
 
 
 @dataclass(slots=True)
@@ -60,6 +61,7 @@ class Pending:
     request_id: str | None
     model: str
     key_name: str | None
+    bundle_id: str | None  # the bundle that judged it (name@digest), None without one
     messages: list[dict]
     decision: Any  # policies.Decision
     answer: Any  # proxy.chat.gate_session.Answer, or None (decided before the answer)
@@ -117,8 +119,11 @@ class ExchangeStore:
         if share <= 0.0 or (share < 1.0 and random.random() >= share):
             return False
         self.metrics.sampled.inc()
+        bundle = session.calibration.bundle
         item = Pending(time.time(), session.response_id, session.ctx.request_id,
-                       session.model, session.ctx.key_name, session.messages, decision, answer)
+                       session.model, session.ctx.key_name,
+                       bundle.name if bundle is not None else None, session.messages,
+                       decision, answer)
         try:
             self.queue.put_nowait(item)
         except asyncio.QueueFull:
@@ -157,7 +162,7 @@ class ExchangeStore:
             messages=item.messages, decision=item.decision.to_dict(),
             answer_text=answer.text if answer is not None else None,
             tokens=answer.tokens if answer is not None else None,
-            include_prompt=self.settings.include_prompt)
+            include_prompt=self.settings.include_prompt, bundle_id=item.bundle_id)
 
     async def _gather(self) -> tuple[list[str], list[dict]]:
         """The next batch: its response ids and rows. Each row is built as soon as its
