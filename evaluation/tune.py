@@ -124,16 +124,35 @@ def class_problems(parts: dict[str, list[dict]]) -> list[str]:
 
 
 def tune_command(
-    replay: Path = typer.Option(..., "--replay", exists=True, file_okay=False,
-                                help="A recording directory (hallgate eval --record)."),
+    replay: Path | None = typer.Option(None, "--replay", exists=True, file_okay=False,
+                                       help="A recording directory (hallgate eval --record)."),
     model: str = typer.Option(..., help="The model name clients send."),
     out: Path = typer.Option(..., help="The bundle directory to write."),
     halt_epochs: int = typer.Option(20, help="HALT's maximum training epochs."),
     seed: int = typer.Option(0),
     threads: int = typer.Option(1, help="torch threads."),
+    from_store: str | None = typer.Option(
+        None, "--from-store", help="Refit from the store's labelled exchanges (its URL, or "
+        "a SQLite file) instead of a recording; a new version in OUT (evaluation/refit.py)."),
+    since: str | None = typer.Option(None, help="--from-store: exchanges from (ISO 8601)."),
+    until: str | None = typer.Option(None, help="--from-store: exchanges before (ISO 8601)."),
+    mix_builtin: Path | None = typer.Option(None, exists=True, file_okay=False,
+                                            help="--from-store: a recording mixed in."),
+    baseline: Path | None = typer.Option(None, exists=True, file_okay=False,
+                                         help="--from-store: the bundle to compare against "
+                                         "(default: the model's shipped bundle)."),
 ) -> None:
     """Build MODEL's calibration bundle from its recording (no upstream call)."""
     import torch
+
+    if from_store is not None:
+        from evaluation import refit
+
+        replay, exported = refit.prepare(from_store, model, out, since=since, until=until,
+                                         mix=mix_builtin)
+    elif replay is None:
+        typer.echo("give --replay RECORDING or --from-store URL", err=True)
+        raise typer.Exit(2)
 
     from detectors.halt.pipeline import run_training
     from detectors.halt.scorer import HaltScorer
@@ -191,3 +210,5 @@ def tune_command(
     (out / "policy-snippet.yaml").write_text(policy_snippet(bundle))
     console.print(f"wrote {bundle.name} to {out} ({len(train)} answers trained HALT, "
                   f"{len(kept)} calibrated and judged); see {out / 'REPORT.md'}")
+    if from_store is not None:
+        console.print(refit.finish(out, replay, exported, model, baseline))
