@@ -33,12 +33,14 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from proxy.config import Settings, StoreSettings
 from proxy.store.database import head_revision, open_database
+from proxy.store.ids import FIND_WAIT_S, minted_at
 from proxy.store.models import Exchange, Feedback
 from proxy.store.records import exchange_row
 
 log = logging.getLogger("hallgate.store")
 LOG_EVERY_S = 60.0  # at most one log line per failure kind and interval
 POLL_S = 0.01  # a gathering batch looks at the queue this often
+REREAD_S = 0.1  # ... re-reading the database this often for another replica's exchange
 
 
 class JudgedSession(Protocol):
@@ -259,14 +261,25 @@ class ExchangeStore:
 
     # --- reads and labels (the feedback endpoint) --------------------------------------
 
-    async def find(self, response_id: str, wait_s: float = 5.0) -> dict | None:
-        """The stored exchange's owner and time (``key_name``, ``created_at``); an
-        exchange still in the queue is waited for, up to ``wait_s``."""
+    async def find(self, response_id: str, wait_s: float = FIND_WAIT_S) -> dict | None:
+        """The stored exchange's owner and time (``key_name``, ``created_at``). An
+        exchange still in this gateway's queue is waited for, up to ``wait_s``; one that
+        is not in the database yet while its id is younger than ``wait_s`` may be in
+        another replica's queue, so the database is read again every ``REREAD_S`` until
+        the id is ``wait_s`` old."""
         deadline = time.monotonic() + wait_s
         async with self._written:
             while response_id in self.pending and time.monotonic() < deadline:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._written.wait(), deadline - time.monotonic())
+        made = minted_at(response_id)
+        while True:
+            row = await self._read(response_id)
+            if row is not None or made is None or time.time() >= made + wait_s:
+                return row
+            await asyncio.sleep(min(REREAD_S, max(0.0, made + wait_s - time.time())))
+
+    async def _read(self, response_id: str) -> dict | None:
         async with self.engine.connect() as conn:
             row = (await conn.execute(
                 select(Exchange.response_id, Exchange.key_name, Exchange.created_at)
