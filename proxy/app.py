@@ -250,9 +250,13 @@ def _add_service_routes(app: FastAPI) -> None:
 
     @app.get("/readyz")
     async def readyz(request: Request) -> JSONResponse:
-        """Readiness: started, detectors loaded, every embedded model alive."""
+        """Readiness: started (the store, when on, opened and migrated), detectors
+        loaded, every embedded model alive. The store's later state is reported, not
+        judged: a failing database drops sampled exchanges, never requests."""
         state = request.app.state
         embedded = getattr(state, "embedded", None) or []
         ready = state.ready and all(model.alive() for model in embedded)
-        return JSONResponse({"status": "ready" if ready else "starting"},
-                            status_code=200 if ready else 503)
+        body: dict = {"status": "ready" if ready else "starting"}
+        if state.exchanges is not None:
+            body["store"] = state.exchanges.health()
+        return JSONResponse(body, status_code=200 if ready else 503)

@@ -101,6 +101,7 @@ class ExchangeStore:
         self._shares: tuple[Any, dict[str, float]] = (None, {})
         self._tasks: list[asyncio.Task] = []
         self._last_log: dict[str, float] = {}
+        self.failing = False  # the last batch write failed (the database is down or slow)
 
     # --- request path ----------------------------------------------------------------
 
@@ -135,6 +136,12 @@ class ExchangeStore:
             return False
         self.pending.add(item.response_id)
         return True
+
+    def health(self) -> dict:
+        """What /readyz says of the store (never what makes the gateway unready: requests
+        do not depend on it once it is open)."""
+        return {"state": "failing" if self.failing else "ok",
+                "queue_depth": self.queue.qsize()}
 
     # --- background ------------------------------------------------------------------
 
@@ -205,9 +212,11 @@ class ExchangeStore:
                     async with self.engine.begin() as conn:
                         await conn.execute(insert(Exchange), rows)
                     self.metrics.written.inc(len(rows))
+                    self.failing = False
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                self.failing = True
                 self.metrics.write_error.inc(len(rows))
                 self._log_once("write_error", "store write failed, %d exchanges dropped: %r",
                                len(rows), exc)
