@@ -48,18 +48,22 @@ profiles:
 
 
 def corpus(recording: Path, limit: int | None) -> list[dict]:
-    """The recording's items with their recorded answer and logprobs (OpenAI shape)."""
+    """The recording's items with their recorded answer and logprobs (OpenAI shape); of
+    items asking the same prompt (a few generated sums repeat), the first."""
     from evaluation.recording_data import halt_records
 
-    out = []
-    for record in halt_records(recording)[:limit]:
+    out, seen = [], set()
+    for record in halt_records(recording):
+        if record["prompt"] in seen:  # the fake answers a prompt one way: keep the first
+            continue
+        seen.add(record["prompt"])
         tokens = [{"token": t["token"], "logprob": t["logprob"],
                    "top_logprobs": [{"token": a, "logprob": lp} for a, lp in t["top"]]}
                   for t in record["tokens"]]
         out.append({"id": record["id"], "source": record["source"],
                     "prompt": record["prompt"], "answer": record["answer"],
                     "hallucinated": record["hallucinated"], "tokens": tokens})
-    return out
+    return out[:limit]
 
 
 def policy(sources: list[str]) -> str:
