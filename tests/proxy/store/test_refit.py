@@ -72,6 +72,11 @@ def test_the_store_exports_labelled_exchanges_as_a_recording(answers, tmp_path, 
     results = [json.loads(x) for x in (out / "results.jsonl").read_text().splitlines()]
     assert {r["bundle_id"] for r in results} == set(served["bundles"])
     assert {r["source"] for r in results} <= {i["source"] for i in items}
+    mixed = export_store(store_url, MODEL, tmp_path / "mixed", mix=RECORDING)
+    recorded = len((RECORDING / "results.jsonl").read_text().splitlines())
+    assert (mixed.items, mixed.mixed) == (7, recorded)
+    found = {r["id"] for r in halt_records(tmp_path / "mixed")}
+    assert set(summary.ids) <= found and len(found) > recorded - 20
     with gzip.open(out / "exchanges.jsonl.gz", "rt") as fh:
         assert not any(item["answer"] in line for line in fh for item in items
                        if len(item["answer"]) > 3)  # no text without include_prompt
