@@ -13,9 +13,9 @@ was fitted on). Each bundle judges them as a gateway bound to it would:
 - its ``mean_logprob`` threshold on −mean token logprob, squashed s/(1+s).
 
 Ranking: pooled AUROC (percentile bootstrap CI) and the mean of per-source AUROC (a paired
-bootstrap within source, so the new − old difference has its own interval). Deciding: the
-answered-hallucination rate at the bundle's threshold, errors/answered, and coverage
-(answered/items); a Clopper-Pearson-free plain proportion, with its bootstrap CI.
+bootstrap within source, so the new − old difference has its own interval). Deciding: at
+the bundle's threshold, the answered-hallucination rate errors / answered (with a
+percentile bootstrap CI over the items) and the coverage answered / items.
 """
 
 from __future__ import annotations
