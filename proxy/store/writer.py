@@ -28,11 +28,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
-from sqlalchemy import delete, func, insert, select
+from sqlalchemy import JSON, delete, func, insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from proxy.config import Settings, StoreSettings
-from proxy.store.database import head_revision, open_database
+from proxy.store.database import encode, head_revision, open_database
 from proxy.store.ids import FIND_WAIT_S, minted_at
 from proxy.store.models import Exchange, Feedback
 from proxy.store.records import exchange_row
@@ -40,6 +40,7 @@ from proxy.store.records import exchange_row
 log = logging.getLogger("hallgate.store")
 LOG_EVERY_S = 60.0  # at most one log line per failure kind and interval
 POLL_S = 0.01  # a gathering batch looks at the queue this often
+JSON_COLUMNS = tuple(c.name for c in Exchange.__table__.columns if isinstance(c.type, JSON))
 REREAD_S = 0.1  # ... re-reading the database this often for another replica's exchange
 
 
@@ -164,6 +165,16 @@ class ExchangeStore:
         await self.queue.join()
 
     def _row(self, item: Pending) -> dict:
+        """The exchange's row, its JSON columns already encoded: a batch waits up to
+        ``flush_interval_s`` for its write, and as bytes its rows hold no containers the
+        collector would walk on every pass meanwhile (lists of lists of floats would)."""
+        row = self._values(item)
+        for column in JSON_COLUMNS:
+            if row[column] is not None:
+                row[column] = encode(row[column])
+        return row
+
+    def _values(self, item: Pending) -> dict:
         answer = item.answer
         return exchange_row(
             response_id=item.response_id, request_id=item.request_id,
