@@ -44,6 +44,7 @@ def live_port() -> int:
 @pytest.fixture(scope="session")
 def nginx(tmp_path_factory, private_ca, _fake_server: FakeUpstream, live_port) -> Iterator[Nginx]:
     require("nginx")
+    _fake_server.reset()  # the default script, whatever an earlier test left scripted
     ask = {"model": "fake-model", "messages": [{"role": "user", "content": "hi"}],
            "logprobs": True, "top_logprobs": 20}
     json_answer = httpx.post(f"{_fake_server.api_base}/chat/completions", json=ask).content
