@@ -18,14 +18,33 @@ from __future__ import annotations
 import json
 import shlex
 import sys
+import time
 from pathlib import Path
 
 import typer
 from rich.console import Console
 from rich.progress import Progress
 
-from calibration.build import build_bundle
+from calibration.build import build_bundle, recorded_cost
+from evaluation.tune_plots import draw_figures
 from evaluation.tune_report import policy_snippet, report
+
+
+class StageClock:
+    """Wall-clock seconds of each stage, read as ``stages: reading 3.1 s, ...``."""
+
+    def __init__(self) -> None:
+        self.laps: list[tuple[str, float]] = []
+        self._last = time.perf_counter()
+
+    def lap(self, stage: str) -> None:
+        now = time.perf_counter()
+        self.laps.append((stage, now - self._last))
+        self._last = now
+
+    def __str__(self) -> str:
+        return ", ".join(f"{name} {seconds:.1f} s" for name, seconds in self.laps)
+
 
 REQUIRED = ("id", "source", "hallucinated", "scores")  # what every results line must have
 
@@ -78,6 +97,7 @@ def tune_command(
     from detectors.halt.pipeline import run_training
     from detectors.halt.scorer import HaltScorer
     from detectors.halt.train import TrainConfig
+    from detectors.logprob_stats.stats import scores as logprob_scores
     from evaluation.recording_data import halt_records, recording_split
 
     console = Console()
@@ -91,6 +111,7 @@ def tune_command(
     console.print(f"replay of {replay}: 0 upstream calls, 0 tokens")
     work = out.parent / f".{out.name}.work"
     work.mkdir(parents=True, exist_ok=True)
+    clock = StageClock()
     with Progress(console=console, transient=True) as progress:
         step = progress.add_task("reading the recording", total=4)
         answers = halt_records(replay)
@@ -103,31 +124,42 @@ def tune_command(
                 typer.echo(problem, err=True)
             raise typer.Exit(2)
         (work / "halt_train.jsonl").write_text("".join(json.dumps(a) + "\n" for a in train))
+        clock.lap("reading")
         progress.update(step, advance=1, description=f"training HALT on {len(train)} answers")
         metrics = run_training([work / "halt_train.jsonl"], work, "halt", "small",
                                TrainConfig(max_epochs=halt_epochs, seed=seed), model,
                                "hallgate tune " + shlex.join(sys.argv[2:]))
+        clock.lap("HALT training")
         progress.update(step, advance=1, description="scoring the held-out answers")
         scorer = HaltScorer.load(work / "halt")
         risks = {a["id"]: r.risk for a, r in zip(held, scorer.score_batch(
             [a["tokens"] for a in held]), strict=True)}
+        entropy = {a["id"]: (logprob_scores(a["tokens"]) or {}).get("topk_entropy")
+                   for a in held}
         rows = [json.loads(line) for line in results.read_text().splitlines()
                 if line.strip()]
         kept = [{"id": r["id"], "source": r["source"], "hallucinated": r["hallucinated"],
-                 "scores": {**r["scores"], "halt": risks[r["id"]]},
-                 "hallgate": {"detectors": {n: {"cost": d["cost"]} for n, d in (
-                     r.get("hallgate") or {}).get("detectors", {}).items() if d.get("cost")}}}
+                 "scores": {**r["scores"], "halt": risks[r["id"]],
+                            "topk_entropy": entropy[r["id"]]},
+                 "hallgate": {"detectors": {n: {"cost": c} for n, d in (
+                     r.get("hallgate") or {}).get("detectors", {}).items()
+                     if (c := recorded_cost(d))}}}
                 for r in rows if r["id"] in risks]
         out.mkdir(parents=True, exist_ok=True)
         data = out / "calibration_data.jsonl"
         data.write_text("".join(json.dumps(r) + "\n" for r in kept))
+        clock.lap("scoring")
         progress.update(step, advance=1, description="fitting thresholds and the combiner")
         bundle = build_bundle(data, model, out, halt=work / "halt.json", seed=seed,
                               command="hallgate tune " + shlex.join(sys.argv[2:]),
                               exclude_pool=False)
+        clock.lap("bundle")
         progress.update(step, advance=1)
     (work / "halt_roc.png").replace(out / "halt_roc.png")
-    (out / "REPORT.md").write_text(report(bundle, metrics))
+    figures = draw_figures(bundle, data, out, seed) + ("halt_roc.png",)
+    (out / "REPORT.md").write_text(report(bundle, metrics, figures))
     (out / "policy-snippet.yaml").write_text(policy_snippet(bundle))
+    clock.lap("report")
     console.print(f"wrote {bundle.name} to {out} ({len(train)} answers trained HALT, "
                   f"{len(kept)} calibrated and judged); see {out / 'REPORT.md'}")
+    console.print(f"stages: {clock}", soft_wrap=True)
