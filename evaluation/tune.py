@@ -88,6 +88,8 @@ def tune_command(
     model: str = typer.Option(..., help="The model name clients send."),
     out: Path = typer.Option(..., help="The bundle directory to write."),
     halt_epochs: int = typer.Option(20, help="HALT's maximum training epochs."),
+    halt_patience: int = typer.Option(15, help="Epochs without a better validation "
+                                      "macro-F1 before HALT's training stops."),
     seed: int = typer.Option(0),
     threads: int = typer.Option(1, help="torch threads."),
 ) -> None:
@@ -127,7 +129,8 @@ def tune_command(
         clock.lap("reading")
         progress.update(step, advance=1, description=f"training HALT on {len(train)} answers")
         metrics = run_training([work / "halt_train.jsonl"], work, "halt", "small",
-                               TrainConfig(max_epochs=halt_epochs, seed=seed), model,
+                               TrainConfig(max_epochs=halt_epochs, seed=seed,
+                                           early_stop_patience=halt_patience), model,
                                "hallgate tune " + shlex.join(sys.argv[2:]))
         clock.lap("HALT training")
         progress.update(step, advance=1, description="scoring the held-out answers")
