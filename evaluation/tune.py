@@ -6,11 +6,14 @@ its recording, with a HALT trained on that model's own logprobs. No upstream cal
 
     1. the recording's answers with their top-20 logprobs (evaluation/recording_data.py);
        its ``halt_train`` items (40 %, by a hash of the id) train HALT (small BiGRU, CPU)
-    2. the new HALT scores the other items' answers
-    3. those items, with every recorded detector score, make the bundle
-       (calibration/build.py): seeded halves for fitting and for judging
-    4. REPORT.md (the tables, the detectors that do not pay for themselves), HALT's ROC
-       plot, and policy-snippet.yaml (profiles at the certified target risks)
+    2. the new HALT scores the other items' answers, and their top-k entropy is computed
+       from the same logprobs
+    3. those items, with every recorded detector score and cost, make the bundle
+       (calibration/build.py): seeded halves for fitting and for judging, and the
+       cheapest certified detector set per target risk (calibration/selection.py)
+    4. REPORT.md (evaluation/tune_report.py: the detectors that do not pay for
+       themselves, the choice per target risk, the cost table) with its PNGs
+       (evaluation/tune_plots.py) and policy-snippet.yaml (a profile per target risk)
 """
 
 from __future__ import annotations

@@ -23,6 +23,7 @@ def test_tune_replay_builds_a_bundle_with_its_own_halt(tmp_path):
                                     "--out", str(out), "--halt-epochs", "1"])
     assert done.exit_code == 0, done.output
     assert "0 upstream calls" in done.output
+    assert "stages: reading" in done.output and "HALT training" in done.output
     bundle = load_bundle(out, names={SMOLLM2})
     assert bundle.halt is not None
     # a HALT trained here, not the shipped checkpoint copied
