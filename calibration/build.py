@@ -228,8 +228,8 @@ def _thresholds(halt_meta: dict | None, stats: dict | None, columns: dict[str, n
             if name not in columns:  # no score recorded (topk_entropy in a results file)
                 continue
             keep = ~np.isnan(columns[name])
-            out[name] = {"answer_threshold": best_macro_f1_threshold(columns[name][keep],
-                                                                     labels[keep]),
+            out[name] = {"answer_threshold": min(1.0, max(0.0, best_macro_f1_threshold(
+                             columns[name][keep], labels[keep]))) if keep.any() else None,
                          "threshold_rule": "max macro-F1 on the calibration half "
                                            "(flag risk >= threshold)"}
     for name in ("edfl", "semantic"):
@@ -273,10 +273,15 @@ def build_bundle(results: Path, model: str, out: Path, *, halt: Path | None = No
     if halt is not None:
         for suffix in (".pt", ".json"):
             shutil.copyfile(halt.with_suffix(suffix), out / f"halt{suffix}")
-    combiner = fit_combiner(cal_records, usable_features(cal_records, set(columns)),
-                            seed=seed, provenance={"results": str(results),
-                                                   "split": "calibration half", "seed": seed})
-    combiner.save(out / "combiner.json")
+    try:
+        combiner = fit_combiner(cal_records, usable_features(cal_records, set(columns)),
+                                seed=seed, provenance={"results": str(results),
+                                                       "split": "calibration half",
+                                                       "seed": seed})
+    except ValueError:  # too few of a class on the calibration half: no learned combiner
+        combiner = None
+    else:
+        combiner.save(out / "combiner.json")
 
     detectors = _thresholds(json.loads(halt.read_text()) if halt else None,
                             json.loads(thresholds.read_text()) if thresholds else None,
@@ -292,8 +297,8 @@ def build_bundle(results: Path, model: str, out: Path, *, halt: Path | None = No
         entry["cost"] = cost(records, name)
     points = operating_points({n: c[cal] for n, c in columns.items()}, labels[cal],
                               list(alphas), list(deltas))
-    combined = combiner_set(combiner, records, cal, held, detectors, list(alphas),
-                            list(deltas), seed)
+    combined = None if combiner is None else combiner_set(
+        combiner, records, cal, held, detectors, list(alphas), list(deltas), seed)
 
     manifest = {
         "format_version": FORMAT_VERSION,
@@ -303,7 +308,8 @@ def build_bundle(results: Path, model: str, out: Path, *, halt: Path | None = No
             "weights": {"file": "halt.pt", "sha256": sha256_file(out / "halt.pt")},
             "meta": {"file": "halt.json", "sha256": sha256_file(out / "halt.json")}},
         "detectors": detectors,
-        "combiner": {"file": "combiner.json", "sha256": sha256_file(out / "combiner.json")},
+        "combiner": None if combiner is None else {
+            "file": "combiner.json", "sha256": sha256_file(out / "combiner.json")},
         "operating_points": points,
         "combiner_set": combined,
         "selections": selections(points, combined, detectors),

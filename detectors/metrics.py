@@ -228,8 +228,8 @@ def paired_source_bootstrap(score_sets: dict[str, np.ndarray], labels, sources, 
         picks = [g[rng.integers(0, len(g), len(g))] for g in groups]
         if not any(y[p].min() == y[p].max() for p in picks):
             kept.append(picks)
-    if not kept:
-        return {name: np.zeros(0) for name in score_sets}
+    if not kept or not groups:  # no source with both classes: every mean is undefined
+        return {name: np.full(len(kept), np.nan) for name in score_sets}
     # the kept resamples' picks of each source, (R', n_g), scored row by row
     stacked = [np.stack([picks[i] for picks in kept]) for i in range(len(groups))]
     return {name: np.mean([_row_aurocs(np.asarray(s, dtype=np.float64)[p], y[p])

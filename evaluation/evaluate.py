@@ -26,7 +26,7 @@ import sys
 import tempfile
 import time
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -314,11 +314,13 @@ class Target:
 
 async def run_items(items: list[QAItem], targets: list[Target], headers: dict[str, str],
                     model: str, results_path: Path, concurrency: int, max_tokens: int,
-                    temperature: float, deadline: float = float("inf")) -> tuple[int, int]:
+                    temperature: float, deadline: float = float("inf"),
+                    admit: Callable[[int], bool] | None = None) -> tuple[int, int]:
     """Ask every item through the gateways (item i through ``targets[i % len(targets)]``,
     ``concurrency`` at a time on each), appending records as they come; the failures and
-    the items not started before ``deadline`` (time.monotonic()) are left for a rerun.
-    Returns (failures, skipped)."""
+    the items not started before ``deadline`` (time.monotonic()), or that ``admit`` (given
+    the number of items in flight) refuses, are left for a rerun. Returns (failures,
+    skipped)."""
     import openai
 
     clients = [openai.AsyncOpenAI(base_url=f"{t.url}/v1", max_retries=1, timeout=900,
@@ -329,6 +331,7 @@ async def run_items(items: list[QAItem], targets: list[Target], headers: dict[st
     failures: list[str] = []
     skipped: list[str] = []
     run_tag = f"{int(time.time()):x}"
+    in_flight = 0
     columns = (*Progress.get_default_columns()[:1], BarColumn(), MofNCompleteColumn(),
                TimeElapsedColumn())
     with results_path.open("a") as sink, Progress(*columns, console=console) as progress:
@@ -338,10 +341,13 @@ async def run_items(items: list[QAItem], targets: list[Target], headers: dict[st
             k = i % len(targets)
             client, audit = clients[k], targets[k].audit
             async with semaphores[k]:
-                if time.monotonic() > deadline:
+                nonlocal in_flight
+                if time.monotonic() > deadline or (admit is not None
+                                                   and not admit(in_flight)):
                     skipped.append(item.id)
                     progress.advance(task)
                     return
+                in_flight += 1
                 start = time.perf_counter()
                 request_id = f"eval-{item.id}-{run_tag}"
                 try:
@@ -357,6 +363,8 @@ async def run_items(items: list[QAItem], targets: list[Target], headers: dict[st
                     failures.append(f"{item.id}: {exc}")
                     progress.advance(task)
                     return
+                finally:
+                    in_flight -= 1
             async with lock:
                 sink.write(json.dumps(record) + "\n")
                 sink.flush()
@@ -368,7 +376,7 @@ async def run_items(items: list[QAItem], targets: list[Target], headers: dict[st
     for failure in failures[:10]:
         console.print(f"[red]failed[/red] {failure}")
     if skipped:
-        console.print(f"[yellow]time budget spent: {len(skipped)} items not asked")
+        console.print(f"[yellow]budget spent: {len(skipped)} items not asked")
     return len(failures), len(skipped)
 
 
@@ -407,7 +415,8 @@ def evaluate(dataset: str, policy_path: Path, route: str, out: Path, *, limit: i
              exclude_halt_training: bool = True, audit_log: Path | None = None,
              plots: bool = True, time_budget_s: float | None = None,
              record: bool = False, replay: Path | None = None,
-             gateway: dict | None = None, shards: int = 1) -> dict:
+             gateway: dict | None = None, shards: int = 1,
+             admit: Callable[[int, dict[str, float]], bool] | None = None) -> dict:
     """The whole ``eval`` run; returns the summary it writes to results.json.
 
     ``record``: the local gateway appends every upstream exchange to ``out`` (a recording
@@ -416,7 +425,9 @@ def evaluate(dataset: str, policy_path: Path, route: str, out: Path, *, limit: i
     that answers every upstream call from the recording (same gateway and detector code,
     no upstream). ``gateway``: more settings for the local gateway (e.g. ``models``, to
     record through an upstream other than the embedded model). ``shards``: local gateways
-    to spread the items over (:func:`start_gateways`)."""
+    to spread the items over (:func:`start_gateways`). ``admit``: asked before each item
+    starts, with the items in flight and what the gateways spent so far in this run
+    (:func:`gateway_counters`); False leaves the item for a rerun."""
     headers, prefix = route_access(load_policy(policy_path), route)
     if replay is not None:
         if replay.resolve() == out.resolve():
@@ -450,9 +461,14 @@ def evaluate(dataset: str, policy_path: Path, route: str, out: Path, *, limit: i
         started = time.perf_counter()
         deadline = time.monotonic() + (time_budget_s or float("inf"))
         targets = [Target(u + prefix, AuditTail(a)) for u, a in zip(urls, audits, strict=True)]
+
+        def admitted(in_flight: int) -> bool:
+            now = sum_counters([gateway_counters(u) for u in urls])
+            return admit(in_flight, {k: now[k] - before[k] for k in now})
+
         failures, skipped = asyncio.run(run_items(
             todo, targets, headers, model, results_path, concurrency, max_tokens,
-            temperature, deadline)) if todo else (0, 0)
+            temperature, deadline, admitted if admit else None)) if todo else (0, 0)
         wall_s = time.perf_counter() - started
         after = sum_counters([gateway_counters(u) for u in urls])
     ids = {item.id for item in items}

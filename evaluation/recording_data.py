@@ -6,6 +6,8 @@
 Every item of a recording has its answer among the exchanges (with top-20 logprobs) and
 its label in ``results.jsonl``. The answer exchange is found by its text and token count:
 the semantic gate's samples and EDFL's decisions are shorter calls with other prompts.
+Answers labelled elsewhere (``hallgate tune --data``) are already in this format, in
+``labelled.jsonl``.
 
 The split is by a hash of the item id (crc32 mod 10 < 4: 40 % to HALT's training pool), so
 an item's side never changes as a recording grows. A HALT trained with the ``halt_train``
@@ -15,6 +17,7 @@ items only.
 
 from __future__ import annotations
 
+import json
 import zlib
 from collections import defaultdict
 from pathlib import Path
@@ -23,6 +26,8 @@ from evaluation.data import load_items
 from proxy.upstream.recording import exchange_files, read_exchanges
 
 HALT_TRAIN_BUCKETS = 4  # of 10
+LABELLED_FILE = "labelled.jsonl"  # answers labelled elsewhere, with their logprobs, in the
+# format below (hallgate tune --data); their results lines say `"labelled": true`
 
 
 def recording_split(item_id: str) -> str:
@@ -50,10 +55,14 @@ def halt_records(recording: Path) -> list[dict]:
     finish_reason, correct, hallucinated, tokens [{token, logprob, top}]."""
     from evaluation.evaluate import ITEMS_FILE, read_results
 
-    items = {item.id: item for item in load_items(str(recording / ITEMS_FILE), recording)}
+    items = {item.id: item for item in load_items(str(recording / ITEMS_FILE), recording)
+             } if (recording / ITEMS_FILE).exists() else {}
     answers = _answers_by_text(recording)
-    out = []
-    for item_id, result in read_results(recording / "results.jsonl").items():
+    results = read_results(recording / "results.jsonl")
+    labelled = recording / LABELLED_FILE
+    out = [row for line in (labelled.read_text().splitlines() if labelled.exists() else ())
+           if line.strip() and (row := json.loads(line))["id"] in results]
+    for item_id, result in results.items():
         found = answers.get((result["answer"], result["answer_tokens"]))
         item = items.get(item_id)
         if not found or item is None:

@@ -29,6 +29,8 @@ from rich.console import Console
 from rich.progress import Progress
 
 from calibration.build import build_bundle, recorded_cost
+from evaluation.data import DEFAULT_DATA_DIR
+from evaluation.tune_live import LiveOptions, TuneError, default_policy, record_live
 from evaluation.tune_plots import draw_figures
 from evaluation.tune_report import policy_snippet, report
 
@@ -86,8 +88,9 @@ def class_problems(parts: dict[str, list[dict]]) -> list[str]:
 
 
 def tune_command(
-    replay: Path = typer.Option(..., "--replay", exists=True, file_okay=False,
-                                help="A recording directory (hallgate eval --record)."),
+    replay: Path | None = typer.Option(None, "--replay", exists=True, file_okay=False,
+                                       help="A recording directory (hallgate eval --record); "
+                                       "without it, record live first (tune_live.py)."),
     model: str = typer.Option(..., help="The model name clients send."),
     out: Path = typer.Option(..., help="The bundle directory to write."),
     halt_epochs: int = typer.Option(20, help="HALT's maximum training epochs."),
@@ -95,8 +98,30 @@ def tune_command(
                                       "macro-F1 before HALT's training stops."),
     seed: int = typer.Option(0),
     threads: int = typer.Option(1, help="torch threads."),
+    dataset: str | None = typer.Option(None, help="Live: nq_open,svamp,arithmetic,halueval "
+                                       "(comma-separated) or all."),
+    data: list[Path] = typer.Option([], "--data", exists=True, dir_okay=False, help="Live: "
+                                    "a JSONL file of {prompt, gold: [...]} lines (repeatable)."),
+    limit: int | None = typer.Option(None, min=1, help="Live: at most N items of each "
+                                     "set and of each --data file."),
+    budget_calls: int | None = typer.Option(None, min=0, help="Live: upstream calls allowed."),
+    budget_tokens: int | None = typer.Option(None, min=0, help="Live: tokens allowed."),
+    record: Path | None = typer.Option(None, file_okay=False, help="Live: the recording "
+                                       "directory (default: OUT.recording beside the bundle)."),
+    gateway_config: Path | None = typer.Option(None, exists=True, dir_okay=False, help="Live: "
+                                               "hallgate.yaml whose `models:` names MODEL."),
+    yes: bool = typer.Option(False, "--yes", help="Live: start without asking."),
+    policy: Path | None = typer.Option(None, exists=True, dir_okay=False, help="Live: the "
+                                       "policy whose detectors record (default: evaluate.yaml)."),
+    route: str = typer.Option("evaluate", help="Live: its annotating route."),
+    max_tokens: int = typer.Option(32, min=1, help="Live: the answer's max_tokens."),
+    concurrency: int = typer.Option(2, min=1, help="Live: requests in flight."),
+    data_dir: Path = typer.Option(DEFAULT_DATA_DIR, file_okay=False, help="Live: the "
+                                  "built-in sets' directory.",
+                                  show_default="../shared/data or $HALLGATE_DATA_DIR"),
 ) -> None:
-    """Build MODEL's calibration bundle from its recording (no upstream call)."""
+    """Build MODEL's calibration bundle: from its recording (--replay, no upstream call), or
+    by recording it live through MODEL's upstream first."""
     import torch
 
     from detectors.halt.pipeline import run_training
@@ -106,6 +131,19 @@ def tune_command(
     from evaluation.recording_data import halt_records, recording_split
 
     console = Console()
+    if replay is not None and (dataset or data):
+        typer.echo("--replay builds from a recording: drop --dataset and --data", err=True)
+        raise typer.Exit(2)
+    if replay is None:
+        try:
+            replay = record_live(LiveOptions(
+                model, out, dataset, data, limit, budget_calls, budget_tokens, record,
+                gateway_config, yes, policy or default_policy(), route, max_tokens,
+                concurrency, data_dir, seed), console)
+        except TuneError as exc:
+            for problem in exc.problems:
+                typer.echo(problem, err=True)
+            raise typer.Exit(2) from None
     results = replay / "results.jsonl"
     problems = check_results(results) if results.is_file() else [f"{results}: no such file"]
     if problems:
@@ -123,49 +161,56 @@ def tune_command(
         train = [a for a in answers if recording_split(a["id"]) == "halt_train"]
         held = [a for a in answers if recording_split(a["id"]) == "held_out"]
         problems = class_problems({"halt_train": train, "held_out": held})
-        if problems:
-            progress.stop()
-            for problem in problems:
-                typer.echo(problem, err=True)
-            raise typer.Exit(2)
-        (work / "halt_train.jsonl").write_text("".join(json.dumps(a) + "\n" for a in train))
+        risks = None  # no HALT for this model when a part lacks either class
         clock.lap("reading")
-        progress.update(step, advance=1, description=f"training HALT on {len(train)} answers")
-        metrics = run_training([work / "halt_train.jsonl"], work, "halt", "small",
-                               TrainConfig(max_epochs=halt_epochs, seed=seed,
-                                           early_stop_patience=halt_patience), model,
-                               "hallgate tune " + shlex.join(sys.argv[2:]))
-        clock.lap("HALT training")
-        progress.update(step, advance=1, description="scoring the held-out answers")
-        scorer = HaltScorer.load(work / "halt")
-        risks = {a["id"]: r.risk for a, r in zip(held, scorer.score_batch(
-            [a["tokens"] for a in held]), strict=True)}
+        if problems:
+            metrics = {"halt": "none", "why": problems}
+            console.print("[yellow]HALT is not trained (the bundle says `halt: null`): "
+                          + "; ".join(problems))
+        else:
+            (work / "halt_train.jsonl").write_text("".join(json.dumps(a) + "\n"
+                                                           for a in train))
+            progress.update(step, advance=1,
+                            description=f"training HALT on {len(train)} answers")
+            metrics = run_training([work / "halt_train.jsonl"], work, "halt", "small",
+                                   TrainConfig(max_epochs=halt_epochs, seed=seed,
+                                               early_stop_patience=halt_patience), model,
+                                   "hallgate tune " + shlex.join(sys.argv[2:]))
+            clock.lap("HALT training")
+            progress.update(step, advance=1, description="scoring the held-out answers")
+            scorer = HaltScorer.load(work / "halt")
+            risks = {a["id"]: r.risk for a, r in zip(held, scorer.score_batch(
+                [a["tokens"] for a in held]), strict=True)}
         entropy = {a["id"]: (logprob_scores(a["tokens"]) or {}).get("topk_entropy")
-                   for a in held}
+                   for a in answers}
         rows = [json.loads(line) for line in results.read_text().splitlines()
                 if line.strip()]
         kept = [{"id": r["id"], "source": r["source"], "hallucinated": r["hallucinated"],
-                 "scores": {**r["scores"], "halt": risks[r["id"]],
-                            "topk_entropy": entropy[r["id"]]},
+                 "scores": {**r["scores"], **({"halt": risks[r["id"]]} if risks else {}),
+                            "topk_entropy": entropy.get(r["id"])},
                  "hallgate": {"detectors": {n: {"cost": c} for n, d in (
                      r.get("hallgate") or {}).get("detectors", {}).items()
                      if (c := recorded_cost(d))}}}
-                for r in rows if r["id"] in risks]
+                for r in rows if risks is None or r["id"] in risks]
         out.mkdir(parents=True, exist_ok=True)
         data = out / "calibration_data.jsonl"
         data.write_text("".join(json.dumps(r) + "\n" for r in kept))
         clock.lap("scoring")
         progress.update(step, advance=1, description="fitting thresholds and the combiner")
-        bundle = build_bundle(data, model, out, halt=work / "halt.json", seed=seed,
+        bundle = build_bundle(data, model, out, halt=work / "halt.json" if risks else None,
+                              seed=seed,
                               command="hallgate tune " + shlex.join(sys.argv[2:]),
                               exclude_pool=False)
         clock.lap("bundle")
         progress.update(step, advance=1)
-    (work / "halt_roc.png").replace(out / "halt_roc.png")
-    figures = draw_figures(bundle, data, out, seed) + ("halt_roc.png",)
+    figures = draw_figures(bundle, data, out, seed)
+    if risks:
+        (work / "halt_roc.png").replace(out / "halt_roc.png")
+        figures += ("halt_roc.png",)
     (out / "REPORT.md").write_text(report(bundle, metrics, figures))
     (out / "policy-snippet.yaml").write_text(policy_snippet(bundle))
     clock.lap("report")
-    console.print(f"wrote {bundle.name} to {out} ({len(train)} answers trained HALT, "
-                  f"{len(kept)} calibrated and judged); see {out / 'REPORT.md'}")
+    trained = f"{len(train)} answers trained HALT" if risks else "no HALT"
+    console.print(f"wrote {bundle.name} to {out} for {model} ({trained}, {len(kept)} "
+                  f"calibrated and judged); see {out / 'REPORT.md'}")
     console.print(f"stages: {clock}", soft_wrap=True)

@@ -34,6 +34,24 @@ def call_names(calls: Sequence[dict]) -> str:
     return ", ".join(names)
 
 
+def forces_tool_call(tool_choice: str | dict | None) -> bool:
+    """Whether the request's ``tool_choice`` obliges the answer to call a tool
+    (``"required"``, or one named function)."""
+    if not isinstance(tool_choice, dict):
+        return tool_choice == "required"
+    kind = tool_choice.get("type")
+    if kind == "allowed_tools":
+        return (tool_choice.get("allowed_tools") or {}).get("mode") == "required"
+    return kind in ("function", "custom")
+
+
+def judges_forced_call(profile: Profile, tool_choice: str | dict | None) -> bool:
+    """False when the answer must call a tool and the profile does not judge tool calls:
+    its prompt-time detectors (EDFL, the semantic samples) would pay upstream calls for
+    a verdict :func:`tool_call_decision` never reads."""
+    return profile.tool_calls == "judge" or not forces_tool_call(tool_choice)
+
+
 def tool_call_decision(profile: Profile, calls: Sequence[dict] | None, *,
                        route: str | None = None,
                        escalation: Escalation | None = None) -> Decision | None:

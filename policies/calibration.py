@@ -14,6 +14,14 @@ testing controls the family-wise error at δ, so with probability >= 1 − δ ov
 calibration sample every threshold called safe has R(t) <= α. The chosen threshold is the
 loosest safe one (the most answers).
 
+The promise is about the population risk R(t). A rate measured on a finite sample of
+later traffic scatters around R(t); ``CalibrationConfig.sample_size = n'`` makes the
+promise cover the answered-hallucination rate measured on n' further items instead: each
+candidate is tested against the α'_t of :func:`sample_safe_risk` for the answers it would
+give on those items (about answered_t · n' / N), at level δ/2, so that
+P(measured rate > α) <= P(R(t̂) > α'_t̂) + P(measured > α | R(t̂) <= α'_t̂) <= δ/2 + δ/2.
+It costs coverage: the price of promising a measured number rather than a rate.
+
 The candidate grid is fixed in advance (it does not look at the data). Candidates at the
 strict end that answer fewer than max(n_min, min_coverage·N) calibration items are
 skipped, n_min = ⌈log δ / log(1 − α)⌉: with fewer than n_min items even zero errors
@@ -31,6 +39,7 @@ import re
 from dataclasses import dataclass, field
 
 import numpy as np
+from scipy import stats
 
 from detectors.metrics import clopper_pearson_upper
 from detectors.registry import REGISTRY
@@ -51,6 +60,8 @@ class CalibrationConfig:
     min_coverage: float = 0.1  # candidates answering fewer than this fraction of the
     # calibration items are not tested: one early error among a handful of answers would
     # end the sequence (fixed before the labels are seen, so the guarantee is unchanged)
+    sample_size: int | None = None  # promise the rate measured on this many further items
+    # (see the module docstring); None: the population risk
 
     def __post_init__(self) -> None:
         if not 0.0 < self.target_risk < 1.0:
@@ -86,6 +97,20 @@ class CalibrationResult:
     reason: str  # one sentence on why this threshold (or none)
 
 
+def sample_safe_risk(alpha: float, answers: int, delta: float) -> float:
+    """α' = the largest risk r with P(Bin(m, r) > ⌊α·m⌋) <= δ, m = ``answers``: a threshold
+    whose population risk is at most α' shows a rate above α on m fresh answers with
+    probability at most δ. By the binomial–beta identity P(Bin(m, r) >= k + 1) =
+    I_r(k + 1, m − k), so α' is the δ quantile of Beta(k + 1, m − k), k = ⌊α·m⌋; 1 when
+    k = m (no count of errors exceeds α·m) and α when m = 0 (nothing to measure)."""
+    if answers <= 0:
+        return alpha
+    k = math.floor(alpha * answers)
+    if k >= answers:
+        return 1.0
+    return float(stats.beta.ppf(delta, k + 1, answers - k))
+
+
 def answered_mask(scores, threshold: float, others_answer=None) -> np.ndarray:
     """answered_i = s_i < t and every other detector of the profile answered item i."""
     s = np.asarray(scores, dtype=np.float64)  # (N,) risks; +inf = never answered
@@ -98,9 +123,11 @@ def answered_mask(scores, threshold: float, others_answer=None) -> np.ndarray:
 def ltt_threshold(scores, hallucinated, config: CalibrationConfig,
                   others_answer=None) -> CalibrationResult:
     """Learn-then-Test fixed-sequence choice of the loosest threshold with R(t) <= α at 1 − δ
-    (see the module docstring)."""
+    (see the module docstring; with ``config.sample_size`` each candidate's α is its
+    :func:`sample_safe_risk` and the level δ/2)."""
     y = np.asarray(hallucinated, dtype=bool)  # (N,)
     n = len(y)
+    level = config.delta if config.sample_size is None else config.delta / 2
     tests: list[ThresholdTest] = []
     chosen: ThresholdTest | None = None
     for t in sorted(config.grid):
@@ -109,8 +136,10 @@ def ltt_threshold(scores, hallucinated, config: CalibrationConfig,
         if answered < max(config.min_answered, config.min_coverage * n):
             continue  # untestable at this size whatever the labels: skipped (see above)
         errors = int(y[mask].sum())
-        bound = clopper_pearson_upper(errors, answered, config.delta)
-        test = ThresholdTest(t, answered, errors, bound, bound <= config.target_risk)
+        bound = clopper_pearson_upper(errors, answered, level)
+        target = config.target_risk if config.sample_size is None else sample_safe_risk(
+            config.target_risk, round(answered * config.sample_size / n), config.delta / 2)
+        test = ThresholdTest(t, answered, errors, bound, bound <= target)
         tests.append(test)
         if not test.safe:
             break

@@ -61,7 +61,7 @@ from policies import (
     decide,
     prompt_text,
 )
-from policies.answer_kind import note_judged_tool_calls, tool_call_decision
+from policies.answer_kind import judges_forced_call, note_judged_tool_calls, tool_call_decision
 from policies.schema import progressive_problems
 from proxy.audit import AuditLog, PendingAudit, pending_audit
 from proxy.chat.gate_session import Answer, GateOutcome, ProgressivePlan, RequestContext
@@ -157,7 +157,8 @@ class PolicyGatekeeper:
                 and bundle.combiner.detectors() <= set(profile.detectors.enabled())):
             combiner = bundle.combiner  # the model's own fit
         return PolicySession(self, route.name, profile, escalation, messages,
-                             self.registry.get(model), ctx, model, combiner, bundle)
+                             self.registry.get(model), ctx, model, combiner, bundle,
+                             start_now=judges_forced_call(profile, request.tool_choice))
 
 
 class CutFirst(Exception):
@@ -179,7 +180,7 @@ async def _measured(work: Awaitable[Any]) -> tuple[Any, float]:
 class PolicySession:
     def __init__(self, keeper: PolicyGatekeeper, route: str, profile: Profile, escalation,
                  messages: list[dict], upstream: Upstream, ctx: RequestContext, model: str,
-                 combiner: Any = None, bundle: Bundle | None = None):
+                 combiner: Any = None, bundle: Bundle | None = None, start_now: bool = True):
         self.keeper, self.route, self.profile = keeper, route, profile
         self.escalation, self.messages, self.upstream = escalation, messages, upstream
         self.ctx, self.model, self.combiner = ctx, model, combiner
@@ -209,11 +210,22 @@ class PolicySession:
         self._prefix: tuple[str, Any, Threshold] | None = None
         self._uncertified: list[str] = []  # detectors with no threshold for target_risk
         self._prefix_stream: PrefixStream | None = None
-        for name, det in self.bound.items():
-            work = det.start(self._exchange(name))
-            if work is not None:
-                self._started[name] = asyncio.ensure_future(
-                    self._timed(name, work))
+        # prompt-time work starts with the request, unless the answer must call a tool
+        # the profile does not judge: then only an answer that disobeys starts it
+        self._start_late = not start_now
+        if start_now:
+            for name, det in self.bound.items():
+                self._start(name, det)
+
+    def _start(self, name: str, det: Detector) -> asyncio.Future | None:
+        """``det``'s prompt-time work, started as a task (None: it has none)."""
+        work = det.start(self._exchange(name))
+        if work is None:
+            return None
+        # a detector that also reads the answer is observed once, when it has judged it
+        task = self._started[name] = asyncio.ensure_future(
+            self._timed(name, work, "prompt", observe=not det.needs.answer))
+        return task
 
     def _bind_bundle(self, bundle: Bundle) -> None:
         """The bundle's own plug-ins (HALT on its weights) in place of the gateway's."""
@@ -290,12 +302,14 @@ class PolicySession:
         stats = self._stats.setdefault(name, SamplerStats())
         return Exchange(self.messages, UpstreamSampler(self.upstream, stats), self.model)
 
-    async def _timed(self, name: str, work: Awaitable[Any]) -> tuple[Any, float]:
-        """One detector phase in its span, observed in the metrics; (result or exception,
-        ms). A failure is logged and counted (missing logprobs is no failure)."""
-        start = time.perf_counter()
-        result, ms = await _measured(traced_detector(name, work))
-        self.keeper.metrics.detector_seconds.labels(name).observe(time.perf_counter() - start)
+    async def _timed(self, name: str, work: Awaitable[Any], phase: str = "answer", *,
+                     observe: bool = True, earlier_ms: float = 0.0) -> tuple[Any, float]:
+        """One detector phase in its span; (result or exception, ms). ``observe``: the
+        detector's latency (this phase plus ``earlier_ms`` of its prompt phase) goes to the
+        metrics. A failure is logged and counted (missing logprobs is no failure)."""
+        result, ms = await _measured(traced_detector(name, work, phase))
+        if observe:
+            self.keeper.metrics.detector_seconds.labels(name).observe((ms + earlier_ms) / 1e3)
         if isinstance(result, Exception) and not isinstance(result, MissingLogprobs):
             log.warning("detector %s failed: %r", name, result)
             self.keeper.metrics.detector_errors.labels(name).inc()
@@ -305,17 +319,21 @@ class PolicySession:
                          ) -> Judgement | BaseException:
         """``det``'s judgement with its cost, or the exception it raised."""
         task = self._started.get(name)
+        if task is None and self._start_late and name in self.bound:
+            task = self._start(name, det)
         start_ms = 0.0
         started = None
         if task is not None:
             started, start_ms = await asyncio.shield(task)  # prompt_verdict may share it
             if isinstance(started, BaseException):
+                if det.needs.answer:  # its prompt phase is all the latency there is
+                    self.keeper.metrics.detector_seconds.labels(name).observe(start_ms / 1e3)
                 return started
         work = det.judge(self._exchange(name), answer, started)
         # a detector that did its work at prompt time and reads no answer only packages
         # its result now: its span and timing are the prompt-time ones
         if task is None or det.needs.answer:
-            result, ms = await self._timed(name, work)
+            result, ms = await self._timed(name, work, earlier_ms=start_ms)
         else:
             result, ms = await _measured(work)
         if isinstance(result, BaseException):

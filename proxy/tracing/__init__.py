@@ -31,15 +31,17 @@ current: contextvars.ContextVar[RequestTracing | None] = contextvars.ContextVar(
 
 
 class RequestTracing(Protocol):
-    def detector(self, name: str, work: Awaitable[Any]) -> Awaitable[Any]: ...
+    def detector(self, name: str, work: Awaitable[Any], phase: str) -> Awaitable[Any]: ...
 
     def record_decision(self, decision: Any) -> None: ...
 
 
-def detector(name: str, work: Awaitable[Any]) -> Awaitable[Any]:
-    """``work`` (one detector's run) inside a child span when tracing is on."""
+def detector(name: str, work: Awaitable[Any], phase: str = "answer") -> Awaitable[Any]:
+    """``work`` (one phase of a detector's run: ``prompt`` for the work started with the
+    request, ``answer`` for the judgement of the answer) inside a child span when tracing
+    is on."""
     tracing = current.get()
-    return work if tracing is None else tracing.detector(name, work)
+    return work if tracing is None else tracing.detector(name, work, phase)
 
 
 def record_decision(decision: Any) -> None:

@@ -86,9 +86,10 @@ class Tracing:
 
     # --- hooks called through proxy.tracing ------------------------------------------
 
-    def detector(self, name: str, work: Awaitable[Any]) -> Awaitable[Any]:
+    def detector(self, name: str, work: Awaitable[Any], phase: str) -> Awaitable[Any]:
         async def run() -> Any:
-            attributes = {"gen_ai.evaluation.name": name, "hallgate.detector": name}
+            attributes = {"gen_ai.evaluation.name": name, "hallgate.detector": name,
+                          "hallgate.detector.phase": phase}
             with self.tracer.start_as_current_span(f"hallgate.detector {name}",
                                                    attributes=attributes) as span:
                 result = await work  # an exception is recorded by the span and re-raised

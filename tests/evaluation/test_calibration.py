@@ -11,6 +11,7 @@ from policies.calibration import (
     KnobEditError,
     guarantee_check,
     ltt_threshold,
+    sample_safe_risk,
     set_profile_knob,
     split_indices,
 )
@@ -61,6 +62,30 @@ def test_guarantee_check_catches_a_bound_that_cannot_carry_the_promise():
     loose = guarantee_check(s, y, CalibrationConfig(target_risk=0.2, delta=0.9),
                             splits=200, population=True)
     assert loose.exceeded_fraction > 0.5
+
+
+def test_the_sample_safe_risk_is_the_binomial_tail_solved_for_the_risk():
+    from scipy import stats
+    alpha, m, delta = 0.2, 300, 0.05
+    r = sample_safe_risk(alpha, m, delta)
+    k = int(alpha * m)
+    assert r < alpha
+    assert stats.binom.sf(k, m, r) == pytest.approx(delta, rel=1e-6)  # P(X > k) = δ
+    assert stats.binom.sf(k, m, r + 0.01) > delta  # the largest such risk
+    assert sample_safe_risk(alpha, 0, delta) == alpha and sample_safe_risk(1.0, 5, delta) == 1
+
+
+def test_a_threshold_certified_for_the_held_out_half_keeps_its_measured_rate():
+    """The promise as measured on the held-out half: exceeded in at most δ of resplits,
+    where the population certification overshoots on the half about as often as not."""
+    s, y = calibrated_scores(1200, seed=5)
+    config = CalibrationConfig(target_risk=0.2, delta=0.1)
+    plain = guarantee_check(s, y, config, splits=200)
+    for_half = guarantee_check(s, y, CalibrationConfig(target_risk=0.2, delta=0.1,
+                                                       sample_size=600), splits=200)
+    assert plain.exceeded_fraction > config.delta  # the half's own noise
+    assert for_half.exceeded_fraction <= config.delta
+    assert 0.0 < for_half.mean_coverage < plain.mean_coverage  # what the promise costs
 
 
 def test_refuses_when_no_threshold_meets_the_target():

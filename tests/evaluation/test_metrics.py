@@ -153,3 +153,11 @@ def test_paired_source_bootstrap_equals_the_resampling_loop():
     got = paired_source_bootstrap(sets, labels, sources, resamples=200, seed=7)
     for name in sets:
         assert np.allclose(got[name], loop[name])
+
+
+def test_paired_source_bootstrap_without_a_two_class_source_is_undefined():
+    from detectors.metrics import paired_source_bootstrap
+
+    samples = paired_source_bootstrap({"x": np.array([0.1, 0.9])}, np.array([0, 1]),
+                                      np.array(["a", "b"]), resamples=20)
+    assert len(samples["x"]) == 20 and np.isnan(samples["x"]).all()

@@ -66,12 +66,15 @@ def test_a_malformed_results_line_is_reported_with_file_and_line(tmp_path):
     assert not (tmp_path / "b").exists()
 
 
-def test_a_recording_too_small_to_train_on_is_refused_with_the_counts(tmp_path):
+def test_a_recording_too_small_to_train_halt_gives_a_bundle_without_it(tmp_path):
     recording = tmp_path / "rec"
     shutil.copytree(RECORDING, recording)
     lines = (recording / "results.jsonl").read_text().splitlines()[:20]
     (recording / "results.jsonl").write_text("\n".join(lines) + "\n")
     done = CliRunner().invoke(app, ["tune", "--replay", str(recording), "--model", SMOLLM2,
                                     "--out", str(tmp_path / "b")])
-    assert done.exit_code == 2, done.output
+    assert done.exit_code == 0, done.output
+    assert "HALT is not trained" in done.output
     assert "part has" in done.output and "tune needs at least 5 of each" in done.output
+    bundle = load_bundle(tmp_path / "b", names={SMOLLM2})
+    assert bundle.manifest.halt is None and bundle.manifest.data.items == 20

@@ -4,7 +4,12 @@ import pytest
 
 from detectors.verdict import Verdict
 from policies import PolicyError, decide, load_policy, load_policy_text
-from policies.answer_kind import note_judged_tool_calls, tool_call_decision
+from policies.answer_kind import (
+    forces_tool_call,
+    judges_forced_call,
+    note_judged_tool_calls,
+    tool_call_decision,
+)
 from policies.loader import EXAMPLES_DIR
 from policies.schema import Profile
 
@@ -62,3 +67,21 @@ def test_an_unknown_tool_calls_mode_is_a_load_error_naming_the_key():
         load_policy_text("routes:\n  - {name: d, default: true, profile: p}\nprofiles:\n"
                          "  p:\n    tool_calls: sometimes\n", "policy.yaml")
     assert "profiles.p.tool_calls" in str(info.value) and "policy.yaml:5" in str(info.value)
+
+
+@pytest.mark.parametrize(("choice", "forced"), [
+    (None, False), ("auto", False), ("none", False), ("required", True),
+    ({"type": "function", "function": {"name": "get_weather"}}, True),
+    ({"type": "allowed_tools", "allowed_tools": {"mode": "required", "tools": []}}, True),
+    ({"type": "allowed_tools", "allowed_tools": {"mode": "auto", "tools": []}}, False),
+])
+def test_which_tool_choices_force_a_call(choice, forced):
+    assert forces_tool_call(choice) is forced
+
+
+@pytest.mark.parametrize(("mode", "judged"), [("pass", False), ("abstain", False),
+                                              ("judge", True)])
+def test_a_forced_call_is_judged_only_where_the_profile_judges_tool_calls(mode, judged):
+    profile = Profile(name="p", tool_calls=mode)
+    assert judges_forced_call(profile, "required") is judged
+    assert judges_forced_call(profile, "auto") is True

@@ -110,6 +110,37 @@ def test_parallel_tool_calls_are_returned_in_order(gateway, fake_upstream, strea
     assert json.loads(calls[1]["arguments"]) == {"city": "Rome, Italy"}
 
 
+
+@pytest.mark.parametrize("stream", [False, True], ids=["non_streaming", "streaming"])
+def test_a_forced_tool_call_on_a_passing_route_costs_one_upstream_call(gateway,
+                                                                        fake_upstream, stream):
+    """strict runs EDFL and the semantic gate, which sample the upstream at prompt time;
+    with ``tool_choice: required`` and ``tool_calls: pass`` their verdict would never be
+    read, so only the answer is asked for."""
+    fake_upstream.script.tool_calls = (PARIS,)
+    fake_upstream.script.latency_s = 0.2  # time for prompt-time samples to be sent
+    content, calls, finish, meta, _ = ask(client_at(gateway, "/strict"), stream,
+                                          tool_choice="required")
+    assert calls == expected(PARIS) and "passed unjudged" in meta["reasons"][0]
+    assert len(fake_upstream.requests) == 1
+    fake_upstream.reset()
+    fake_upstream.script.tool_calls = (PARIS,)
+    fake_upstream.script.latency_s = 0.2
+    ask(client_at(gateway, "/strict"), stream, tool_choice="auto")  # may answer in text
+    assert len(fake_upstream.requests) > 1  # so the gates sampled at prompt time
+
+
+def test_an_upstream_that_ignores_a_forced_tool_call_is_judged_in_full(gateway,
+                                                                       fake_upstream):
+    """The detectors deferred for a forced call start when the answer is text after all."""
+    content, calls, _, meta, _ = ask(client_at(gateway, "/strict"), False,
+                                     tool_choice="required")
+    assert calls == [] and content
+    assert len(fake_upstream.requests) > 1  # EDFL's skeletons, sent late
+    *_, unforced, _ = ask(client_at(gateway, "/strict"), False)
+    assert "edfl" in meta["detectors"]
+    assert set(meta["detectors"]) == set(unforced["detectors"])
+
 POLICY = """
 version: 1
 routes:

@@ -30,12 +30,17 @@ routes:
   - {name: strict, match: {header: strict, path_prefix: /strict}, profile: strict}
   - {name: gated, match: {header: gated}, profile: gated}
   - {name: live, match: {header: live}, profile: live}
+  - {name: sampled, match: {header: sampled}, profile: sampled}
   - {name: default, default: true, profile: relaxed}
 profiles:
   strict: {detectors: {halt: {enabled: true, threshold: 0.0}}}
   relaxed: {detectors: {halt: {enabled: true, threshold: 1.0}}}
   gated: {detectors: {halt: {enabled: true, threshold: 1.0}, edfl: {enabled: true, m: 2}}}
   live: {detectors: {halt: {enabled: true, threshold: 1.0}}, streaming: passthrough}
+  sampled:
+    detectors:
+      halt: {enabled: false}
+      semantic: {enabled: true, M: 3, m: 2, entailment: lexical}
 """
 
 
@@ -130,6 +135,18 @@ def test_gate_calls_are_children_of_their_detector_span(traced, exporter):
     events = [e.attributes["gen_ai.evaluation.name"] for e in request.events
               if e.name == "gen_ai.evaluation.result"]
     assert sorted(events) == ["edfl", "halt"]
+
+
+def test_a_detector_with_two_phases_has_a_span_each_and_one_latency_observation(traced,
+                                                                               exporter):
+    """The semantic gate samples at prompt time and judges the answer afterwards: the
+    spans say which phase each is; the latency histogram counts the detector once."""
+    client_for(traced, "sampled").chat.completions.create(model="fake", messages=QUESTION)
+    spans = by_name(exporter)["hallgate.detector semantic"]
+    assert sorted(s.attributes["hallgate.detector.phase"] for s in spans) == ["answer",
+                                                                             "prompt"]
+    text = httpx.get(f"{traced}/metrics").text
+    assert 'hallgate_detector_seconds_count{detector="semantic"} 1.0' in text
 
 
 def test_a_streamed_response_is_one_request_span_with_a_streaming_upstream_span(traced,
