@@ -53,7 +53,7 @@ async def exchanges(halt: HaltScorer, policy, tokens: int) -> list[Pending]:
     decision = decide(policy.profiles["judged"], {"halt": await halt.score(logprobs)},
                       route="kept")
     answer = Answer(0, " ".join(words), logprobs)
-    return [Pending(time.time(), new_response_id(), "r", "fake", None,
+    return [Pending(time.time(), new_response_id(), "r", "fake", None, None,
                     [{"role": "user", "content": "What is the capital of France?"}],
                     decision, answer) for _ in range(N)]
 

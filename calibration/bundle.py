@@ -198,10 +198,12 @@ class Bundle:
     manifest: BundleManifest
     digest: str  # SHA-256 of bundle.json (which pins every other file by its SHA-256)
 
-    @property
+    @cached_property
     def name(self) -> str:
-        """What responses, logs and metrics call it: directory name @ digest prefix."""
-        return f"{self.path.name}@{self.digest[:8]}"
+        """What responses, logs and metrics call it: directory name @ digest prefix. A
+        binding through a symbolic link (``current -> smollm2-v2``) names the directory
+        it points to, so each version keeps its own name."""
+        return f"{self.path.resolve().name}@{self.digest[:8]}"
 
     @property
     def model(self) -> str:

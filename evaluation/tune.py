@@ -119,6 +119,16 @@ def tune_command(
     data_dir: Path = typer.Option(DEFAULT_DATA_DIR, file_okay=False, help="Live: the "
                                   "built-in sets' directory.",
                                   show_default="../shared/data or $HALLGATE_DATA_DIR"),
+    from_store: str | None = typer.Option(
+        None, "--from-store", help="Refit from the store's labelled exchanges (its URL, or "
+        "a SQLite file) instead of a recording; a new version in OUT (evaluation/refit.py)."),
+    since: str | None = typer.Option(None, help="--from-store: exchanges from (ISO 8601)."),
+    until: str | None = typer.Option(None, help="--from-store: exchanges before (ISO 8601)."),
+    mix_builtin: Path | None = typer.Option(None, exists=True, file_okay=False,
+                                            help="--from-store: a recording mixed in."),
+    baseline: Path | None = typer.Option(None, exists=True, file_okay=False,
+                                         help="--from-store: the bundle to compare against "
+                                         "(default: the model's shipped bundle)."),
 ) -> None:
     """Build MODEL's calibration bundle: from its recording (--replay, no upstream call), or
     by recording it live through MODEL's upstream first."""
@@ -131,10 +141,19 @@ def tune_command(
     from evaluation.recording_data import halt_records, recording_split
 
     console = Console()
-    if replay is not None and (dataset or data):
-        typer.echo("--replay builds from a recording: drop --dataset and --data", err=True)
+    if (replay is not None or from_store is not None) and (dataset or data):
+        typer.echo("--replay and --from-store build from what is recorded: drop --dataset "
+                   "and --data", err=True)
         raise typer.Exit(2)
-    if replay is None:
+    if replay is not None and from_store is not None:
+        typer.echo("give --replay or --from-store, not both", err=True)
+        raise typer.Exit(2)
+    if from_store is not None:
+        from evaluation import refit
+
+        replay, exported = refit.prepare(from_store, model, out, since=since, until=until,
+                                         mix=mix_builtin)
+    elif replay is None:
         try:
             replay = record_live(LiveOptions(
                 model, out, dataset, data, limit, budget_calls, budget_tokens, record,
@@ -214,3 +233,5 @@ def tune_command(
     console.print(f"wrote {bundle.name} to {out} for {model} ({trained}, {len(kept)} "
                   f"calibrated and judged); see {out / 'REPORT.md'}")
     console.print(f"stages: {clock}", soft_wrap=True)
+    if from_store is not None:
+        console.print(refit.finish(out, replay, exported, model, baseline))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import signal
@@ -140,10 +141,14 @@ class HallgateApp(FastAPI):
 
 
 def create_app(settings: Settings | None = None, plugins: Mapping[str, Any] | None = None,
-               span_exporter=None) -> FastAPI:
+               span_exporter=None, freeze_heap: bool = False) -> FastAPI:
     """The gateway. ``plugins`` reuses already loaded detector plug-ins by name (a model's
     weights are read-only, so apps may share one); ``span_exporter`` turns tracing on with
-    that OpenTelemetry exporter (tests)."""
+    that OpenTelemetry exporter (tests); ``freeze_heap`` (the gateway's own process,
+    ``hallgate serve``): once started, move every object alive into the collector's
+    permanent generation (``gc.freeze()``), so that the full collections that the
+    requests' and the store's short-lived objects trigger no longer walk the heap of
+    torch, HALT and the libraries loaded at start."""
     settings = settings or Settings()
     tracing = build_tracing(settings.tracing, span_exporter)  # None when tracing is off
 
@@ -187,6 +192,9 @@ def create_app(settings: Settings | None = None, plugins: Mapping[str, Any] | No
                 keeper.exchanges = app.state.exchanges = await stack.enter_async_context(
                     open_store(settings, app.state.metrics.registry, lambda: keeper.store.policy))
             app.state.chat = ChatService(registry, keeper, settings.max_n)
+            if freeze_heap:
+                gc.collect()
+                gc.freeze()
             app.state.ready = True
             log.info("hallgate ready: models %s", app.state.registry.names())
             yield
@@ -250,9 +258,13 @@ def _add_service_routes(app: FastAPI) -> None:
 
     @app.get("/readyz")
     async def readyz(request: Request) -> JSONResponse:
-        """Readiness: started, detectors loaded, every embedded model alive."""
+        """Readiness: started (the store, when on, opened and migrated), detectors
+        loaded, every embedded model alive. The store's later state is reported, not
+        judged: a failing database drops sampled exchanges, never requests."""
         state = request.app.state
         embedded = getattr(state, "embedded", None) or []
         ready = state.ready and all(model.alive() for model in embedded)
-        return JSONResponse({"status": "ready" if ready else "starting"},
-                            status_code=200 if ready else 503)
+        body: dict = {"status": "ready" if ready else "starting"}
+        if state.exchanges is not None:
+            body["store"] = state.exchanges.health()
+        return JSONResponse(body, status_code=200 if ready else 503)

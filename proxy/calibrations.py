@@ -10,6 +10,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import calibration
+from calibration.binding import NONE
 from calibration.store import Binding, BundleStore
 from proxy.config import Settings
 from proxy.metrics import Metrics
@@ -33,6 +34,24 @@ def bindings(settings: Settings, models: Iterable[str]) -> dict[str, Binding]:
 
 
 def bundle_store(settings: Settings, models: Iterable[str], metrics: Metrics) -> BundleStore:
+    shown: dict[str, str] = {}  # model -> the bundle name its info series carries
+
+    def publish(model: str) -> None:
+        """``hallgate_calibration_bundle_info{model, bundle} 1`` for the bundle in force
+        (the series of the one it replaced is removed)."""
+        bundle = store.get(model)
+        name = bundle.name if bundle is not None else NONE
+        if shown.get(model) != name:
+            if model in shown:
+                metrics.calibration_bundle.remove(model, shown[model])
+            metrics.calibration_bundle.labels(model, name).set(1)
+            shown[model] = name
+
     def counted(model: str, accepted: bool) -> None:
         metrics.calibration_reloads.labels(model, "accepted" if accepted else "refused").inc()
-    return BundleStore(bindings(settings, models), on_reload=counted)
+        publish(model)
+
+    store = BundleStore(bindings(settings, models), on_reload=counted)
+    for model in store.models():
+        publish(model)
+    return store

@@ -39,7 +39,7 @@ def serve(
         typer.echo(f"hallgate: invalid settings ({config or 'environment'}): {exc}", err=True)
         raise typer.Exit(2) from None
     configure_logging(settings.log_level)
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port,
+    uvicorn.run(create_app(settings, freeze_heap=True), host=settings.host, port=settings.port,
                 log_level=settings.log_level, access_log=False, timeout_graceful_shutdown=30,
                 log_config=None, loop="uvloop", http=GatewayHttpProtocol, lifespan="on",
                 # no code reads the client's address: skip the X-Forwarded-* rewrite

@@ -24,7 +24,7 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from proxy.errors import HallgateError, InvalidRequest, PermissionDenied, validation_error
-from proxy.store.ids import canonical_response_id, minted_at
+from proxy.store.ids import FIND_WAIT_S, canonical_response_id, minted_at
 from proxy.store.records import text_sha256
 
 router = APIRouter()
@@ -65,7 +65,9 @@ def _not_found(given: str, canonical: str | None, max_age_days: float | None) ->
                                 f"keeps exchanges for {max_age_days:g} days.", param="id")
     return ResponseNotFound(f"Response '{given}' (made {when}) was not stored: its route "
                             f"keeps only a sampled share of exchanges (store.sample), or the "
-                            f"store dropped or trimmed it.", param="id")
+                            f"store dropped or trimmed it, or the replica that answered it "
+                            f"has not written it yet (a label waits {FIND_WAIT_S:g} s from "
+                            f"the answer for that; post it again later).", param="id")
 
 
 def _store_of(request: Request):

@@ -53,6 +53,11 @@ class Metrics:
                                            "bundle reloads by model and result (accepted, "
                                            "refused: the previous bundle stays)",
                                            ["model", "result"], registry=r)
+        self.calibration_bundle = Gauge("hallgate_calibration_bundle_info", "The "
+                                        "calibration bundle in force for each model "
+                                        "(name@digest, as x-hallgate-calibration names it; "
+                                        "none: uncalibrated): 1 for the current one",
+                                        ["model", "bundle"], registry=r)
         self.calibration_psi = Gauge("hallgate_calibration_psi", "Population Stability "
                                      "Index of each detector's last scores against the "
                                      "model's bundle calibration histogram (> 0.2: drift)",

@@ -65,6 +65,9 @@ class Script:
     # answer to a request with `tools` whose conversation has no tool result yet
     tool_text: str | None = None  # content beside the tool calls (None: content null)
     structured: str | None = None  # the answer to a request with a JSON response_format
+    replies: dict = field(default_factory=dict)  # a recorded corpus replayed: the last user
+    # message -> {"content": text, "tokens": [{token, logprob, top_logprobs}]}, answered
+    # (non-streaming) with that text and those logprobs, top_logprobs cut to what was asked
 
 
 @dataclass
@@ -156,6 +159,9 @@ class FakeUpstream:
                 return StreamingResponse(self._stream_tool_calls(body),
                                          media_type="text/event-stream")
             return JSONResponse(self._tool_call_completion(body))
+        reply = self.script.replies.get(_last_user(body)) if self.script.replies else None
+        if reply is not None and not body.get("stream"):
+            return JSONResponse(self._recorded(body, reply))
         texts = [self._next_text(body) for _ in range(n)]
         if body.get("stream"):
             return StreamingResponse(self._stream(body, texts, drop=fault is not None and
@@ -237,6 +243,18 @@ class FakeUpstream:
     def _wants_logprobs(self, body: dict) -> bool:
         return bool(body.get("logprobs")) and not self.script.no_logprobs
 
+    def _recorded(self, body: dict, reply: dict) -> dict:
+        """The recorded answer to this prompt, with its recorded logprobs."""
+        top_k = self._top_k(body)
+        tokens = [{**t, "top_logprobs": (t.get("top_logprobs") or [])[:top_k]}
+                  for t in reply["tokens"]]
+        completion = self._completion(body, [reply["content"]])
+        completion["choices"][0]["logprobs"] = ({"content": tokens}
+                                                if self._wants_logprobs(body) else None)
+        completion["usage"]["completion_tokens"] = len(tokens)
+        completion["usage"]["total_tokens"] = 10 + len(tokens)
+        return completion
+
     def _completion(self, body: dict, texts: list[str]) -> dict:
         top_k = self._top_k(body)
         choices = []
@@ -306,6 +324,13 @@ class FakeUpstream:
     def stop(self) -> None:
         if self._server is not None:
             self._server.should_exit = True
+
+
+def _last_user(body: dict) -> str | None:
+    for message in reversed(body.get("messages") or ()):
+        if message.get("role") == "user" and isinstance(message.get("content"), str):
+            return message["content"]
+    return None
 
 
 def _words(text: str) -> list[str]:

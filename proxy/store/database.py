@@ -59,14 +59,20 @@ def display_url(url: str) -> str:
     return make_url(url).render_as_string(hide_password=True)
 
 
-def dumps(value) -> str:
+def encode(value) -> bytes:
     """JSON for the JSON columns: orjson (a 256-token logprob matrix is 5,000 floats; NaN
     and infinities become null), the standard library for what orjson refuses (integers
     beyond 64 bits in a client's message)."""
     try:
-        return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
+        return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS)
     except TypeError:
-        return json.dumps(value, default=str)
+        return json.dumps(value, default=str).encode()
+
+
+def dumps(value) -> str:
+    """The engine's JSON serializer: ``bytes`` are JSON the writer encoded already (as
+    :func:`encode`; no JSON value is bytes), anything else is encoded here."""
+    return (value if isinstance(value, bytes) else encode(value)).decode()
 
 
 def create_engine(url: str) -> AsyncEngine:

@@ -17,6 +17,7 @@ import time
 
 CHAT_PREFIX = "chatcmpl-"
 RESPONSES_PREFIX = "resp_"
+FIND_WAIT_S = 5.0  # a label waits this long from the answer for its exchange to be written
 _ID = re.compile(r"^(?:chatcmpl-|resp_)([0-9a-f]{32})$")
 
 

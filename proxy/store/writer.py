@@ -28,17 +28,20 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
-from sqlalchemy import delete, func, insert, select
+from sqlalchemy import JSON, delete, func, insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from proxy.config import Settings, StoreSettings
-from proxy.store.database import head_revision, open_database
+from proxy.store.database import encode, head_revision, open_database
+from proxy.store.ids import FIND_WAIT_S, minted_at
 from proxy.store.models import Exchange, Feedback
 from proxy.store.records import exchange_row
 
 log = logging.getLogger("hallgate.store")
 LOG_EVERY_S = 60.0  # at most one log line per failure kind and interval
 POLL_S = 0.01  # a gathering batch looks at the queue this often
+JSON_COLUMNS = tuple(c.name for c in Exchange.__table__.columns if isinstance(c.type, JSON))
+REREAD_S = 0.1  # ... re-reading the database this often for another replica's exchange
 
 
 class JudgedSession(Protocol):
@@ -49,6 +52,7 @@ class JudgedSession(Protocol):
     model: str
     messages: list[dict]
     ctx: Any  # .request_id, .key_name
+    calibration: Any  # calibration.binding.CalibrationUse: .bundle (None: uncalibrated)
 
 
 @dataclass(slots=True)
@@ -60,6 +64,7 @@ class Pending:
     request_id: str | None
     model: str
     key_name: str | None
+    bundle_id: str | None  # the bundle that judged it (name@digest), None without one
     messages: list[dict]
     decision: Any  # policies.Decision
     answer: Any  # proxy.chat.gate_session.Answer, or None (decided before the answer)
@@ -97,6 +102,7 @@ class ExchangeStore:
         self._shares: tuple[Any, dict[str, float]] = (None, {})
         self._tasks: list[asyncio.Task] = []
         self._last_log: dict[str, float] = {}
+        self.failing = False  # the last batch write failed (the database is down or slow)
 
     # --- request path ----------------------------------------------------------------
 
@@ -117,8 +123,11 @@ class ExchangeStore:
         if share <= 0.0 or (share < 1.0 and random.random() >= share):
             return False
         self.metrics.sampled.inc()
+        bundle = session.calibration.bundle
         item = Pending(time.time(), session.response_id, session.ctx.request_id,
-                       session.model, session.ctx.key_name, session.messages, decision, answer)
+                       session.model, session.ctx.key_name,
+                       bundle.name if bundle is not None else None, session.messages,
+                       decision, answer)
         try:
             self.queue.put_nowait(item)
         except asyncio.QueueFull:
@@ -128,6 +137,12 @@ class ExchangeStore:
             return False
         self.pending.add(item.response_id)
         return True
+
+    def health(self) -> dict:
+        """What /readyz says of the store (never what makes the gateway unready: requests
+        do not depend on it once it is open)."""
+        return {"state": "failing" if self.failing else "ok",
+                "queue_depth": self.queue.qsize()}
 
     # --- background ------------------------------------------------------------------
 
@@ -150,6 +165,16 @@ class ExchangeStore:
         await self.queue.join()
 
     def _row(self, item: Pending) -> dict:
+        """The exchange's row, its JSON columns already encoded: a batch waits up to
+        ``flush_interval_s`` for its write, and as bytes its rows hold no containers the
+        collector would walk on every pass meanwhile (lists of lists of floats would)."""
+        row = self._values(item)
+        for column in JSON_COLUMNS:
+            if row[column] is not None:
+                row[column] = encode(row[column])
+        return row
+
+    def _values(self, item: Pending) -> dict:
         answer = item.answer
         return exchange_row(
             response_id=item.response_id, request_id=item.request_id,
@@ -157,7 +182,7 @@ class ExchangeStore:
             messages=item.messages, decision=item.decision.to_dict(),
             answer_text=answer.text if answer is not None else None,
             tokens=answer.tokens if answer is not None else None,
-            include_prompt=self.settings.include_prompt)
+            include_prompt=self.settings.include_prompt, bundle_id=item.bundle_id)
 
     async def _gather(self) -> tuple[list[str], list[dict]]:
         """The next batch: its response ids and rows. Each row is built as soon as its
@@ -198,9 +223,11 @@ class ExchangeStore:
                     async with self.engine.begin() as conn:
                         await conn.execute(insert(Exchange), rows)
                     self.metrics.written.inc(len(rows))
+                    self.failing = False
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                self.failing = True
                 self.metrics.write_error.inc(len(rows))
                 self._log_once("write_error", "store write failed, %d exchanges dropped: %r",
                                len(rows), exc)
@@ -254,14 +281,25 @@ class ExchangeStore:
 
     # --- reads and labels (the feedback endpoint) --------------------------------------
 
-    async def find(self, response_id: str, wait_s: float = 5.0) -> dict | None:
-        """The stored exchange's owner and time (``key_name``, ``created_at``); an
-        exchange still in the queue is waited for, up to ``wait_s``."""
+    async def find(self, response_id: str, wait_s: float = FIND_WAIT_S) -> dict | None:
+        """The stored exchange's owner and time (``key_name``, ``created_at``). An
+        exchange still in this gateway's queue is waited for, up to ``wait_s``; one that
+        is not in the database yet while its id is younger than ``wait_s`` may be in
+        another replica's queue, so the database is read again every ``REREAD_S`` until
+        the id is ``wait_s`` old."""
         deadline = time.monotonic() + wait_s
         async with self._written:
             while response_id in self.pending and time.monotonic() < deadline:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._written.wait(), deadline - time.monotonic())
+        made = minted_at(response_id)
+        while True:
+            row = await self._read(response_id)
+            if row is not None or made is None or time.time() >= made + wait_s:
+                return row
+            await asyncio.sleep(min(REREAD_S, max(0.0, made + wait_s - time.time())))
+
+    async def _read(self, response_id: str) -> dict | None:
         async with self.engine.connect() as conn:
             row = (await conn.execute(
                 select(Exchange.response_id, Exchange.key_name, Exchange.created_at)

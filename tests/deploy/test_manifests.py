@@ -230,7 +230,35 @@ def test_openai_overlay_targets_gpt_4o_mini(rendered, tmp_path, monkeypatch) -> 
     refs = {v["name"]: v["valueFrom"]["secretKeyRef"] for v in container(manifests)["env"]
             if "secretKeyRef" in v.get("valueFrom", {})}
     assert refs["OPENAI_API_KEY"] == {"name": "hallgate-upstream", "key": "OPENAI_API_KEY"}
-    assert {r["name"] for r in refs.values()} == {"hallgate-upstream", "hallgate-api-keys"}
+    assert {r["name"] for r in refs.values()} == {"hallgate-upstream", "hallgate-api-keys",
+                                                  "hallgate-store"}
+
+
+def test_openai_overlay_keeps_its_store_in_postgresql_from_a_secret(rendered, tmp_path,
+                                                                      monkeypatch) -> None:
+    """The replicas share one PostgreSQL store whose URL (with its password) comes from a
+    Secret; the pod's settings turn the store on with that URL."""
+    from proxy.store.database import database_url
+
+    manifests = rendered["overlays/openai"]
+    refs = {v["name"]: v["valueFrom"]["secretKeyRef"] for v in container(manifests)["env"]
+            if "secretKeyRef" in v.get("valueFrom", {})}
+    assert refs["HALLGATE_STORE__URL"] == {"name": "hallgate-store", "key": "STORE_URL"}
+    env, _ = pod_environment(manifests)
+    env["HALLGATE_STORE__URL"] = "postgresql://u:p@db:5432/hallgate"
+    config = tmp_path / "hallgate.yaml"
+    config.write_text(generated_configmaps(manifests)["hallgate-config"]["data"]["hallgate.yaml"])
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    from proxy.config import Settings
+
+    settings = Settings.load(config)
+    assert settings.store.enabled and settings.store.migrate == "auto"
+    assert not settings.store.include_prompt
+    assert database_url(settings) == "postgresql+asyncpg://u:p@db:5432/hallgate"
+    for name in ("base", "overlays/local-model"):
+        assert "HALLGATE_STORE__URL" not in {v["name"] for v in container(rendered[name])
+                                             .get("env", [])}
 
 
 def test_no_plain_text_secrets_anywhere(rendered) -> None:

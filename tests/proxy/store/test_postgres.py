@@ -61,6 +61,21 @@ async def test_two_gateways_on_one_database_take_labels_for_each_others_answers(
     assert [r["response_id"] for r in rows] == [ids[first], ids[second]]
 
 
+async def test_a_label_posted_at_once_to_another_replica_waits_for_the_write(
+        fake_upstream, start_gateway, tmp_path, postgres_url):
+    # the answering replica gathers its batch for 1.5 s: the label reaches the other
+    # replica before the exchange reaches the database
+    slow = start_gateway(store_settings(fake_upstream, tmp_path, url=postgres_url,
+                                        flush_interval_s=1.5))
+    other = start_gateway(store_settings(fake_upstream, tmp_path, url=postgres_url))
+    rid = client(slow).chat.completions.create(model="fake", messages=PROMPT).id
+    assert await fetch(postgres_url, "SELECT 1 FROM exchanges") == []
+    resp = httpx.post(f"{other}/v1/feedback", json={"id": rid, "label": "correct"},
+                      timeout=10)
+    assert resp.status_code == 200, resp.text
+    assert metric(slow, "hallgate_store_written_total") == 1
+
+
 async def test_a_gateway_upgrades_an_old_postgresql_schema(fake_upstream, start_gateway,
                                                             tmp_path, postgres_url):
     engine = create_engine(postgres_url.replace("postgresql://", "postgresql+asyncpg://"))

@@ -7,6 +7,7 @@ import json
 
 import pytest
 
+from tests.calibration.bundles import write_bundle
 from tests.proxy.store.helpers import (
     client,
     metric,
@@ -130,3 +131,17 @@ def test_the_store_keeps_every_alternative_the_upstream_sent_whatever_the_client
     wait_written(url, 1)
     [row] = sqlite_rows(tmp_path / "exchanges.sqlite3")
     assert {len(top) for top in json.loads(row["logprobs"])["top"]} == {20}
+
+
+def test_the_stored_exchange_names_the_bundle_that_judged_it(fake_upstream, start_gateway,
+                                                              tmp_path):
+    write_bundle(tmp_path / "bundles" / "fake")
+    url = start_gateway(store_settings(fake_upstream, tmp_path, extra={
+        "calibration_dir": str(tmp_path / "bundles")}))
+    raw = client(url).chat.completions.with_raw_response.create(model="fake",
+                                                                messages=PROMPT)
+    name = raw.headers["x-hallgate-calibration"]
+    assert name.startswith("fake@")
+    wait_written(url, 1)
+    [row] = sqlite_rows(tmp_path / "exchanges.sqlite3")
+    assert row["response_id"] == raw.parse().id and row["bundle_id"] == name

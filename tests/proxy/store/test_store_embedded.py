@@ -9,6 +9,8 @@ import httpx
 import openai
 import pytest
 
+from evaluation.recording_data import halt_records
+from evaluation.store_export import export_store
 from proxy.config import EMBEDDED_MODEL_NAME, Settings
 from tests.proxy.store.helpers import sqlite_rows, wait_written
 
@@ -29,9 +31,10 @@ def test_a_real_answer_is_stored_and_labelled(start_gateway, tmp_path):
     url = start_gateway(Settings(policy_file=str(policy), store={"path": str(db)}))
     client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0,
                            timeout=300)
-    resp = client.chat.completions.create(
+    raw = client.chat.completions.with_raw_response.create(
         model=EMBEDDED_MODEL_NAME, max_tokens=12, temperature=0,
         messages=[{"role": "user", "content": "What is 2 + 3? Answer with a number."}])
+    resp = raw.parse()
     answer = resp.choices[0].message.content
     wait_written(url, 1, timeout=60)
     [row] = sqlite_rows(db)
@@ -48,3 +51,10 @@ def test_a_real_answer_is_stored_and_labelled(start_gateway, tmp_path):
     assert labelled.status_code == 200, labelled.text
     [stored] = sqlite_rows(db, "feedback")
     assert (stored["response_id"], stored["label"]) == (resp.id, label)
+    # the shipped SmolLM2 bundle judged it, and the refit's export reads it back
+    assert row["bundle_id"] == raw.headers["x-hallgate-calibration"]
+    assert row["bundle_id"].startswith("smollm2-135m-instruct@")
+    summary = export_store(str(db), EMBEDDED_MODEL_NAME, tmp_path / "recording")
+    assert (summary.items, summary.hallucinated) == (1, label == "incorrect")
+    [record] = halt_records(tmp_path / "recording")
+    assert [t["logprob"] for t in record["tokens"]] == matrix["chosen"]

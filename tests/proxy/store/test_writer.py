@@ -30,7 +30,8 @@ def decision() -> Decision:
 def session(route: str = "kept") -> SimpleNamespace:
     return SimpleNamespace(response_id=new_response_id(), route=route, model="fake",
                            messages=[{"role": "user", "content": "hi"}],
-                           ctx=SimpleNamespace(request_id="r", key_name=None))
+                           ctx=SimpleNamespace(request_id="r", key_name=None),
+                           calibration=SimpleNamespace(bundle=None))
 
 
 async def make_store(url: str, **store) -> tuple[ExchangeStore, CollectorRegistry]:

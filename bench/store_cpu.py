@@ -1,0 +1,95 @@
+"""Where the store's cost lands in the gateway process: CPU per request of each thread
+and the collector's time, store off against ``store.sample: 1.0``, in one run.
+
+    .venv/bin/python bench/store_cpu.py [--seconds 8] [--repeats 2]
+
+The same two gateways as bench/store_ab.py (HALT-annotate route, fake upstream at 20 ms,
+one with a SQLite store keeping every judged exchange), each run as bench/serve_gc.py;
+wrk at concurrency 64 against each in alternating order. Per request: the CPU of each of
+the process's threads (from /proc: the event loop's thread, the rest), and the wall time
+inside garbage collections per generation. The store's share is the difference.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import typer
+from overhead import Target, run_wrk, server, start_fake_upstream  # this folder is on sys.path
+from store_ab import config
+
+from proxy.embedded import free_port
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def thread_cpu(pid: int) -> dict[str, float]:
+    """Thread id -> its CPU seconds (utime + stime)."""
+    out = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+            out[task.name] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return out
+
+
+def gc_totals(pid: int, path: Path) -> dict:
+    path.unlink(missing_ok=True)
+    os.kill(pid, signal.SIGUSR1)
+    deadline = time.monotonic() + 5
+    while not path.exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    time.sleep(0.05)
+    return json.loads(path.read_text())["gc"]
+
+
+def main(seconds: float = typer.Option(8.0), repeats: int = typer.Option(2)) -> None:
+    with tempfile.TemporaryDirectory(prefix="hallgate-store-cpu-") as tmp, \
+            contextlib.ExitStack() as stack:
+        log_dir = Path(tmp)
+        fake_url, _ = start_fake_upstream(stack, log_dir, 20.0)
+        targets = []
+        for name, store in (("off", False), ("on", True)):
+            port = free_port()
+            path = config(log_dir, name, port, fake_url, store, 1.0)
+            gc_out = log_dir / f"{name}.gc.json"
+            proc = stack.enter_context(server(
+                name, [sys.executable, str(REPO / "bench" / "serve_gc.py"), "--config",
+                       str(path), "--port", str(port)],
+                f"http://127.0.0.1:{port}/readyz", log_dir, env={"GC_OUT": str(gc_out)}))
+            targets.append((Target(name, f"http://127.0.0.1:{port}", pid=proc.pid), gc_out))
+        sums: dict[str, dict[str, float]] = {"off": {}, "on": {}}
+        for i in range(repeats):
+            for target, gc_out in (targets if i % 2 == 0 else targets[::-1]):
+                gc_before, cpu_before = gc_totals(target.pid, gc_out), thread_cpu(target.pid)
+                result = run_wrk(target, 64, seconds)
+                cpu_after, gc_after = thread_cpu(target.pid), gc_totals(target.pid, gc_out)
+                n = max(result.requests, 1)
+                per_thread = sorted(((cpu_after[t] - cpu_before.get(t, 0.0)) * 1e3 / n, t)
+                                    for t in cpu_after)
+                loop = (cpu_after[str(target.pid)] - cpu_before[str(target.pid)]) * 1e3 / n
+                total = sum(v for v, _ in per_thread)
+                gc_ms = sum(gc_after[g][1] - gc_before[g][1] for g in gc_after) * 1e3 / n
+                fields = {"rps": result.rps, "cpu_ms": total, "loop_cpu_ms": loop,
+                          "other_threads_cpu_ms": total - loop, "gc_ms": gc_ms}
+                for key, value in fields.items():
+                    sums[target.name][key] = sums[target.name].get(key, 0.0) + value / repeats
+                print(f"{target.name}: {result.rps:.0f} req/s, per request: CPU "
+                      f"{total:.3f} ms (event loop {loop:.3f}, other threads "
+                      f"{total - loop:.3f}), in GC {gc_ms:.3f} ms", flush=True)
+    out = {f"{name}_{k}": v for name, values in sums.items() for k, v in values.items()}
+    out["rps_ratio_on_over_off"] = sums["on"]["rps"] / sums["off"]["rps"]
+    out["store_loop_cpu_ms"] = sums["on"]["loop_cpu_ms"] - sums["off"]["loop_cpu_ms"]
+    out["store_gc_ms"] = sums["on"]["gc_ms"] - sums["off"]["gc_ms"]
+    print("RESULT store_cpu " + " ".join(f"{k}={v:.3f}" for k, v in out.items()))
+
+
+if __name__ == "__main__":
+    typer.run(main)
