@@ -50,11 +50,14 @@ RISKS = {
     "semantic": lambda s: s.get("semantic"),
     "mean_logprob": lambda s: None if (x := s.get("neg_mean_logprob")) is None else _squash(x),
     "min_logprob": lambda s: None if (x := s.get("neg_min_logprob")) is None else _squash(x),
+    # mean normalised top-k entropy, computed from the answer's top-k logprobs (tune)
+    "topk_entropy": lambda s: s.get("topk_entropy"),
     # 1 − exp(mean token logprob): one minus the geometric-mean token probability
     "seq_prob": lambda s: (None if (x := s.get("neg_mean_logprob")) is None
                            else 1.0 - math.exp(-x)),
 }
 HISTOGRAM_BINS = 20
+COMBINED = "learned_combiner"  # the combiner's name as a detector set
 
 
 def risk_columns(records: list[dict]) -> dict[str, np.ndarray]:
@@ -89,13 +92,30 @@ def histogram(risks: np.ndarray) -> dict | None:
     return {"edges": [round(float(e), 6) for e in edges], "counts": counts.tolist()}
 
 
+FREE = ("halt", "mean_logprob", "min_logprob", "topk_entropy", "seq_prob")  # read the
+# answer's own logprobs: no upstream call
+
+
+def recorded_cost(detail: dict) -> dict | None:
+    """A detector's recorded cost from its result dict (``hallgate.detectors.<name>``):
+    its ``cost`` object (the semantic gate), else the same counts at the top level
+    (EDFL: ``sampler_calls``, ``completion_tokens``, ``wall_s``); None when neither."""
+    if detail.get("cost"):
+        return detail["cost"]
+    if "sampler_calls" in detail:
+        return {"sampler_calls": detail["sampler_calls"],
+                "completion_tokens": detail.get("completion_tokens", 0),
+                "sampling_seconds": detail.get("wall_s", 0.0)}
+    return None
+
+
 def cost(records: list[dict], name: str) -> dict | None:
     """Mean recorded cost per request; the free detectors cost no upstream call."""
-    if name in ("halt", "mean_logprob", "min_logprob", "seq_prob"):
+    if name in FREE:
         return {"upstream_calls": 0.0, "completion_tokens": 0.0}
     found = [c for r in records
-             if (c := ((r.get("hallgate") or {}).get("detectors", {}).get(name) or {})
-                 .get("cost"))]
+             if (c := recorded_cost((r.get("hallgate") or {}).get("detectors", {}).get(name)
+                                    or {}))]
     if not found:
         return None
     ms = [1e3 * (c.get("sampling_seconds", 0.0) + c.get("analysis_seconds", 0.0))
@@ -122,6 +142,72 @@ def operating_points(columns: dict[str, np.ndarray], labels: np.ndarray,
     return out
 
 
+def combiner_set(combiner, records: list[dict], cal: np.ndarray, held: np.ndarray,
+                 detectors: dict[str, dict], alphas: list[float], deltas: list[float],
+                 seed: int) -> dict:
+    """The learned combiner as one detector set: its cost (the sum of its detectors'),
+    its quality on the held-out half, and its LTT operating points on the calibration
+    half's out-of-fold risks (each item scored by a combiner not fitted on it, so the
+    bound is not flattered by the fit)."""
+    from calibration.selection import set_cost
+    from evaluation.combiner import combiner_risks, out_of_fold_risks
+
+    labels = np.array([r["hallucinated"] for r in records], dtype=bool)
+    sources = np.array([r["source"] for r in records])
+    members = sorted(combiner.detectors())
+    summed = set_cost([None if (c := detectors.get(d, {}).get("cost")) is None
+                       else (c.get("upstream_calls"), c.get("completion_tokens"))
+                       for d in members])
+    oof = out_of_fold_risks(combiner, [records[i] for i in cal], seed=seed)
+    held_risks = combiner_risks(combiner, [records[i] for i in held])
+    return {"detectors": members,
+            "cost": None if summed is None else {
+                "upstream_calls": summed.upstream_calls,
+                "completion_tokens": summed.completion_tokens},
+            "quality": quality(held_risks, labels[held], sources[held], seed),
+            "operating_points": operating_points({COMBINED: oof}, labels[cal], alphas,
+                                                 deltas)}
+
+
+def selections(points: list[dict], combined: dict | None, detectors: dict[str, dict],
+               ) -> list[dict]:
+    """For each (α, δ) of ``points``, the cheapest certified detector set
+    (calibration/selection.py): every single detector, and the learned combiner over the
+    detectors it reads."""
+    from calibration.selection import SELECTION_RULE, Candidate, cheapest_set, set_cost
+
+    def single_cost(name: str):
+        c = detectors.get(name, {}).get("cost")
+        return set_cost([None if c is None else (c.get("upstream_calls"),
+                                                 c.get("completion_tokens"))])
+
+    everything = [(p, (p["detector"],), "single", single_cost(p["detector"]))
+                  for p in points]
+    if combined is not None:
+        c = combined["cost"]
+        summed = None if c is None else set_cost([(c["upstream_calls"],
+                                                   c["completion_tokens"])])
+        everything += [(p, tuple(combined["detectors"]), "learned", summed)
+                       for p in combined["operating_points"]]
+    out = []
+    for alpha, delta in sorted({(p["alpha"], p["delta"]) for p in points}):
+        candidates = [Candidate(members, how, cost, p["threshold"], p["coverage"],
+                                p["upper_bound"])
+                      for p, members, how, cost in everything
+                      if p["alpha"] == alpha and p["delta"] == delta]
+        best = cheapest_set(candidates)
+        entry = {"alpha": alpha, "delta": delta, "rule": SELECTION_RULE}
+        if best is not None:
+            entry.update(detectors=list(best.detectors), combine=best.combine,
+                         threshold=best.threshold, coverage=best.coverage,
+                         upper_bound=best.upper_bound,
+                         upstream_calls=None if best.cost is None else best.cost.upstream_calls,
+                         completion_tokens=None if best.cost is None
+                         else best.cost.completion_tokens)
+        out.append(entry)
+    return out
+
+
 def _thresholds(halt_meta: dict | None, stats: dict | None, columns: dict[str, np.ndarray],
                 labels: np.ndarray) -> dict[str, dict]:
     """Answer thresholds: HALT's checkpoint's and the logprob scores' file's when given;
@@ -138,7 +224,9 @@ def _thresholds(halt_meta: dict | None, stats: dict | None, columns: dict[str, n
             out[name] = {"answer_threshold": float(entry["threshold"]),
                          "threshold_rule": stats.get("rule", "")}
     else:
-        for name in ("mean_logprob", "min_logprob", "seq_prob"):
+        for name in ("mean_logprob", "min_logprob", "topk_entropy", "seq_prob"):
+            if name not in columns:  # no score recorded (topk_entropy in a results file)
+                continue
             keep = ~np.isnan(columns[name])
             out[name] = {"answer_threshold": min(1.0, max(0.0, best_macro_f1_threshold(
                              columns[name][keep], labels[keep]))) if keep.any() else None,
@@ -177,7 +265,8 @@ def build_bundle(results: Path, model: str, out: Path, *, halt: Path | None = No
     rows, records, cal, held = split_records(results, halt, seed, exclude_pool)
     labels = np.array([r["hallucinated"] for r in records], dtype=bool)
     sources = np.array([r["source"] for r in records])
-    columns = {n: c for n, c in risk_columns(records).items() if n != foreign}
+    columns = {n: c for n, c in risk_columns(records).items()
+               if n != foreign and not np.isnan(c).all()}
     cal_records = [records[i] for i in cal]
 
     out.mkdir(parents=True, exist_ok=True)
@@ -204,7 +293,12 @@ def build_bundle(results: Path, model: str, out: Path, *, halt: Path | None = No
         entry = detectors.setdefault(name, {})
         entry["quality"] = quality(risks[held], labels[held], sources[held], seed)
         entry["histogram"] = histogram(risks[cal])
+    for name, entry in detectors.items():
         entry["cost"] = cost(records, name)
+    points = operating_points({n: c[cal] for n, c in columns.items()}, labels[cal],
+                              list(alphas), list(deltas))
+    combined = None if combiner is None else combiner_set(
+        combiner, records, cal, held, detectors, list(alphas), list(deltas), seed)
 
     manifest = {
         "format_version": FORMAT_VERSION,
@@ -216,8 +310,9 @@ def build_bundle(results: Path, model: str, out: Path, *, halt: Path | None = No
         "detectors": detectors,
         "combiner": None if combiner is None else {
             "file": "combiner.json", "sha256": sha256_file(out / "combiner.json")},
-        "operating_points": operating_points({n: c[cal] for n, c in columns.items()},
-                                             labels[cal], list(alphas), list(deltas)),
+        "operating_points": points,
+        "combiner_set": combined,
+        "selections": selections(points, combined, detectors),
         "data": {"results": str(results), "sha256": hashlib.sha256(
                      results.read_bytes()).hexdigest(),
                  "items": len(records), "hallucinated": int(labels.sum()),

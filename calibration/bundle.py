@@ -25,7 +25,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -120,6 +120,33 @@ class OperatingPoint(_Strict):
     upper_bound: float | None = None  # Clopper-Pearson bound of the answered error rate
 
 
+class CombinerSet(_Strict):
+    """The learned combiner judged as one detector set: the detectors it reads, their
+    summed cost, its held-out quality and its certified operating points (detector
+    ``learned_combiner``, on out-of-fold risks of the calibration half)."""
+
+    detectors: tuple[str, ...]
+    cost: Cost | None = None  # Σ of its detectors' costs; None: one was not recorded
+    quality: Quality | None = None
+    operating_points: tuple[OperatingPoint, ...] = ()
+
+
+class Selection(_Strict):
+    """The cheapest detector set whose certified bound meets α at 1 − δ
+    (calibration/selection.py states the rule)."""
+
+    alpha: float = Field(gt=0.0, lt=1.0)
+    delta: float = Field(gt=0.0, lt=1.0)
+    detectors: tuple[str, ...] = ()  # empty: no set meets α on this data
+    combine: Literal["single", "learned"] = "single"
+    threshold: float | None = None
+    coverage: float = Field(0.0, ge=0.0, le=1.0)
+    upper_bound: float | None = None
+    upstream_calls: float | None = None  # per request, summed over the set
+    completion_tokens: float | None = None
+    rule: str = ""
+
+
 class DataManifest(_Strict):
     results: str  # the recording's results file, relative to the repository
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
@@ -140,6 +167,8 @@ class BundleManifest(_Strict):
     detectors: dict[str, DetectorCalibration]
     combiner: FileRef | None = None
     operating_points: tuple[OperatingPoint, ...] = ()
+    combiner_set: CombinerSet | None = None  # absent in bundles built without it
+    selections: tuple[Selection, ...] = ()  # the cheapest certified set per (α, δ)
     data: DataManifest
 
     def files(self) -> list[FileRef]:
@@ -203,6 +232,12 @@ class Bundle:
             if (point.detector == detector and abs(point.alpha - alpha) < 1e-9
                     and abs(point.delta - delta) < 1e-9):
                 return point
+        return None
+
+    def selection(self, alpha: float, delta: float) -> Selection | None:
+        for chosen in self.manifest.selections:
+            if abs(chosen.alpha - alpha) < 1e-9 and abs(chosen.delta - delta) < 1e-9:
+                return chosen
         return None
 
     @cached_property

@@ -2,7 +2,11 @@
 distribution, as the Population Stability Index over the bundle's histogram bins.
 
     monitor = DriftMonitor(window=500)
-    psi = monitor.observe(bundle, "halt", 0.42)   # PSI of the last `window` scores, or None
+    ready = monitor.observe(bundle, "halt", 0.42)  # True once: the window has MIN_SCORES
+    value = monitor.psi(bundle, "halt")            # PSI of the last `window` scores, or None
+
+A request only bins its score (constant work); the PSI is computed when it is read (the
+gateway reads it when its metrics are scraped).
 """
 
 from __future__ import annotations
@@ -38,11 +42,13 @@ class DriftMonitor:
         self.window = window
         self._scores: dict[tuple[str, str], tuple[deque, list[int]]] = {}
 
-    def observe(self, bundle: Bundle, detector: str, score: float) -> float | None:
+    def observe(self, bundle: Bundle, detector: str, score: float) -> bool:
+        """Bin ``score`` into the window of (bundle, detector); True exactly once, when that
+        window first holds MIN_SCORES scores (from then on :meth:`psi` has a value)."""
         entry = bundle.manifest.detectors.get(detector)
         hist = entry.histogram if entry is not None else None
         if hist is None:
-            return None
+            return False
         key = (bundle.name, detector)
         found = self._scores.get(key)
         if found is None:
@@ -55,6 +61,12 @@ class DriftMonitor:
         counts[index] += 1
         if len(window) > self.window:
             counts[window.popleft()] -= 1
-        if len(window) < MIN_SCORES:
+        return len(window) == MIN_SCORES
+
+    def psi(self, bundle: Bundle, detector: str) -> float | None:
+        """:func:`psi` of the last ``window`` scores of (bundle, detector) against the
+        bundle's histogram; None with fewer than MIN_SCORES scores."""
+        found = self._scores.get((bundle.name, detector))
+        if found is None or len(found[0]) < MIN_SCORES:
             return None
-        return psi(hist.counts, counts)
+        return psi(bundle.manifest.detectors[detector].histogram.counts, found[1])

@@ -36,7 +36,10 @@ def quality_table(bundle: Bundle) -> str:
 def operating_table(bundle: Bundle) -> str:
     rows = ["| α | δ | detector | threshold | coverage | errors / answered | bound |",
             "|---|---|---|---|---|---|---|"]
-    for p in bundle.manifest.operating_points:
+    combined = bundle.manifest.combiner_set
+    points = (*bundle.manifest.operating_points, *(combined.operating_points if combined
+                                                   else ()))
+    for p in points:
         if p.threshold is not None:
             rows.append(f"| {p.alpha:g} | {p.delta:g} | {p.detector} | {p.threshold:g} | "
                         f"{p.coverage:.3f} | {p.errors} / {p.answered} | "

@@ -148,6 +148,13 @@ def bootstrap_interval(metric, scores, labels, *, resamples: int = 1000, level: 
     n = len(y)
     if n == 0 or y.min() == y.max():
         return None
+    if metric is auroc:  # all resamples at once: the same draws, the same values
+        values = bootstrap_aurocs(s, y, resamples=resamples, seed=seed)
+        values = values[~np.isnan(values)]
+        if len(values) < resamples // 2:
+            return None
+        lo, hi = np.quantile(values, [(1 - level) / 2, (1 + level) / 2])
+        return float(lo), float(hi)
     rng = np.random.default_rng(seed)
     values = []
     for _ in range(resamples):
@@ -162,6 +169,31 @@ def bootstrap_interval(metric, scores, labels, *, resamples: int = 1000, level: 
         return None
     lo, hi = np.quantile(values, [(1 - level) / 2, (1 + level) / 2])
     return float(lo), float(hi)
+
+
+def bootstrap_aurocs(scores, labels, *, resamples: int = 1000, seed: int = 0) -> np.ndarray:
+    """AUROC of ``resamples`` bootstrap resamples of the N items at once: row r draws
+    idx_r ~ U{0..N−1}^N (the same draws, in the same order, as ``resamples`` successive
+    ``rng.integers(0, N, N)``) and takes the Mann-Whitney AUROC
+    (Σ ranks of positives − n1(n1+1)/2) / (n1·n0) from average ranks within the row.
+    NaN for a row with one class only. (R,)"""
+    s, y = _as_arrays(scores, labels)
+    n = len(y)
+    if n == 0 or resamples <= 0:
+        return np.zeros(0)
+    idx = np.random.default_rng(seed).integers(0, n, (resamples, n))  # (R, N)
+    return _row_aurocs(s[idx], y[idx])
+
+
+def _row_aurocs(s: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Mann-Whitney AUROC of each row of (R, N) scores and labels; NaN for a row with one
+    class. (R,)"""
+    ranks = stats.rankdata(s, axis=1)  # (R, N) ties averaged within each row
+    n1 = y.sum(axis=1).astype(np.float64)  # (R,)
+    n0 = y.shape[1] - n1
+    with np.errstate(divide="ignore", invalid="ignore"):
+        values = ((ranks * y).sum(axis=1) - n1 * (n1 + 1) / 2) / (n1 * n0)
+    return np.where((n1 == 0) | (n0 == 0), np.nan, values)
 
 
 def source_aurocs(scores, labels, sources) -> dict[str, float]:
@@ -191,11 +223,15 @@ def paired_source_bootstrap(score_sets: dict[str, np.ndarray], labels, sources, 
     groups = [np.flatnonzero(src == name) for name in np.unique(src)
               if 0 < y[src == name].sum() < (src == name).sum()]
     rng = np.random.default_rng(seed)
-    out: dict[str, list[float]] = {name: [] for name in score_sets}
+    kept: list[list[np.ndarray]] = []
     for _ in range(resamples):
         picks = [g[rng.integers(0, len(g), len(g))] for g in groups]
-        if any(y[p].min() == y[p].max() for p in picks):
-            continue
-        for name, s in score_sets.items():
-            out[name].append(float(np.mean([auroc(s[p], y[p]) for p in picks])))
-    return {name: np.array(v) for name, v in out.items()}
+        if not any(y[p].min() == y[p].max() for p in picks):
+            kept.append(picks)
+    if not kept or not groups:  # no source with both classes: every mean is undefined
+        return {name: np.full(len(kept), np.nan) for name in score_sets}
+    # the kept resamples' picks of each source, (R', n_g), scored row by row
+    stacked = [np.stack([picks[i] for picks in kept]) for i in range(len(groups))]
+    return {name: np.mean([_row_aurocs(np.asarray(s, dtype=np.float64)[p], y[p])
+                           for p in stacked], axis=0)
+            for name, s in score_sets.items()}

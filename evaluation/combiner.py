@@ -37,12 +37,20 @@ def feature_matrix(records: list[dict], features: list[str]) -> np.ndarray:
                       for f in features] for r in records], dtype=np.float64)
 
 
+def _folds(y: np.ndarray, seed: int):
+    """The seeded stratified folds fitting uses (5, fewer when a class has fewer items)."""
+    from sklearn.model_selection import StratifiedKFold
+
+    return StratifiedKFold(n_splits=min(5, int(np.bincount(y).min())), shuffle=True,
+                           random_state=seed)
+
+
 def fit_combiner(records: list[dict], features: list[str], *, seed: int = 0,
                  provenance: dict | None = None, calibration: str = "platt",
                  ) -> LearnedCombiner:
     from sklearn.isotonic import IsotonicRegression
     from sklearn.linear_model import LogisticRegression, LogisticRegressionCV
-    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+    from sklearn.model_selection import cross_val_predict
 
     x = feature_matrix(records, features)  # (N, F)
     y = np.array([r["hallucinated"] for r in records], dtype=np.int64)  # (N,)
@@ -56,8 +64,7 @@ def fit_combiner(records: list[dict], features: list[str], *, seed: int = 0,
     mean, scale = x.mean(axis=0), x.std(axis=0)
     scale = np.where(scale > 1e-12, scale, 1.0)
     z = (x - mean) / scale  # (N, F)
-    folds = StratifiedKFold(n_splits=min(5, int(np.bincount(y).min())), shuffle=True,
-                            random_state=seed)
+    folds = _folds(y, seed)
     # the L2 strength by cross-validated AUROC on the fitting items: with tens of correct
     # answers a fixed C=1 lets nine correlated features overfit
     search = LogisticRegressionCV(Cs=np.logspace(-3, 2, 11), cv=folds, scoring="roc_auc",
@@ -90,3 +97,27 @@ def fit_combiner(records: list[dict], features: list[str], *, seed: int = 0,
 def combiner_risks(combiner: LearnedCombiner, records: list[dict]) -> np.ndarray:
     """The combiner's risk for each record, from the scores the record carries. (N,)"""
     return np.array([combiner.risk(r["scores"]) for r in records], dtype=np.float64)
+
+
+def out_of_fold_risks(combiner: LearnedCombiner, records: list[dict], seed: int = 0,
+                      ) -> np.ndarray:
+    """The combiner's risk of each of the records it was fitted on, each from a model fitted
+    on the other folds: P_i = g(z_i^(−k(i))), with z^(−k) the logit of a logistic regression
+    of the combiner's L2 strength fitted without fold k (the seeded folds of
+    :func:`fit_combiner`, on its standardisation) and g the combiner's own calibration map
+    (Platt's sigmoid or its isotonic knots). A threshold chosen on these risks is not
+    flattered by the fit. (N,)"""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import cross_val_predict
+
+    x = feature_matrix(records, list(combiner.features))  # (N, F)
+    x = np.where(np.isnan(x), np.asarray(combiner.impute), x)
+    z = (x - np.asarray(combiner.mean)) / np.asarray(combiner.scale)  # (N, F)
+    y = np.array([r["hallucinated"] for r in records], dtype=np.int64)  # (N,)
+    model = LogisticRegression(C=float(combiner.fitted_on["l2_C"]), max_iter=2000)
+    logits = cross_val_predict(model, z, y, cv=_folds(y, seed),
+                               method="decision_function")  # (N,)
+    if combiner.platt is not None:
+        a, b = combiner.platt
+        return 1.0 / (1.0 + np.exp(-(a * logits + b)))
+    return np.interp(logits, np.asarray(combiner.knots_x), np.asarray(combiner.knots_y))

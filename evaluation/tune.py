@@ -6,11 +6,14 @@ its recording, with a HALT trained on that model's own logprobs. No upstream cal
 
     1. the recording's answers with their top-20 logprobs (evaluation/recording_data.py);
        its ``halt_train`` items (40 %, by a hash of the id) train HALT (small BiGRU, CPU)
-    2. the new HALT scores the other items' answers
-    3. those items, with every recorded detector score, make the bundle
-       (calibration/build.py): seeded halves for fitting and for judging
-    4. REPORT.md (the tables, the detectors that do not pay for themselves), HALT's ROC
-       plot, and policy-snippet.yaml (profiles at the certified target risks)
+    2. the new HALT scores the other items' answers, and their top-k entropy is computed
+       from the same logprobs
+    3. those items, with every recorded detector score and cost, make the bundle
+       (calibration/build.py): seeded halves for fitting and for judging, and the
+       cheapest certified detector set per target risk (calibration/selection.py)
+    4. REPORT.md (evaluation/tune_report.py: the detectors that do not pay for
+       themselves, the choice per target risk, the cost table) with its PNGs
+       (evaluation/tune_plots.py) and policy-snippet.yaml (a profile per target risk)
 """
 
 from __future__ import annotations
@@ -18,75 +21,34 @@ from __future__ import annotations
 import json
 import shlex
 import sys
+import time
 from pathlib import Path
 
 import typer
 from rich.console import Console
 from rich.progress import Progress
 
-from calibration.build import build_bundle
-from calibration.bundle import Bundle
-from calibration.show import operating_table, quality_table
+from calibration.build import build_bundle, recorded_cost
 from evaluation.data import DEFAULT_DATA_DIR
 from evaluation.tune_live import LiveOptions, TuneError, default_policy, record_live
-
-FREE_BASELINE = "mean_logprob"  # what a detector must beat within source to pay for itself
-
-
-def unpaid(bundle: Bundle) -> list[str]:
-    """Detectors that cost upstream calls yet rank this model's held-out answers no
-    better, within source, than the free −mean token logprob."""
-    dets = bundle.manifest.detectors
-    base = dets.get(FREE_BASELINE)
-    floor = base.quality.mean_of_sources if base and base.quality else None
-    out = []
-    for name, det in dets.items():
-        calls = det.cost.upstream_calls if det.cost else None
-        q = det.quality.mean_of_sources if det.quality else None
-        if (calls is None or calls > 0) and q is not None and floor is not None and q <= floor:
-            out.append(name)
-    return out
+from evaluation.tune_plots import draw_figures
+from evaluation.tune_report import policy_snippet, report
 
 
-def policy_snippet(bundle: Bundle) -> str:
-    """A profile per target risk α with a certified threshold: the free detector with the
-    highest coverage at α (cheapest first, then coverage)."""
-    free = {n for n, d in bundle.manifest.detectors.items()
-            if d.cost is not None and d.cost.upstream_calls == 0}
-    lines = [f"# profiles certified on {bundle.name} ({bundle.model}); merge into a policy",
-             "profiles:"]
-    alphas = sorted({p.alpha for p in bundle.manifest.operating_points})
-    for alpha in alphas:
-        points = [p for p in bundle.manifest.operating_points if p.alpha == alpha
-                  and p.threshold is not None and p.detector in free]
-        if not points:
-            continue
-        best = max(points, key=lambda p: p.coverage)
-        detectors = "{halt: {enabled: false}, " + best.detector + ": {enabled: true}}" \
-            if best.detector != "halt" else "{halt: {enabled: true}}"
-        lines += [f"  risk-{round(alpha * 100)}:  # coverage {best.coverage:.3f} on the "
-                  "calibration half",
-                  f"    detectors: {detectors}",
-                  f"    target_risk: {alpha:g}", f"    target_delta: {best.delta:g}",
-                  "    uncalibrated: abstain"]
-    return "\n".join(lines) + "\n"
+class StageClock:
+    """Wall-clock seconds of each stage, read as ``stages: reading 3.1 s, ...``."""
 
+    def __init__(self) -> None:
+        self.laps: list[tuple[str, float]] = []
+        self._last = time.perf_counter()
 
-def report(bundle: Bundle, halt_metrics: dict) -> str:
-    unpaid_list = unpaid(bundle)
-    verdict = (f"Detectors that do not pay for themselves on this model (upstream calls, "
-               f"no better within source than free −mean logprob): "
-               f"{', '.join(unpaid_list)}." if unpaid_list else
-               "Every detector that costs upstream calls ranks better within source than "
-               "−mean logprob here.")
-    data = bundle.manifest.data
-    return (f"# Calibration of {bundle.model}: bundle {bundle.name}\n\n"
-            f"{data.items} items ({data.hallucinated} hallucinated), "
-            f"{data.calibration_items} calibration, {data.held_out_items} held out.\n\n"
-            f"{verdict}\n\n## Quality and cost (held-out half)\n\n{quality_table(bundle)}\n\n"
-            f"## Learn-then-Test operating points\n\n{operating_table(bundle)}\n\n"
-            f"## HALT trained for this model\n\n![HALT ROC](halt_roc.png)\n\n"
-            f"```\n{json.dumps(halt_metrics, indent=1)}\n```\n")
+    def lap(self, stage: str) -> None:
+        now = time.perf_counter()
+        self.laps.append((stage, now - self._last))
+        self._last = now
+
+    def __str__(self) -> str:
+        return ", ".join(f"{name} {seconds:.1f} s" for name, seconds in self.laps)
 
 
 REQUIRED = ("id", "source", "hallucinated", "scores")  # what every results line must have
@@ -132,6 +94,8 @@ def tune_command(
     model: str = typer.Option(..., help="The model name clients send."),
     out: Path = typer.Option(..., help="The bundle directory to write."),
     halt_epochs: int = typer.Option(20, help="HALT's maximum training epochs."),
+    halt_patience: int = typer.Option(15, help="Epochs without a better validation "
+                                      "macro-F1 before HALT's training stops."),
     seed: int = typer.Option(0),
     threads: int = typer.Option(1, help="torch threads."),
     dataset: str | None = typer.Option(None, help="Live: nq_open,svamp,arithmetic,halueval "
@@ -173,6 +137,7 @@ def tune_command(
     from detectors.halt.pipeline import run_training
     from detectors.halt.scorer import HaltScorer
     from detectors.halt.train import TrainConfig
+    from detectors.logprob_stats.stats import scores as logprob_scores
     from evaluation.recording_data import halt_records, recording_split
 
     console = Console()
@@ -208,6 +173,7 @@ def tune_command(
     console.print(f"replay of {replay}: 0 upstream calls, 0 tokens")
     work = out.parent / f".{out.name}.work"
     work.mkdir(parents=True, exist_ok=True)
+    clock = StageClock()
     with Progress(console=console, transient=True) as progress:
         step = progress.add_task("reading the recording", total=4)
         answers = halt_records(replay)
@@ -215,6 +181,7 @@ def tune_command(
         held = [a for a in answers if recording_split(a["id"]) == "held_out"]
         problems = class_problems({"halt_train": train, "held_out": held})
         risks = None  # no HALT for this model when a part lacks either class
+        clock.lap("reading")
         if problems:
             metrics = {"halt": "none", "why": problems}
             console.print("[yellow]HALT is not trained (the bundle says `halt: null`): "
@@ -225,34 +192,46 @@ def tune_command(
             progress.update(step, advance=1,
                             description=f"training HALT on {len(train)} answers")
             metrics = run_training([work / "halt_train.jsonl"], work, "halt", "small",
-                                   TrainConfig(max_epochs=halt_epochs, seed=seed), model,
+                                   TrainConfig(max_epochs=halt_epochs, seed=seed,
+                                               early_stop_patience=halt_patience), model,
                                    "hallgate tune " + shlex.join(sys.argv[2:]))
+            clock.lap("HALT training")
             progress.update(step, advance=1, description="scoring the held-out answers")
             scorer = HaltScorer.load(work / "halt")
             risks = {a["id"]: r.risk for a, r in zip(held, scorer.score_batch(
                 [a["tokens"] for a in held]), strict=True)}
+        entropy = {a["id"]: (logprob_scores(a["tokens"]) or {}).get("topk_entropy")
+                   for a in answers}
         rows = [json.loads(line) for line in results.read_text().splitlines()
                 if line.strip()]
         kept = [{"id": r["id"], "source": r["source"], "hallucinated": r["hallucinated"],
-                 "scores": {**r["scores"], "halt": risks[r["id"]]} if risks else r["scores"],
-                 "hallgate": {"detectors": {n: {"cost": d["cost"]} for n, d in (
-                     r.get("hallgate") or {}).get("detectors", {}).items() if d.get("cost")}}}
+                 "scores": {**r["scores"], **({"halt": risks[r["id"]]} if risks else {}),
+                            "topk_entropy": entropy.get(r["id"])},
+                 "hallgate": {"detectors": {n: {"cost": c} for n, d in (
+                     r.get("hallgate") or {}).get("detectors", {}).items()
+                     if (c := recorded_cost(d))}}}
                 for r in rows if risks is None or r["id"] in risks]
         out.mkdir(parents=True, exist_ok=True)
         data = out / "calibration_data.jsonl"
         data.write_text("".join(json.dumps(r) + "\n" for r in kept))
+        clock.lap("scoring")
         progress.update(step, advance=1, description="fitting thresholds and the combiner")
         bundle = build_bundle(data, model, out, halt=work / "halt.json" if risks else None,
                               seed=seed,
                               command="hallgate tune " + shlex.join(sys.argv[2:]),
                               exclude_pool=False)
+        clock.lap("bundle")
         progress.update(step, advance=1)
+    figures = draw_figures(bundle, data, out, seed)
     if risks:
         (work / "halt_roc.png").replace(out / "halt_roc.png")
-    (out / "REPORT.md").write_text(report(bundle, metrics))
+        figures += ("halt_roc.png",)
+    (out / "REPORT.md").write_text(report(bundle, metrics, figures))
     (out / "policy-snippet.yaml").write_text(policy_snippet(bundle))
+    clock.lap("report")
     trained = f"{len(train)} answers trained HALT" if risks else "no HALT"
     console.print(f"wrote {bundle.name} to {out} for {model} ({trained}, {len(kept)} "
                   f"calibrated and judged); see {out / 'REPORT.md'}")
+    console.print(f"stages: {clock}", soft_wrap=True)
     if from_store is not None:
         console.print(refit.finish(out, replay, exported, model, baseline))

@@ -28,6 +28,7 @@ import math
 import time
 from collections.abc import Awaitable, Sequence
 from dataclasses import replace
+from functools import partial
 from typing import Any
 
 from calibration.binding import CalibrationUse
@@ -270,11 +271,13 @@ class PolicySession:
         bundle = self.calibration.bundle
         if bundle is None:
             return
+        drift = self.keeper.drift
         for name, result in results.items():
-            if isinstance(result, Judgement) and math.isfinite(result.risk):
-                value = self.keeper.drift.observe(bundle, name, result.risk)
-                if value is not None:
-                    self.keeper.metrics.calibration_psi.labels(self.model, name).set(value)
+            if (isinstance(result, Judgement) and math.isfinite(result.risk)
+                    and drift.observe(bundle, name, result.risk)):
+                # the gauge computes the PSI when scraped, never on a request
+                self.keeper.metrics.calibration_psi.labels(self.model, name).set_function(
+                    partial(drift.psi, bundle, name))
 
     def _decide(self, results: dict[str, Any], answer: Any) -> Decision:
         """policies.decide() under the profile's `uncalibrated` behaviour, saying which

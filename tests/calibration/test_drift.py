@@ -66,3 +66,19 @@ def test_the_psi_metric_rises_when_scores_leave_the_calibration_distribution(
     value = psi_metric(url)
     assert value is not None
     assert (value > 0.2) == drifted, value
+
+
+def test_the_monitor_bins_on_observe_and_computes_psi_only_when_read(tmp_path):
+    from calibration.bundle import load_bundle
+    from calibration.drift import MIN_SCORES, DriftMonitor
+
+    bundle = load_bundle(write_bundle(tmp_path / "fake"), names={"fake"}, load_weights=False)
+    monitor = DriftMonitor(window=100)
+    ready = [monitor.observe(bundle, "mean_logprob", 0.3) for _ in range(MIN_SCORES + 20)]
+    assert ready.index(True) == MIN_SCORES - 1 and ready.count(True) == 1
+    assert monitor.observe(bundle, "no-such-detector", 0.3) is False
+    assert monitor.psi(bundle, "no-such-detector") is None
+    hist = bundle.manifest.detectors["mean_logprob"].histogram
+    live = [0] * len(hist.counts)
+    live[6] = MIN_SCORES + 20  # 0.3 falls in [0.30, 0.35)
+    assert monitor.psi(bundle, "mean_logprob") == pytest.approx(psi(hist.counts, live))

@@ -111,3 +111,53 @@ def test_mean_source_auroc_ignores_what_only_tells_sources_apart():
                                       resamples=50)
     assert len(samples["x"]) == len(samples["y"]) == 50
     assert (samples["y"] == 1.0).all()  # a perfect score is perfect in every resample
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_vectorised_bootstrap_aurocs_equal_the_resampling_loop(seed):
+    from detectors.metrics import bootstrap_aurocs, bootstrap_interval
+
+    rng = np.random.default_rng(seed)
+    scores = rng.random(120).round(2)  # ties on purpose
+    labels = (rng.random(120) < 0.15).astype(int)
+    draws = np.random.default_rng(seed + 10)
+    loop = []
+    for _ in range(300):
+        idx = draws.integers(0, 120, 120)
+        loop.append(auroc(scores[idx], labels[idx]) if 0 < labels[idx].sum() < 120
+                    else np.nan)
+    assert np.allclose(bootstrap_aurocs(scores, labels, resamples=300, seed=seed + 10), loop,
+                       equal_nan=True)
+    kept = np.array(loop)[~np.isnan(loop)]
+    assert bootstrap_interval(auroc, scores, labels, resamples=300, seed=seed + 10) == \
+        pytest.approx(tuple(np.quantile(kept, [0.025, 0.975])))
+
+
+def test_paired_source_bootstrap_equals_the_resampling_loop():
+    from detectors.metrics import paired_source_bootstrap
+
+    rng = np.random.default_rng(3)
+    sources = np.array(["a"] * 40 + ["b"] * 25 + ["c"] * 30)
+    labels = (rng.random(95) < 0.3).astype(int)
+    sets = {"x": rng.random(95).round(1), "y": rng.random(95)}
+    draws = np.random.default_rng(7)
+    groups = [np.flatnonzero(sources == s) for s in ("a", "b", "c")
+              if 0 < labels[sources == s].sum() < (sources == s).sum()]
+    loop: dict[str, list[float]] = {"x": [], "y": []}
+    for _ in range(200):
+        picks = [g[draws.integers(0, len(g), len(g))] for g in groups]
+        if any(labels[p].min() == labels[p].max() for p in picks):
+            continue
+        for name, s in sets.items():
+            loop[name].append(float(np.mean([auroc(s[p], labels[p]) for p in picks])))
+    got = paired_source_bootstrap(sets, labels, sources, resamples=200, seed=7)
+    for name in sets:
+        assert np.allclose(got[name], loop[name])
+
+
+def test_paired_source_bootstrap_without_a_two_class_source_is_undefined():
+    from detectors.metrics import paired_source_bootstrap
+
+    samples = paired_source_bootstrap({"x": np.array([0.1, 0.9])}, np.array([0, 1]),
+                                      np.array(["a", "b"]), resamples=20)
+    assert len(samples["x"]) == 20 and np.isnan(samples["x"]).all()

@@ -23,6 +23,7 @@ def test_tune_replay_builds_a_bundle_with_its_own_halt(tmp_path):
                                     "--out", str(out), "--halt-epochs", "1"])
     assert done.exit_code == 0, done.output
     assert "0 upstream calls" in done.output
+    assert "stages: reading" in done.output and "HALT training" in done.output
     bundle = load_bundle(out, names={SMOLLM2})
     assert bundle.halt is not None
     # a HALT trained here, not the shipped checkpoint copied
@@ -33,8 +34,22 @@ def test_tune_replay_builds_a_bundle_with_its_own_halt(tmp_path):
     report = (out / "REPORT.md").read_text()
     assert bundle.name in report
     assert "do not pay for themselves" in report or "ranks better within source" in report
-    assert (out / "halt_roc.png").stat().st_size > 1000
-    assert "target_risk:" in (out / "policy-snippet.yaml").read_text()
+    for figure in ("halt_roc.png", "risk_coverage.png", "reliability.png",
+                   "source_auroc.png"):
+        assert (out / figure).stat().st_size > 1000
+        assert f"]({figure})" in report
+    # the recording's EDFL counts are its cost; topk_entropy is computed from the answers
+    detectors = bundle.manifest.detectors
+    assert detectors["edfl"].cost.upstream_calls > 1
+    assert detectors["topk_entropy"].quality.items == halt.quality.items
+    assert bundle.manifest.combiner_set.quality.items == halt.quality.items
+    # the cheapest certified set per target risk: in the manifest, the snippet, the report
+    chosen = [c for c in bundle.manifest.selections if c.detectors]
+    assert chosen and all(c.upper_bound <= c.alpha for c in chosen)
+    snippet = (out / "policy-snippet.yaml").read_text()
+    assert f"risk-{round(chosen[0].alpha * 100)}:" in snippet
+    assert " + ".join(chosen[0].detectors) in snippet
+    assert "The cheapest detector set per target risk" in report
 
 
 def test_a_malformed_results_line_is_reported_with_file_and_line(tmp_path):
