@@ -87,6 +87,27 @@ def class_problems(parts: dict[str, list[dict]]) -> list[str]:
     return out
 
 
+def parse_alphas(text: str) -> tuple[float, ...]:
+    """``--alphas``: comma-separated target risks, each in (0, 1); exit 2 otherwise."""
+    try:
+        alphas = tuple(float(a) for a in text.split(","))
+    except ValueError:
+        alphas = ()
+    if not alphas or not all(0 < a < 1 for a in alphas):
+        typer.echo(f"--alphas {text!r}: give comma-separated target risks in (0, 1)", err=True)
+        raise typer.Exit(2)
+    return alphas
+
+
+def source_problem(replay: Path | None, from_store: str | None, live_input: bool) -> str:
+    """What is wrong with the choice of data source (recording, store, live), if anything."""
+    if replay is not None and from_store is not None:
+        return "give --replay or --from-store, not both"
+    if (replay is not None or from_store is not None) and live_input:
+        return "--replay and --from-store build from what is recorded: drop --dataset and --data"
+    return ""
+
+
 def tune_command(
     replay: Path | None = typer.Option(None, "--replay", exists=True, file_okay=False,
                                        help="A recording directory (hallgate eval --record); "
@@ -94,6 +115,9 @@ def tune_command(
     model: str = typer.Option(..., help="The model name clients send."),
     out: Path = typer.Option(..., help="The bundle directory to write."),
     halt_epochs: int = typer.Option(20, help="HALT's maximum training epochs."),
+    alphas: str = typer.Option("0.6,0.7,0.8,0.9", help="Target risks α to certify "
+                               "(comma-separated; a model wrong on most items needs α "
+                               "near its error rate)."),
     halt_patience: int = typer.Option(15, help="Epochs without a better validation "
                                       "macro-F1 before HALT's training stops."),
     seed: int = typer.Option(0),
@@ -141,12 +165,10 @@ def tune_command(
     from evaluation.recording_data import halt_records, recording_split
 
     console = Console()
-    if (replay is not None or from_store is not None) and (dataset or data):
-        typer.echo("--replay and --from-store build from what is recorded: drop --dataset "
-                   "and --data", err=True)
-        raise typer.Exit(2)
-    if replay is not None and from_store is not None:
-        typer.echo("give --replay or --from-store, not both", err=True)
+    target_risks = parse_alphas(alphas)
+    problem = source_problem(replay, from_store, bool(dataset or data))
+    if problem:
+        typer.echo(problem, err=True)
         raise typer.Exit(2)
     if from_store is not None:
         from evaluation import refit
@@ -195,6 +217,7 @@ def tune_command(
                                    TrainConfig(max_epochs=halt_epochs, seed=seed,
                                                early_stop_patience=halt_patience), model,
                                    "hallgate tune " + shlex.join(sys.argv[2:]))
+            metrics["checkpoint"] = "halt.pt"  # the bundle's copy; the work dir is scratch
             clock.lap("HALT training")
             progress.update(step, advance=1, description="scoring the held-out answers")
             scorer = HaltScorer.load(work / "halt")
@@ -219,7 +242,8 @@ def tune_command(
         bundle = build_bundle(data, model, out, halt=work / "halt.json" if risks else None,
                               seed=seed,
                               command="hallgate tune " + shlex.join(sys.argv[2:]),
-                              exclude_pool=False)
+                              exclude_pool=False,
+                              alphas=target_risks)
         clock.lap("bundle")
         progress.update(step, advance=1)
     figures = draw_figures(bundle, data, out, seed)

@@ -108,14 +108,16 @@ def test_a_model_without_a_bundle_is_warned_about_at_start(tmp_path, caplog):
     assert "model other has no calibration bundle" in caplog.text
 
 
-def test_the_shipped_gemma_bundle_has_no_halt_and_pins_its_data():
+def test_the_shipped_gemma_bundle_has_its_own_halt_and_pins_its_data():
+    """Made by ``hallgate tune --replay recordings/gemma3-270m``: HALT trained on Gemma's
+    logprobs, every item it judged unseen by that HALT."""
     path = SHIPPED.parent / "gemma3-270m"
     bundle = load_bundle(path, names={"local/gemma3-270m"})
-    assert bundle.halt is None and not bundle.calibrates("halt") and bundle.plugins == {}
+    assert bundle.halt is not None and bundle.calibrates("halt") and "halt" in bundle.plugins
     assert bundle.calibrates("mean_logprob") and bundle.combiner is not None
-    assert "halt" not in bundle.combiner.detectors()  # the recording's HALT is SmolLM2's
     data = bundle.manifest.data
     assert sha256_file(REPO / data.results) == data.sha256
+    assert bundle.manifest.command.startswith("hallgate tune --replay recordings/gemma3-270m")
 
 
 def test_build_writes_a_bundle_that_loads_and_is_reproducible(tmp_path):

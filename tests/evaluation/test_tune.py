@@ -7,6 +7,7 @@ import json
 import shutil
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from calibration.bundle import load_bundle, sha256_file
@@ -78,3 +79,11 @@ def test_a_recording_too_small_to_train_halt_gives_a_bundle_without_it(tmp_path)
     assert "part has" in done.output and "tune needs at least 5 of each" in done.output
     bundle = load_bundle(tmp_path / "b", names={SMOLLM2})
     assert bundle.manifest.halt is None and bundle.manifest.data.items == 20
+
+
+@pytest.mark.parametrize("alphas", ["1.5", "0.9,x", ""])
+def test_target_risks_outside_0_1_are_refused_before_any_work(tmp_path, alphas):
+    done = CliRunner().invoke(app, ["tune", "--replay", str(RECORDING), "--model", SMOLLM2,
+                                    "--out", str(tmp_path / "b"), "--alphas", alphas])
+    assert done.exit_code == 2 and "--alphas" in done.output
+    assert not (tmp_path / "b").exists()
