@@ -107,6 +107,8 @@ class PolicyGatekeeper:
         # the matching (about 30 µs on a cold cache at concurrency 1, bench/overhead.py)
         self._routes: tuple[Policy | None, dict] = (None, {})
         self._bound: dict[int, tuple[Profile, tuple]] = {}  # id(profile) -> its detectors
+        # (id(bundle), id(profile)) -> the profile's detectors under the model's bundle
+        self._calibrated: dict[tuple[int, int], tuple[Bundle | None, Profile, tuple]] = {}
 
     def _resolve(self, policy: Policy, ctx: RequestContext, model: str) -> tuple[Route, Profile]:
         cached_policy, resolved = self._routes
@@ -138,6 +140,32 @@ class PolicyGatekeeper:
             self._bound.clear()
         self._bound[id(profile)] = (profile, (enabled, bound, reporting))
         return enabled, bound, reporting
+
+    def calibrated_detectors(self, bundle: Bundle | None, profile: Profile,
+                             ) -> tuple[tuple[str, ...], CalibrationUse,
+                                        dict[str, Detector], dict[str, Detector]]:
+        """(enabled names, what the bundle calibrates of ``profile``, the enabled
+        detectors bound, the reported ones) with the bundle's own plug-ins (HALT on its
+        weights) in place of the gateway's; kept per (bundle, profile) object: a request
+        pays a dict lookup, not the binding (a reloaded bundle is a new object: a new
+        entry)."""
+        key = (id(bundle), id(profile))
+        found = self._calibrated.get(key)
+        if found is not None and found[0] is bundle and found[1] is profile:
+            return found[2]
+        enabled, bound, reporting = self.bound_detectors(profile)
+        use = CalibrationUse.of(bundle, enabled, self.per_model, profile.uncalibrated)
+        for name, plugin in (bundle.plugins if bundle is not None else {}).items():
+            if name in bound or name in reporting:
+                det = plugin.bind(profile.detectors[name], profile.context())
+                if name in bound:
+                    bound = {**bound, name: det}
+                else:
+                    reporting = {**reporting, name: det}
+        if len(self._calibrated) >= BOUND_CACHE_SIZE:
+            self._calibrated.clear()
+        self._calibrated[key] = (bundle, profile, (enabled, use, bound, reporting))
+        return enabled, use, bound, reporting
 
     def begin(self, request: ChatCompletionRequest, ctx: RequestContext,
               model: str) -> PolicySession:
@@ -194,11 +222,8 @@ class PolicySession:
         self.escalation, self.messages, self.upstream = escalation, messages, upstream
         self.ctx, self.model, self.combiner = ctx, model, combiner
         self.response_id = new_response_id()  # the client's id for this answer
-        self.enabled, self.bound, self.reporting = keeper.bound_detectors(profile)
-        self.calibration = CalibrationUse.of(bundle, self.enabled, keeper.per_model,
-                                             profile.uncalibrated)
-        if bundle is not None:
-            self._bind_bundle(bundle)
+        self.enabled, self.calibration, self.bound, self.reporting = \
+            keeper.calibrated_detectors(bundle, profile)
         # judge() reads no answer when every detector is off, so such a route asks the
         # upstream only for what the client asked for, and streams it as it comes:
         # holding back an answer that nothing judges would only delay it
@@ -236,16 +261,6 @@ class PolicySession:
         task = self._started[name] = asyncio.ensure_future(
             self._timed(name, work, "prompt", observe=not det.needs.answer))
         return task
-
-    def _bind_bundle(self, bundle: Bundle) -> None:
-        """The bundle's own plug-ins (HALT on its weights) in place of the gateway's."""
-        for name, plugin in bundle.plugins.items():
-            if name in self.bound or name in self.reporting:
-                det = plugin.bind(self.profile.detectors[name], self.profile.context())
-                if name in self.bound:
-                    self.bound = {**self.bound, name: det}
-                else:
-                    self.reporting = {**self.reporting, name: det}
 
     def _calibrated(self, name: str, result: Any) -> Any:
         """``result`` against the bundle's threshold for ``name`` unless the profile set
