@@ -1,6 +1,6 @@
 """``hallgate serve`` that counts its garbage collections: the number per generation and
 the wall time inside them, written as JSON to ``$GC_OUT`` on SIGUSR1 and at exit
-(bench/store_cpu.py reads it).
+(bench/store_cpu.py reads it); at exit it also prints them as its RESULT line.
 
     GC_OUT=gc.json .venv/bin/python bench/serve_gc.py --config hallgate.yaml --port 8080
 """
@@ -36,9 +36,21 @@ def dump(*_args) -> None:
                                                       "frozen": gc.get_freeze_count()}))
 
 
+def report() -> None:
+    """At exit: the file, and the totals as one RESULT line."""
+    dump()
+    fields = " ".join(f"gen{g}_collections={n} gen{g}_s={seconds:.4f}"
+                      for g, (n, seconds) in TOTALS.items())
+    print(f"RESULT {fields} frozen={gc.get_freeze_count()}", flush=True)
+
+
 if __name__ == "__main__":
     gc.callbacks.append(_timed)
-    atexit.register(dump)
+    atexit.register(report)
+    # uvicorn re-raises the SIGTERM/SIGINT it stopped on once it has shut down, under the
+    # handlers it found: these end the process through sys.exit, so atexit runs
+    for stop in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(stop, lambda signum, _frame: sys.exit(128 + signum))
     signal.signal(signal.SIGUSR1, dump)
     from proxy.cli import app
 
