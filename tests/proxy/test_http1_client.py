@@ -520,14 +520,20 @@ async def test_a_proxy_refusing_connect_is_named():
 
 # --- pool limits --------------------------------------------------------------------------
 
-async def test_connections_per_host_are_limited_and_requests_wait_for_one():
-    release = asyncio.Event()
-
+def answer_ok_once_released(release: asyncio.Event):
+    """A scripted-server handler that answers each request "ok" once ``release`` is set:
+    the requests hold their connections until then."""
     async def handler(server, reader, writer, number):
         while await server.read_request(reader) is not None:
             await release.wait()
             writer.write(reply(b"ok"))
             await writer.drain()
+    return handler
+
+
+async def test_connections_per_host_are_limited_and_requests_wait_for_one():
+    release = asyncio.Event()
+    handler = answer_ok_once_released(release)
 
     async with ScriptedServer(handler) as server:
         async with HttpClient(max_connections_per_host=2) as client:
@@ -548,12 +554,7 @@ async def test_connections_per_host_are_limited_and_requests_wait_for_one():
 
 async def test_idle_connections_beyond_the_bound_are_closed():
     release = asyncio.Event()
-
-    async def handler(server, reader, writer, number):
-        while await server.read_request(reader) is not None:
-            await release.wait()
-            writer.write(reply(b"ok"))
-            await writer.drain()
+    handler = answer_ok_once_released(release)
 
     async with ScriptedServer(handler) as server:
         async with HttpClient(max_idle_per_host=1) as client:
