@@ -12,12 +12,13 @@ import typer
 from calibration.bundle import Bundle, load_bundle
 
 
-def _num(value: float | None, digits: int = 3) -> str:
+def fmt_number(value: float | None, digits: int = 3) -> str:
+    """A table cell: the value to ``digits`` decimals, or – when there is none."""
     return "–" if value is None else f"{value:.{digits}f}"
 
 
 def _ci(value: float | None, ci) -> str:
-    return _num(value) if not ci else f"{_num(value)} [{ci[0]:.3f}, {ci[1]:.3f}]"
+    return fmt_number(value) if not ci else f"{fmt_number(value)} [{ci[0]:.3f}, {ci[1]:.3f}]"
 
 
 def quality_table(bundle: Bundle) -> str:
@@ -25,11 +26,11 @@ def quality_table(bundle: Bundle) -> str:
             "AUROC [95% CI] | PRR | upstream calls |", "|---|---|---|---|---|---|"]
     for name, det in bundle.manifest.detectors.items():
         q, c = det.quality, det.cost
-        rows.append(f"| {name} | {_num(det.answer_threshold)} | "
+        rows.append(f"| {name} | {fmt_number(det.answer_threshold)} | "
                     f"{_ci(q.pooled_auroc, q.pooled_ci) if q else '–'} | "
                     f"{_ci(q.mean_of_sources, q.mean_of_sources_ci) if q else '–'} | "
-                    f"{_num(q.prr) if q else '–'} | "
-                    f"{_num(c.upstream_calls, 1) if c else 'not recorded'} |")
+                    f"{fmt_number(q.prr) if q else '–'} | "
+                    f"{fmt_number(c.upstream_calls, 1) if c else 'not recorded'} |")
     return "\n".join(rows)
 
 
@@ -43,7 +44,7 @@ def operating_table(bundle: Bundle) -> str:
         if p.threshold is not None:
             rows.append(f"| {p.alpha:g} | {p.delta:g} | {p.detector} | {p.threshold:g} | "
                         f"{p.coverage:.3f} | {p.errors} / {p.answered} | "
-                        f"{_num(p.upper_bound)} |")
+                        f"{fmt_number(p.upper_bound)} |")
     return "\n".join(rows)
 
 

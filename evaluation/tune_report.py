@@ -10,17 +10,11 @@ from __future__ import annotations
 
 import json
 
+from calibration.build import COMBINED
 from calibration.bundle import Bundle
-from calibration.show import operating_table, quality_table
+from calibration.show import fmt_number, operating_table, quality_table
 
 FREE_BASELINE = "mean_logprob"  # what a detector must beat within source to pay for itself
-
-
-def _num(value: float | None, digits: int = 3) -> str:
-    return "–" if value is None else f"{value:.{digits}f}"
-
-
-COMBINED = "learned_combiner"  # the combiner's name as a detector set (calibration/build.py)
 
 
 def unpaid(bundle: Bundle) -> list[str]:
@@ -49,8 +43,8 @@ def _profile_lines(chosen, combiner_file: str) -> list[str]:
     """One profile's YAML lines for a selection (calibration/bundle.py Selection)."""
     head = (f"  risk-{round(chosen.alpha * 100)}:  # {' + '.join(chosen.detectors)}: "
             f"coverage {chosen.coverage:.3f} on the calibration half, bound "
-            f"{_num(chosen.upper_bound)} <= {chosen.alpha:g}, "
-            f"{_num(chosen.upstream_calls, 1)} upstream calls per request")
+            f"{fmt_number(chosen.upper_bound)} <= {chosen.alpha:g}, "
+            f"{fmt_number(chosen.upstream_calls, 1)} upstream calls per request")
     enabled = ", ".join(f"{d}: {{enabled: true}}" for d in chosen.detectors)
     if "halt" not in chosen.detectors:
         enabled = "halt: {enabled: false}, " + enabled
@@ -88,8 +82,8 @@ def selection_table(bundle: Bundle) -> str:
             rows.append(f"| {c.alpha:g} | {c.delta:g} | none meets α | – | – | – | – | – | – |")
             continue
         rows.append(f"| {c.alpha:g} | {c.delta:g} | {' + '.join(c.detectors)} | {c.combine} "
-                    f"| {c.threshold:g} | {c.coverage:.3f} | {_num(c.upper_bound)} | "
-                    f"{_num(c.upstream_calls, 2)} | {_num(c.completion_tokens, 1)} |")
+                    f"| {c.threshold:g} | {c.coverage:.3f} | {fmt_number(c.upper_bound)} | "
+                    f"{fmt_number(c.upstream_calls, 2)} | {fmt_number(c.completion_tokens, 1)} |")
     return "\n".join(rows)
 
 
@@ -104,8 +98,8 @@ def cost_table(bundle: Bundle) -> str:
                      combined.quality))
     for name, cost, q in sets:
         money = ("not recorded | – | –" if cost is None else
-                 f"{_num(cost.upstream_calls, 2)} | {_num(cost.completion_tokens, 1)} | "
-                 f"{_num(cost.ms, 0)}")
+                 f"{fmt_number(cost.upstream_calls, 2)} | "
+                 f"{fmt_number(cost.completion_tokens, 1)} | {fmt_number(cost.ms, 0)}")
         quality = ("–" if q is None or q.mean_of_sources is None else
                    f"{q.mean_of_sources:.3f}" + (f" [{q.mean_of_sources_ci[0]:.3f}, "
                                                  f"{q.mean_of_sources_ci[1]:.3f}]"
