@@ -86,7 +86,7 @@ from proxy.upstream import Upstream
 log = logging.getLogger("hallgate.gates")
 
 ROUTE_CACHE_SIZE = 1024  # distinct (path, route header, model, key) resolutions kept
-BOUND_CACHE_SIZE = 256  # profiles whose bound detectors are kept (overrides make new ones)
+BOUND_CACHE_SIZE = 256  # (bundle, profile) bindings kept (overrides make new profiles)
 
 
 class PolicyGatekeeper:
@@ -106,7 +106,6 @@ class PolicyGatekeeper:
         # the route resolutions of the current policy: a request pays a dict lookup, not
         # the matching (about 30 µs on a cold cache at concurrency 1, bench/overhead.py)
         self._routes: tuple[Policy | None, dict] = (None, {})
-        self._bound: dict[int, tuple[Profile, tuple]] = {}  # id(profile) -> its detectors
         # (id(bundle), id(profile)) -> the profile's detectors under the model's bundle
         self._calibrated: dict[tuple[int, int], tuple[Bundle | None, Profile, tuple]] = {}
 
@@ -123,22 +122,15 @@ class PolicyGatekeeper:
                 resolved[key] = found
         return found
 
-    def bound_detectors(self, profile: Profile,
-                        ) -> tuple[tuple[str, ...], dict[str, Detector], dict[str, Detector]]:
+    def _bind(self, profile: Profile,
+              ) -> tuple[tuple[str, ...], dict[str, Detector], dict[str, Detector]]:
         """(enabled names, the enabled detectors bound to ``profile``, the cheap ones judged
-        and reported though not enabled), kept per profile object: a request pays a dict
-        lookup, not the binding."""
-        found = self._bound.get(id(profile))
-        if found is not None and found[0] is profile:
-            return found[1]
+        and reported though not enabled)."""
         detectors = self.detectors
         enabled = profile.detectors.enabled()
         bound = {n: detectors.bind(n, profile) for n in enabled}
         reporting = {n: detectors.bind(n, profile) for n in detectors.available()
                      if enabled and n not in bound and detectors.spec(n).report_always}
-        if len(self._bound) >= BOUND_CACHE_SIZE:
-            self._bound.clear()
-        self._bound[id(profile)] = (profile, (enabled, bound, reporting))
         return enabled, bound, reporting
 
     def calibrated_detectors(self, bundle: Bundle | None, profile: Profile,
@@ -153,7 +145,7 @@ class PolicyGatekeeper:
         found = self._calibrated.get(key)
         if found is not None and found[0] is bundle and found[1] is profile:
             return found[2]
-        enabled, bound, reporting = self.bound_detectors(profile)
+        enabled, bound, reporting = self._bind(profile)
         use = CalibrationUse.of(bundle, enabled, self.per_model, profile.uncalibrated)
         for name, plugin in (bundle.plugins if bundle is not None else {}).items():
             if name in bound or name in reporting:
