@@ -82,8 +82,8 @@ def main(rounds: int = typer.Option(500, help="Interleaved rounds at concurrency
                 name, [*gateway_command(), "--config", str(path), "--port", str(port)],
                 f"http://127.0.0.1:{port}/readyz", log_dir))
             targets.append(Target(name, f"http://127.0.0.1:{port}", pid=proc.pid))
-        json_lat = interleaved(targets, rounds)
-        stream_lat = interleaved(targets, rounds, stream=True)
+        json_lat = interleaved(targets, rounds, alternate=True)
+        stream_lat = interleaved(targets, rounds, stream=True, alternate=True)
         fields: dict[str, float] = {}
         for kind, lat in (("json", json_lat), ("stream", stream_lat)):
             direct = lat["direct"].p50_ms

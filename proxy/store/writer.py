@@ -1,18 +1,23 @@
 """The store's writer: judged exchanges go to the database off the request path.
 
-    request path                         background (one task per gateway)
-    ------------                         ---------------------------------
-    offer(session, decision, answer)     drain: queue -> batches (gathered for
-                                           flush_interval_s) -> one INSERT each
-      route's sample share? no -> done   retention: every retention_interval_s delete
-      queue full? drop + count            rows older than max_age_days, then the oldest
-      else put_nowait (never waits)       beyond max_rows, then labels left without one
+    request path               gateway, background             writer process
+    ------------               -------------------             --------------
+    offer(session, ...)        feed: queue -> frames  ------>   batches -> rows -> INSERT
+      route's share? no: done    (records.exchange_frame)       (proxy/store/writer_process)
+      queue full? drop+count   acks: counted, ids done  <-----   one ack per batch
+      else put_nowait          retention: every retention_interval_s delete rows older
+                                 than max_age_days, then the oldest beyond max_rows,
+                                 then labels left without one
 
-The request pays a random draw and a ``put_nowait``; building the row (the decision's
-dict, the redaction, the logprob matrix) and the database round trip happen in the
-drain task. A database that is down or slow fills the queue; what does not fit is
-dropped and counted (``hallgate_store_dropped_total{reason=...}``), and the failure is
-logged at most once per ``LOG_EVERY_S``.
+The request pays a random draw and a ``put_nowait``. The gateway's event loop then pays
+one orjson call per exchange (its frame) and a write to a pipe; the row (the redaction,
+the hashes, the decision's dicts) and the database round trip are the writer process's,
+on another core (bench/store_ab.py measured them at 0.1 ms of the loop's CPU per exchange
+when they were the gateway's). A database that is down or slow stops the writer process
+reading, the pipe fills, then the queue: what does not fit is dropped and counted
+(``hallgate_store_dropped_total{reason=...}``), and the failure is logged at most once
+per ``LOG_EVERY_S``. A writer process that exits is started again; what it had been
+handed and not acknowledged is counted as ``write_error``.
 """
 
 from __future__ import annotations
@@ -21,27 +26,32 @@ import asyncio
 import contextlib
 import logging
 import random
+import sys
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
+import orjson
 from prometheus_client import CollectorRegistry, Counter, Gauge
-from sqlalchemy import JSON, delete, func, insert, select
+from sqlalchemy import delete, func, insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from proxy.config import Settings, StoreSettings
-from proxy.store.database import encode, head_revision, open_database
+from proxy.store.database import StoreError, head_revision, open_database
 from proxy.store.ids import FIND_WAIT_S, minted_at
 from proxy.store.models import Exchange, Feedback
-from proxy.store.records import exchange_row
+from proxy.store.records import exchange_frame
+from proxy.store.writer_process import frame
 
 log = logging.getLogger("hallgate.store")
 LOG_EVERY_S = 60.0  # at most one log line per failure kind and interval
-POLL_S = 0.01  # a gathering batch looks at the queue this often
-JSON_COLUMNS = tuple(c.name for c in Exchange.__table__.columns if isinstance(c.type, JSON))
 REREAD_S = 0.1  # ... re-reading the database this often for another replica's exchange
+RESTART_S = 1.0  # a writer process that exited is started again after this long
+START_TIMEOUT_S = 60.0  # a writer process says it is ready within this
+FEED_S = 0.01  # exchanges go to the writer process at most this often: one wake-up and one
+# write per interval instead of one per exchange, and none during the request's own answer
 
 
 class JudgedSession(Protocol):
@@ -55,21 +65,6 @@ class JudgedSession(Protocol):
     calibration: Any  # calibration.binding.CalibrationUse: .bundle (None: uncalibrated)
 
 
-@dataclass(slots=True)
-class Pending:
-    """A sampled exchange waiting in the queue: references only, no copies."""
-
-    created_at: float
-    response_id: str
-    request_id: str | None
-    model: str
-    key_name: str | None
-    bundle_id: str | None  # the bundle that judged it (name@digest), None without one
-    messages: list[dict]
-    decision: Any  # policies.Decision
-    answer: Any  # proxy.chat.gate_session.Answer, or None (decided before the answer)
-
-
 class StoreMetrics:
     def __init__(self, registry: CollectorRegistry, depth: Callable[[], int]):
         self.sampled = Counter("hallgate_store_sampled", "Judged exchanges drawn for the "
@@ -78,7 +73,8 @@ class StoreMetrics:
                                "store", registry=registry)
         self.dropped = Counter("hallgate_store_dropped", "Sampled exchanges not stored: "
                                "queue_full (the writer is behind) or write_error (the "
-                               "database failed)", ["reason"], registry=registry)
+                               "database failed, or the writer process exited)", ["reason"],
+                               registry=registry)
         self.pruned = Counter("hallgate_store_pruned", "Exchanges deleted by retention",
                               ["reason"], registry=registry)
         self.feedback = Counter("hallgate_feedback", "Labels posted to /v1/feedback",
@@ -89,20 +85,68 @@ class StoreMetrics:
         self.write_error = self.dropped.labels("write_error")
 
 
+class WriterProcess:
+    """The gateway's end of one writer process (proxy/store/writer_process.py): frames go
+    to its stdin, its acks come from its stdout, its log goes to the gateway's stderr."""
+
+    def __init__(self, proc: asyncio.subprocess.Process):
+        self.proc = proc
+
+    @classmethod
+    async def start(cls, settings: dict, timeout: float = START_TIMEOUT_S) -> WriterProcess:
+        """A writer process that has said it is ready; StoreError when it does not."""
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "proxy.store.writer_process",
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
+        proc.stdin.write(frame(orjson.dumps(settings)))  # the URL's password: not in argv
+        with contextlib.suppress(TimeoutError):
+            if await asyncio.wait_for(proc.stdout.readline(), timeout) == b'{"ready":true}\n':
+                return cls(proc)
+        if proc.returncode is None:
+            proc.kill()
+        raise StoreError(f"the store's writer process did not start (exit code "
+                         f"{await proc.wait()}); what it said is above")
+
+    async def send(self, data: bytes) -> None:
+        """Write to the process, waiting while its pipe is full (it is behind)."""
+        self.proc.stdin.write(data)
+        await self.proc.stdin.drain()
+
+    async def acks(self) -> AsyncIterator[dict]:
+        """Its acks until it exits."""
+        while line := await self.proc.stdout.readline():
+            yield orjson.loads(line)
+
+    async def close(self, timeout: float) -> None:
+        """End its input (it writes what it has, then exits); kill it after ``timeout``."""
+        if self.proc.returncode is None:
+            with contextlib.suppress(OSError):
+                self.proc.stdin.close()
+            try:
+                await asyncio.wait_for(self.proc.wait(), timeout)
+            except TimeoutError:
+                self.proc.kill()
+                await self.proc.wait()
+
+
 class ExchangeStore:
     def __init__(self, engine: AsyncEngine, settings: StoreSettings,
                  registry: CollectorRegistry, policy: Callable[[], Any]):
         self.engine = engine
         self.settings = settings
         self.policy = policy  # the current Policy (reloads included)
-        self.queue: asyncio.Queue[Pending] = asyncio.Queue(settings.queue_size)
+        # (response id, exchange_frame's arguments): references only, no copies
+        self.queue: asyncio.Queue[tuple[str, dict]] = asyncio.Queue(settings.queue_size)
         self.metrics = StoreMetrics(registry, self.queue.qsize)
-        self.pending: set[str] = set()  # response ids queued, not yet written
+        self.pending: set[str] = set()  # response ids queued or handed over, not yet written
+        self.in_flight: deque[str] = deque()  # handed to the writer process, in order
+        self.writer: WriterProcess | None = None
+        self.max_in_flight = 2 * settings.batch_size  # one batch written, one gathering
         self._written = asyncio.Condition()
         self._shares: tuple[Any, dict[str, float]] = (None, {})
         self._tasks: list[asyncio.Task] = []
         self._last_log: dict[str, float] = {}
-        self.failing = False  # the last batch write failed (the database is down or slow)
+        self.failing = False  # the last batch write failed, or the writer process is down
 
     # --- request path ----------------------------------------------------------------
 
@@ -123,35 +167,45 @@ class ExchangeStore:
         if share <= 0.0 or (share < 1.0 and random.random() >= share):
             return False
         self.metrics.sampled.inc()
-        bundle = session.calibration.bundle
-        item = Pending(time.time(), session.response_id, session.ctx.request_id,
-                       session.model, session.ctx.key_name,
-                       bundle.name if bundle is not None else None, session.messages,
-                       decision, answer)
-        try:
-            self.queue.put_nowait(item)
-        except asyncio.QueueFull:
+        if self.queue.full():
             self.metrics.queue_full.inc()
             self._log_once("queue_full", "store queue full (%d): dropping exchanges",
                            self.settings.queue_size)
             return False
-        self.pending.add(item.response_id)
+        bundle = session.calibration.bundle
+        self.queue.put_nowait((session.response_id, {
+            "response_id": session.response_id, "request_id": session.ctx.request_id,
+            "created_at": time.time(), "model": session.model,
+            "key_name": session.ctx.key_name,
+            "bundle_id": bundle.name if bundle is not None else None,
+            "messages": session.messages, "decision": decision, "answer": answer}))
+        self.pending.add(session.response_id)
         return True
 
     def health(self) -> dict:
         """What /readyz says of the store (never what makes the gateway unready: requests
         do not depend on it once it is open)."""
         return {"state": "failing" if self.failing else "ok",
-                "queue_depth": self.queue.qsize()}
+                "queue_depth": self.queue.qsize(), "in_flight": len(self.in_flight)}
 
     # --- background ------------------------------------------------------------------
 
-    def start(self) -> None:
-        self._tasks = [asyncio.create_task(self._drain(), name="store-writer"),
+    def writer_settings(self) -> dict:
+        """What the writer process is told first (its database URL with the password)."""
+        return {"url": self.engine.url.render_as_string(hide_password=False),
+                "include_prompt": self.settings.include_prompt,
+                "batch_size": self.settings.batch_size,
+                "flush_interval_s": self.settings.flush_interval_s}
+
+    async def start(self) -> None:
+        """Start the writer process (StoreError when it does not start) and the tasks."""
+        self.writer = await WriterProcess.start(self.writer_settings())
+        self._tasks = [asyncio.create_task(self._run(), name="store-writer"),
                        asyncio.create_task(self._retention(), name="store-retention")]
 
     async def close(self, timeout: float = 5.0) -> None:
-        """Write what is queued (up to ``timeout``), then stop the tasks."""
+        """Write what is queued (up to ``timeout``), then stop the tasks and the writer
+        process."""
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.queue.join(), timeout)
         for task in self._tasks:
@@ -159,84 +213,89 @@ class ExchangeStore:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        if self.writer is not None:
+            await self.writer.close(timeout)
 
     async def flush(self) -> None:
         """Wait until every queued exchange is written (or dropped)."""
         await self.queue.join()
 
-    def _row(self, item: Pending) -> dict:
-        """The exchange's row, its JSON columns already encoded: a batch waits up to
-        ``flush_interval_s`` for its write, and as bytes its rows hold no containers the
-        collector would walk on every pass meanwhile (lists of lists of floats would)."""
-        row = self._values(item)
-        for column in JSON_COLUMNS:
-            if row[column] is not None:
-                row[column] = encode(row[column])
-        return row
-
-    def _values(self, item: Pending) -> dict:
-        answer = item.answer
-        return exchange_row(
-            response_id=item.response_id, request_id=item.request_id,
-            created_at=item.created_at, model=item.model, key_name=item.key_name,
-            messages=item.messages, decision=item.decision.to_dict(),
-            answer_text=answer.text if answer is not None else None,
-            tokens=answer.tokens if answer is not None else None,
-            include_prompt=self.settings.include_prompt, bundle_id=item.bundle_id)
-
-    async def _gather(self) -> tuple[list[str], list[dict]]:
-        """The next batch: its response ids and rows. Each row is built as soon as its
-        exchange is taken from the queue, so the answer's token dicts die young (held for
-        the whole flush interval they reach the collector's oldest generation, and full
-        collections of this process's heap cost more than the rows); the batch then
-        gathers for ``flush_interval_s``, looking at the queue every ``POLL_S``."""
-        loop = asyncio.get_running_loop()
-        ids: list[str] = []
-        rows: list[dict] = []
-
-        def take(item: Pending) -> None:
-            ids.append(item.response_id)
-            try:
-                rows.append(self._row(item))
-            except Exception as exc:  # a row that cannot be built is dropped, not the batch
-                self.metrics.write_error.inc()
-                self._log_once("row_error", "store row failed, exchange dropped: %r", exc)
-
-        take(await self.queue.get())
-        deadline = loop.time() + self.settings.flush_interval_s
-        size = self.settings.batch_size
+    async def _run(self) -> None:
+        """Feed the writer process and count its acks; one that exits is started again."""
         while True:
-            while len(ids) < size and not self.queue.empty():
-                take(self.queue.get_nowait())
-            left = deadline - loop.time()
-            if len(ids) >= size or left <= 0:
-                return ids, rows
-            await asyncio.sleep(min(POLL_S, left))
-
-    async def _drain(self) -> None:
-        while True:
-            # one transaction per row costs ~10x the CPU of a batched row
-            # (bench/store_ab.py): batches gather for a moment
-            ids, rows = await self._gather()
+            writer = self.writer
+            feeding = asyncio.create_task(self._feed(writer), name="store-feed")
             try:
-                if rows:
-                    async with self.engine.begin() as conn:
-                        await conn.execute(insert(Exchange), rows)
-                    self.metrics.written.inc(len(rows))
-                    self.failing = False
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                self.failing = True
-                self.metrics.write_error.inc(len(rows))
-                self._log_once("write_error", "store write failed, %d exchanges dropped: %r",
-                               len(rows), exc)
+                async for ack in writer.acks():
+                    await self._acknowledged(ack)
             finally:
-                for response_id in ids:
+                feeding.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await feeding
+            code = await writer.proc.wait()
+            lost = len(self.in_flight)
+            self.failing = True
+            self.metrics.write_error.inc(lost)
+            await self._done(len(self.in_flight))
+            self._log_once("writer_exit", "store writer process exited (code %s), %d "
+                           "exchanges lost; starting another", code, lost)
+            self.writer = None
+            while self.writer is None:
+                await asyncio.sleep(RESTART_S)
+                try:
+                    self.writer = await WriterProcess.start(self.writer_settings())
+                except StoreError as exc:
+                    self._log_once("writer_start", "%s", exc)
+
+    async def _feed(self, writer: WriterProcess) -> None:
+        """Queue -> frames -> the writer process, as many as are waiting at a time, and
+        never more than ``max_in_flight`` unacknowledged: a writer process that is behind
+        leaves the rest in the queue, which fills and drops."""
+        while True:
+            async with self._written:
+                await self._written.wait_for(lambda: len(self.in_flight) < self.max_in_flight)
+            room = self.max_in_flight - len(self.in_flight)
+            taken = [await self.queue.get()]
+            await asyncio.sleep(FEED_S)  # what comes meanwhile goes in the same write
+            while len(taken) < room and not self.queue.empty():
+                taken.append(self.queue.get_nowait())
+            frames = []
+            for response_id, exchange in taken:
+                try:
+                    frames.append(frame(exchange_frame(
+                        **exchange, include_prompt=self.settings.include_prompt)))
+                except Exception as exc:  # one exchange that cannot be sent is dropped
+                    self.metrics.write_error.inc()
+                    self._log_once("row_error", "store row failed, exchange dropped: %r", exc)
                     self.pending.discard(response_id)
                     self.queue.task_done()
-                async with self._written:
-                    self._written.notify_all()
+                    continue
+                self.in_flight.append(response_id)
+            try:
+                await writer.send(b"".join(frames))
+            except (ConnectionError, OSError):  # it exited: _run counts what it was handed
+                return
+
+    async def _acknowledged(self, ack: dict) -> None:
+        written, error = int(ack["written"]), ack.get("error")
+        self.metrics.written.inc(written)
+        self.metrics.write_error.inc(int(ack["n"]) - written)
+        if ack.get("row_error"):
+            self._log_once("row_error", "store row failed, exchange dropped: %s",
+                           ack["row_error"])
+        if error:
+            self._log_once("write_error", "store write failed, %d exchanges dropped: %s",
+                           int(ack["n"]) - written, error)
+        self.failing = bool(error)
+        await self._done(int(ack["n"]))
+
+    async def _done(self, n: int) -> None:
+        """The first ``n`` exchanges in flight are written or dropped."""
+        for _ in range(min(n, len(self.in_flight))):
+            self.pending.discard(self.in_flight.popleft())
+            self.queue.task_done()
+        async with self._written:
+            self._written.notify_all()
 
     async def _retention(self) -> None:
         while True:
@@ -329,9 +388,14 @@ async def open_store(settings: Settings, registry: CollectorRegistry,
     at exit what is queued is written (briefly) and the engine closed."""
     engine = await open_database(settings)
     store = ExchangeStore(engine, settings.store, registry, policy)
-    log.info("store %s open (schema revision %s)",
-             engine.url.render_as_string(hide_password=True), head_revision())
-    store.start()
+    try:
+        await store.start()
+    except StoreError:
+        await engine.dispose()
+        raise
+    log.info("store %s open (schema revision %s), writer process %d",
+             engine.url.render_as_string(hide_password=True), head_revision(),
+             store.writer.proc.pid)
     try:
         yield store
     finally:

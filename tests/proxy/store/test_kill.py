@@ -1,6 +1,7 @@
 """`kill -9` of a gateway writing to its SQLite store: every exchange it had written is
-still there, at most the queued ones are lost, and the file is intact (a new gateway
-starts on it and takes labels for what the killed one stored)."""
+still there, at most the queued ones are lost, the file is intact (a new gateway starts on
+it and takes labels for what the killed one stored), and its writer process, left without
+input, writes what it was handed and exits."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import httpx
 import yaml
@@ -36,6 +38,19 @@ def serve(config_path, port: int) -> subprocess.Popen:
     raise AssertionError("the gateway did not get ready")
 
 
+def children(pid: int) -> list[int]:
+    return [int(c) for task in Path(f"/proc/{pid}/task").iterdir()
+            for c in (task / "children").read_text().split()]
+
+
+def running(pid: int) -> bool:
+    """Alive and not a zombie (an orphan's exit status waits for whoever adopted it)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
 def test_kill_9_loses_at_most_the_queued_exchanges_and_never_the_file(fake_upstream,
                                                                        start_gateway,
                                                                        tmp_path):
@@ -57,9 +72,14 @@ def test_kill_9_loses_at_most_the_queued_exchanges_and_never_the_file(fake_upstr
             for i in range(40)]
         sampled = metric(url, "hallgate_store_sampled_total")
         written = metric(url, "hallgate_store_written_total")
+        [writer] = children(proc.pid)
     finally:
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)
+    deadline = time.monotonic() + 30
+    while running(writer):
+        assert time.monotonic() < deadline, "the writer process outlived its gateway"
+        time.sleep(0.05)
     assert sampled == len(ids)
     with sqlite3.connect(db) as conn:
         assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)

@@ -105,7 +105,7 @@ def test_a_frozen_database_never_slows_a_request_and_its_drops_are_counted(
         fake_upstream, start_gateway, tmp_path, postgres_server):
     db_url = postgres_server.create_database()
     url = start_gateway(store_settings(fake_upstream, tmp_path, url=db_url, queue_size=3,
-                                       flush_interval_s=0.0))
+                                       batch_size=1, flush_interval_s=0.0))
     chat = client(url)
     chat.chat.completions.create(model="fake", messages=PROMPT)
     wait_written(url, 1)
@@ -122,7 +122,8 @@ def test_a_frozen_database_never_slows_a_request_and_its_drops_are_counted(
     finally:
         for pid in pids:
             os.kill(pid, signal.SIGCONT)
-    # one exchange may sit in the stuck writer, three in the queue; the rest are dropped
-    assert 8 <= dropped <= 11
+    # two batches of one may sit in the stuck writer process, three in the queue; the rest
+    # are dropped
+    assert 7 <= dropped <= 9
     assert max(took) < 1.0, took  # no request waited for the database
     wait_written(url, 1 + 12 - dropped)  # the writer goes on once the database is back

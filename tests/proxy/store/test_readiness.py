@@ -36,7 +36,7 @@ def test_a_failing_database_is_reported_while_the_gateway_stays_ready(
     client(url).chat.completions.create(model="fake", messages=PROMPT)
     wait_written(url, 1)
     assert httpx.get(f"{url}/readyz").json() == {
-        "status": "ready", "store": {"state": "ok", "queue_depth": 0}}
+        "status": "ready", "store": {"state": "ok", "queue_depth": 0, "in_flight": 0}}
     with sqlite3.connect(tmp_path / "exchanges.sqlite3") as conn:
         conn.execute("DROP TABLE exchanges")  # every later write fails
     answer = client(url).chat.completions.create(model="fake", messages=PROMPT)

@@ -1,13 +1,17 @@
 """The writer and retention on real databases (SQLite and PostgreSQL): drops when the
-queue is full, a failing database, deletion by age and by size, and labels going with
-their exchange."""
+queue is full, a failing database, a writer process that dies or cannot start, deletion by
+age and by size, and labels going with their exchange."""
 
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import sys
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 
+import pytest
 from prometheus_client import CollectorRegistry
 from sqlalchemy import func, insert, select
 
@@ -15,7 +19,7 @@ from detectors.verdict import Verdict
 from policies.decision import Decision
 from policies.schema import Route, RouteStore
 from proxy.config import Settings
-from proxy.store.database import open_database
+from proxy.store.database import StoreError, open_database
 from proxy.store.ids import new_response_id
 from proxy.store.models import Exchange, Feedback
 from proxy.store.writer import ExchangeStore
@@ -58,7 +62,7 @@ async def test_a_full_queue_drops_and_counts_without_waiting(store_url):
     dropped = registry.get_sample_value("hallgate_store_dropped_total",
                                         {"reason": "queue_full"})
     assert dropped == 3 and registry.get_sample_value("hallgate_store_queue_depth") == 2
-    store.start()
+    await store.start()
     await store.flush()
     assert await count(store, Exchange) == 2
     assert registry.get_sample_value("hallgate_store_written_total") == 2
@@ -68,7 +72,7 @@ async def test_a_full_queue_drops_and_counts_without_waiting(store_url):
 
 async def test_a_failing_database_drops_the_batch_and_the_writer_goes_on(store_url):
     store, registry = await make_store(store_url)
-    store.start()
+    await store.start()
     async with store.engine.begin() as conn:  # the table the writer needs is gone
         await conn.exec_driver_sql("ALTER TABLE exchanges RENAME TO gone")
     store.offer(session(), decision())
@@ -108,4 +112,43 @@ async def test_retention_deletes_by_age_then_by_size_and_their_labels_go_too(sto
                     ).scalars().all()
     assert kept == ids[4:] and labelled == ids[4:]
     assert registry.get_sample_value("hallgate_store_pruned_total", {"reason": "age"}) == 2
+    await store.engine.dispose()
+
+
+async def wait_until(predicate, timeout: float = 15.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not predicate():
+        assert asyncio.get_running_loop().time() < deadline, "timed out"
+        await asyncio.sleep(0.01)
+
+
+async def test_a_writer_process_that_dies_is_counted_replaced_and_closed_with_the_store(
+        tmp_path):
+    store, registry = await make_store(f"sqlite:///{tmp_path / 'exchanges.sqlite3'}")
+    await store.start()
+    first = store.writer.proc
+    os.kill(first.pid, signal.SIGSTOP)  # it stops reading: what is handed over stays in flight
+    for _ in range(3):
+        assert store.offer(session(), decision())
+    await wait_until(lambda: len(store.in_flight) == 3)
+    os.kill(first.pid, signal.SIGKILL)
+    await wait_until(lambda: store.writer is not None and store.writer.proc is not first)
+    assert registry.get_sample_value("hallgate_store_dropped_total",
+                                     {"reason": "write_error"}) == 3
+    assert not store.pending and not store.in_flight
+    assert store.offer(session(), decision())
+    await store.flush()
+    assert registry.get_sample_value("hallgate_store_written_total") == 1
+    assert await count(store, Exchange) == 1
+    second = store.writer.proc
+    await store.close()
+    assert second.returncode == 0  # its input closed, it wrote what it had and exited
+    await store.engine.dispose()
+
+
+async def test_a_writer_process_that_cannot_start_refuses_the_store(tmp_path, monkeypatch):
+    store, _ = await make_store(f"sqlite:///{tmp_path / 'exchanges.sqlite3'}")
+    monkeypatch.setattr(sys, "executable", "/bin/false")  # exits at once, says nothing
+    with pytest.raises(StoreError, match="writer process did not start"):
+        await store.start()
     await store.engine.dispose()
