@@ -7,7 +7,8 @@ The same two gateways as bench/store_ab.py (HALT-annotate route, fake upstream a
 one with a SQLite store keeping every judged exchange), each run as bench/serve_gc.py;
 wrk at concurrency 64 against each in alternating order. Per request: the CPU of each of
 the process's threads (from /proc: the event loop's thread, the rest), and the wall time
-inside garbage collections per generation. The store's share is the difference.
+inside garbage collections per generation; and the CPU of the gateway's child processes
+(the store's writer process). The store's share is the difference.
 """
 
 from __future__ import annotations
@@ -22,7 +23,13 @@ import time
 from pathlib import Path
 
 import typer
-from overhead import Target, run_wrk, server, start_fake_upstream  # this folder is on sys.path
+from overhead import (  # this folder is on sys.path
+    Target,
+    cpu_seconds,
+    run_wrk,
+    server,
+    start_fake_upstream,
+)
 from store_ab import config
 
 from proxy.embedded import free_port
@@ -38,6 +45,13 @@ def thread_cpu(pid: int) -> dict[str, float]:
             fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
             out[task.name] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
     return out
+
+
+def children_cpu(pid: int) -> float:
+    """CPU seconds of the process's descendants (the store's writer process): its tree's
+    less its own threads' (a thread that has exited counts here too; the `off` gateway's
+    figure shows how much that is)."""
+    return cpu_seconds(pid) - sum(thread_cpu(pid).values())
 
 
 def gc_totals(pid: int, path: Path) -> dict:
@@ -69,8 +83,10 @@ def main(seconds: float = typer.Option(8.0), repeats: int = typer.Option(2)) -> 
         for i in range(repeats):
             for target, gc_out in (targets if i % 2 == 0 else targets[::-1]):
                 gc_before, cpu_before = gc_totals(target.pid, gc_out), thread_cpu(target.pid)
+                children_before = children_cpu(target.pid)
                 result = run_wrk(target, 64, seconds)
                 cpu_after, gc_after = thread_cpu(target.pid), gc_totals(target.pid, gc_out)
+                children = children_cpu(target.pid) - children_before
                 n = max(result.requests, 1)
                 per_thread = sorted(((cpu_after[t] - cpu_before.get(t, 0.0)) * 1e3 / n, t)
                                     for t in cpu_after)
@@ -78,12 +94,14 @@ def main(seconds: float = typer.Option(8.0), repeats: int = typer.Option(2)) -> 
                 total = sum(v for v, _ in per_thread)
                 gc_ms = sum(gc_after[g][1] - gc_before[g][1] for g in gc_after) * 1e3 / n
                 fields = {"rps": result.rps, "cpu_ms": total, "loop_cpu_ms": loop,
-                          "other_threads_cpu_ms": total - loop, "gc_ms": gc_ms}
+                          "other_threads_cpu_ms": total - loop, "gc_ms": gc_ms,
+                          "writer_process_cpu_ms": children * 1e3 / n}
                 for key, value in fields.items():
                     sums[target.name][key] = sums[target.name].get(key, 0.0) + value / repeats
                 print(f"{target.name}: {result.rps:.0f} req/s, per request: CPU "
                       f"{total:.3f} ms (event loop {loop:.3f}, other threads "
-                      f"{total - loop:.3f}), in GC {gc_ms:.3f} ms", flush=True)
+                      f"{total - loop:.3f}), in GC {gc_ms:.3f} ms; its writer process "
+                      f"{fields['writer_process_cpu_ms']:.3f} ms", flush=True)
     out = {f"{name}_{k}": v for name, values in sums.items() for k, v in values.items()}
     out["rps_ratio_on_over_off"] = sums["on"]["rps"] / sums["off"]["rps"]
     out["store_loop_cpu_ms"] = sums["on"]["loop_cpu_ms"] - sums["off"]["loop_cpu_ms"]

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import orjson
 from alembic import command
@@ -26,7 +27,8 @@ from sqlalchemy import event
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from proxy.config import Settings
+if TYPE_CHECKING:  # the writer process imports this module without the gateway's config
+    from proxy.config import Settings
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 SQLITE_FILE = "exchanges.sqlite3"

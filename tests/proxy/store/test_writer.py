@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
@@ -152,3 +153,13 @@ async def test_a_writer_process_that_cannot_start_refuses_the_store(tmp_path, mo
     with pytest.raises(StoreError, match="writer process did not start"):
         await store.start()
     await store.engine.dispose()
+
+
+def test_the_writer_process_loads_neither_torch_nor_the_gateway():
+    """Its memory and start-up stay small (about 60 MB and 0.3 s, not torch's 330 MB)."""
+    probe = ("import sys, proxy.store.writer_process; print(sorted(m for m in "
+             "('torch', 'numpy', 'fastapi', 'litellm', 'policies', 'proxy.config') "
+             "if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.strip() == "[]"
