@@ -66,7 +66,7 @@ from policies.calibration import (
 from policies.schema import Policy, Profile
 from proxy.embedded import free_port, stop_process
 
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)  # paths stay whole
 
 
 class EvalError(RuntimeError):

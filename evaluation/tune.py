@@ -164,7 +164,7 @@ def tune_command(
     from detectors.logprob_stats.stats import scores as logprob_scores
     from evaluation.recording_data import halt_records, recording_split
 
-    console = Console()
+    console = Console(soft_wrap=True)  # a path or a message stays whole on its line
     target_risks = parse_alphas(alphas)
     problem = source_problem(replay, from_store, bool(dataset or data))
     if problem:
