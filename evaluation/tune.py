@@ -256,6 +256,6 @@ def tune_command(
     trained = f"{len(train)} answers trained HALT" if risks else "no HALT"
     console.print(f"wrote {bundle.name} to {out} for {model} ({trained}, {len(kept)} "
                   f"calibrated and judged); see {out / 'REPORT.md'}")
-    console.print(f"stages: {clock}", soft_wrap=True)
+    console.print(f"stages: {clock}")
     if from_store is not None:
         console.print(refit.finish(out, replay, exported, model, baseline))

@@ -9,12 +9,24 @@ snippet, and which detectors do not pay for themselves on the model.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 
 from calibration.build import COMBINED
-from calibration.bundle import Bundle
+from calibration.bundle import Bundle, Cost, Quality
 from calibration.show import fmt_number, operating_table, quality_table
 
 FREE_BASELINE = "mean_logprob"  # what a detector must beat within source to pay for itself
+
+
+def _detector_sets(bundle: Bundle, combiner_name: Callable[[tuple[str, ...]], str],
+                   ) -> list[tuple[str, Cost | None, Quality | None]]:
+    """(name, cost, quality) of every detector the bundle judged, then of the learned
+    combiner as one set (named by ``combiner_name(its detectors)``) when it has one."""
+    sets = [(name, det.cost, det.quality) for name, det in bundle.manifest.detectors.items()]
+    combined = bundle.manifest.combiner_set
+    if combined is not None:
+        sets.append((combiner_name(combined.detectors), combined.cost, combined.quality))
+    return sets
 
 
 def unpaid(bundle: Bundle) -> list[str]:
@@ -22,16 +34,11 @@ def unpaid(bundle: Bundle) -> list[str]:
     this model's held-out answers no better, within source, than the free −mean token
     logprob: mean of per-source AUROC q_d <= q_{mean_logprob}. The learned combiner is
     judged the same way, at the summed cost of the detectors it reads."""
-    dets = bundle.manifest.detectors
-    base = dets.get(FREE_BASELINE)
+    base = bundle.manifest.detectors.get(FREE_BASELINE)
     floor = base.quality.mean_of_sources if base and base.quality else None
-    sets = [(name, det.cost, det.quality) for name, det in dets.items()]
-    combined = bundle.manifest.combiner_set
-    if combined is not None:
-        sets.append((f"{COMBINED} (over {', '.join(combined.detectors)})", combined.cost,
-                     combined.quality))
     out = []
-    for name, cost, quality in sets:
+    for name, cost, quality in _detector_sets(
+            bundle, lambda members: f"{COMBINED} (over {', '.join(members)})"):
         calls = cost.upstream_calls if cost else None
         q = quality.mean_of_sources if quality else None
         if (calls is None or calls > 0) and q is not None and floor is not None and q <= floor:
@@ -91,12 +98,8 @@ def cost_table(bundle: Bundle) -> str:
     rows = ["| detector set | upstream calls / request | completion tokens / request | "
             "ms / request (recorded) | mean of per-source AUROC [95% CI] |",
             "|---|---|---|---|---|"]
-    sets = [(n, d.cost, d.quality) for n, d in bundle.manifest.detectors.items()]
-    combined = bundle.manifest.combiner_set
-    if combined is not None:
-        sets.append((f"{COMBINED} ({' + '.join(combined.detectors)})", combined.cost,
-                     combined.quality))
-    for name, cost, q in sets:
+    for name, cost, q in _detector_sets(
+            bundle, lambda members: f"{COMBINED} ({' + '.join(members)})"):
         money = ("not recorded | – | –" if cost is None else
                  f"{fmt_number(cost.upstream_calls, 2)} | "
                  f"{fmt_number(cost.completion_tokens, 1)} | {fmt_number(cost.ms, 0)}")
