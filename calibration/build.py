@@ -142,6 +142,12 @@ def operating_points(columns: dict[str, np.ndarray], labels: np.ndarray,
     return out
 
 
+def _cost_pair(cost: dict | None) -> tuple[float | None, float | None] | None:
+    """A recorded cost as calibration.selection.set_cost reads it: (upstream calls,
+    completion tokens) per request; None when it was not recorded."""
+    return None if cost is None else (cost.get("upstream_calls"), cost.get("completion_tokens"))
+
+
 def combiner_set(combiner, records: list[dict], cal: np.ndarray, held: np.ndarray,
                  detectors: dict[str, dict], alphas: list[float], deltas: list[float],
                  seed: int) -> dict:
@@ -155,9 +161,7 @@ def combiner_set(combiner, records: list[dict], cal: np.ndarray, held: np.ndarra
     labels = np.array([r["hallucinated"] for r in records], dtype=bool)
     sources = np.array([r["source"] for r in records])
     members = sorted(combiner.detectors())
-    summed = set_cost([None if (c := detectors.get(d, {}).get("cost")) is None
-                       else (c.get("upstream_calls"), c.get("completion_tokens"))
-                       for d in members])
+    summed = set_cost([_cost_pair(detectors.get(d, {}).get("cost")) for d in members])
     oof = out_of_fold_risks(combiner, [records[i] for i in cal], seed=seed)
     held_risks = combiner_risks(combiner, [records[i] for i in held])
     return {"detectors": members,
@@ -176,17 +180,11 @@ def selections(points: list[dict], combined: dict | None, detectors: dict[str, d
     detectors it reads."""
     from calibration.selection import SELECTION_RULE, Candidate, cheapest_set, set_cost
 
-    def single_cost(name: str):
-        c = detectors.get(name, {}).get("cost")
-        return set_cost([None if c is None else (c.get("upstream_calls"),
-                                                 c.get("completion_tokens"))])
-
-    everything = [(p, (p["detector"],), "single", single_cost(p["detector"]))
+    everything = [(p, (p["detector"],), "single",
+                   set_cost([_cost_pair(detectors.get(p["detector"], {}).get("cost"))]))
                   for p in points]
     if combined is not None:
-        c = combined["cost"]
-        summed = None if c is None else set_cost([(c["upstream_calls"],
-                                                   c["completion_tokens"])])
+        summed = set_cost([_cost_pair(combined["cost"])])
         everything += [(p, tuple(combined["detectors"]), "learned", summed)
                        for p in combined["operating_points"]]
     out = []
