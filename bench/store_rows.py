@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import os
 import sys
 import tempfile
 import time
@@ -27,6 +26,8 @@ from prometheus_client import CollectorRegistry
 from sqlalchemy import insert
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests.fake_upstream
+
+from overhead import cpu_seconds  # noqa: E402  (this folder is on sys.path)
 
 from detectors.halt import HaltScorer  # noqa: E402
 from policies import decide, load_policy_text  # noqa: E402
@@ -52,11 +53,6 @@ N = 1000
 
 def per_row_ms(start_cpu: float, n: int, clock=time.process_time) -> float:
     return (clock() - start_cpu) / n * 1e3
-
-
-def process_cpu_s(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def exchange(halt: HaltScorer, policy, tokens: int) -> SimpleNamespace:
@@ -118,7 +114,7 @@ async def main() -> None:
             del rows, frames
             store = ExchangeStore(engine, settings.store, CollectorRegistry(), lambda: policy)
             await store.start()
-            writer_before = process_cpu_s(store.writer.proc.pid)
+            writer_before = cpu_seconds(store.writer.proc.pid)
             start = time.thread_time()
             for _ in range(N):
                 store.offer(session(), ex.decision, ex.answer)
@@ -126,7 +122,7 @@ async def main() -> None:
             await store.flush()
             fields[f"t{tokens}_end_to_end_gateway_ms"] = per_row_ms(start, N, time.thread_time)
             fields[f"t{tokens}_end_to_end_writer_process_ms"] = (
-                process_cpu_s(store.writer.proc.pid) - writer_before) * 1e3 / N
+                cpu_seconds(store.writer.proc.pid) - writer_before) * 1e3 / N
             await store.close()
             await engine.dispose()
     for name, value in fields.items():
