@@ -236,7 +236,7 @@ class ExchangeStore:
             lost = len(self.in_flight)
             self.failing = True
             self.metrics.write_error.inc(lost)
-            await self._done(len(self.in_flight))
+            await self._done(lost)
             self._log_once("writer_exit", "store writer process exited (code %s), %d "
                            "exchanges lost; starting another", code, lost)
             self.writer = None
