@@ -21,7 +21,7 @@ import numpy as np
 
 from calibration.build import COMBINED, risk_columns, split_records
 from calibration.bundle import Bundle
-from detectors.metrics import auroc, bootstrap_aurocs
+from detectors.metrics import auroc, bootstrap_interval
 from evaluation.tune_report import FREE_BASELINE
 
 PROBABILITIES = ("halt", COMBINED)  # the sets whose risk is meant as P(hallucinated)
@@ -77,7 +77,9 @@ def reliability(probs: np.ndarray, labels: np.ndarray, bins: int = 10,
 
 def source_intervals(view: HeldOut, seed: int = 0) -> dict[str, dict[str, tuple]]:
     """source -> detector set -> (AUROC, 2.5 %, 97.5 % bootstrap quantiles), over the
-    sources with both classes; resampled within the source."""
+    sources with both classes; resampled within the source. A source too small for an
+    interval (:func:`bootstrap_interval` gives none: most resamples hold one class) is
+    drawn as its point alone."""
     out: dict[str, dict[str, tuple]] = {}
     for source in np.unique(view.sources):
         inside = view.sources == source
@@ -87,11 +89,10 @@ def source_intervals(view: HeldOut, seed: int = 0) -> dict[str, dict[str, tuple]
             y = view.labels[keep]
             if y.all() or not y.any():
                 continue
-            samples = bootstrap_aurocs(risks[keep], y, resamples=RESAMPLES, seed=seed)
-            samples = samples[~np.isnan(samples)]
             point = auroc(risks[keep], y)
-            lo, hi = np.quantile(samples, [0.025, 0.975]) if len(samples) else (point, point)
-            out[str(source)][name] = (point, float(lo), float(hi))
+            interval = bootstrap_interval(auroc, risks[keep], y, resamples=RESAMPLES,
+                                          seed=seed)
+            out[str(source)][name] = (point, *(interval or (point, point)))
     return {s: v for s, v in out.items() if v}
 
 

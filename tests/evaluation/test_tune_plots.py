@@ -51,3 +51,22 @@ def test_the_figures_render(tmp_path):
     source_auroc_png(intervals, tmp_path / "src.png")
     for name in ("rc.png", "rel.png", "src.png"):
         assert (tmp_path / name).stat().st_size > 5000
+
+
+
+def test_source_intervals_are_the_shared_bootstrap_interval():
+    # one interval rule for every report: a source with an interval gets exactly
+    # bootstrap_interval's; one without (2 items: about half the resamples hold one
+    # class) is drawn as its point alone
+    from detectors.metrics import auroc, bootstrap_interval
+
+    rng = np.random.default_rng(3)
+    labels = np.r_[rng.random(60) < 0.5, [True, False]]
+    risks = np.r_[rng.random(60) + labels[:60] * 0.4, [0.9, 0.1]]
+    view = HeldOut({"mean_logprob": risks}, labels, np.array(["big"] * 60 + ["two"] * 2))
+    intervals = source_intervals(view)
+    for source, keep in (("big", slice(0, 60)), ("two", slice(60, 62))):
+        point = auroc(risks[keep], labels[keep])
+        expected = bootstrap_interval(auroc, risks[keep], labels[keep], resamples=1000)
+        assert intervals[source]["mean_logprob"] == (point, *(expected or (point, point)))
+    assert intervals["big"]["mean_logprob"][1] < intervals["big"]["mean_logprob"][2]
