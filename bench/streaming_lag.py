@@ -52,7 +52,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.overhead import gateway_command, wait_ready  # noqa: E402
+from bench.overhead import cpu_seconds, gateway_command, wait_ready  # noqa: E402
 from bench.streaming_cpu import gateway  # noqa: E402
 from proxy.embedded import free_port, stop_process  # noqa: E402
 
@@ -105,12 +105,6 @@ def policy(action: str = "annotate") -> dict:
         {"name": "default", "default": True, "profile": "fast"}],
         "profiles": {"fast": {"detectors": off, "action": "shadow", "fail_mode": "open"},
                      **{j: live(j) for j in JUDGES}}}
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU of process ``pid`` so far (/proc/PID/stat, clock ticks)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def one_stream(client: httpx.AsyncClient, url: str, judge: str) -> list[float]:
