@@ -34,9 +34,21 @@ import tempfile
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Annotated, Literal
 
 import typer
 import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+    model_validator,
+)
 from rich.console import Console
 from rich.table import Table
 
@@ -63,34 +75,103 @@ def _is_number(x) -> bool:
     return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
 
 
-def _gold_problems(gold, kind) -> list[str]:
-    out = []
-    if (not isinstance(gold, list) or not gold
-            or not all(isinstance(g, str) and g.strip() or _is_number(g) for g in gold)):
-        out.append("'gold' must be a non-empty list of strings or numbers")
-    if kind not in (None, "text", "number"):
-        out.append(f"'kind' must be 'text' or 'number', not {kind!r}")
-    elif kind == "number" and isinstance(gold, list) and not all(map(_is_number, gold)):
-        out.append("'kind' number needs numeric 'gold' values")
-    return out
+def _not_blank(text: str) -> str:
+    if not text.strip():
+        raise ValueError("blank")
+    return text
 
 
-def _logprobs_problems(entries) -> list[str]:
-    """OpenAI's ``logprobs.content``: per token {token, logprob, top_logprobs: [...]}."""
-    def entry_ok(e) -> bool:
-        return (isinstance(e, dict) and isinstance(e.get("token"), str)
-                and _is_number(e.get("logprob")) and e["logprob"] <= 0
-                and isinstance(e.get("top_logprobs"), list) and len(e["top_logprobs"]) > 0
-                and all(isinstance(t, dict) and isinstance(t.get("token"), str)
-                        and _is_number(t.get("logprob")) for t in e["top_logprobs"]))
+Number = Annotated[StrictInt | StrictFloat, Field(allow_inf_nan=False)]
+Text = Annotated[StrictStr, AfterValidator(_not_blank)]
 
-    if not isinstance(entries, list) or not entries:
-        return ["'logprobs' must be a non-empty list (OpenAI's logprobs.content)"]
-    bad = [i for i, e in enumerate(entries) if not entry_ok(e)]
-    if bad:
-        return [f"'logprobs' entry {bad[0]} needs 'token', a 'logprob' <= 0 and a non-empty "
-                "'top_logprobs' list of {token, logprob}"
-                + (f" ({len(bad)} entries are wrong)" if len(bad) > 1 else "")]
+
+class _Alternative(BaseModel):
+    token: StrictStr
+    logprob: Number
+
+
+class _TokenLogprob(BaseModel):
+    """One entry of OpenAI's ``logprobs.content`` (other keys, e.g. ``bytes``, ignored)."""
+
+    token: StrictStr
+    logprob: Annotated[Number, Field(le=0)]
+    top_logprobs: list[_Alternative] = Field(min_length=1)
+
+
+class UserLine(BaseModel):
+    """One line of a user's JSONL file: a question (``prompt`` + ``gold``) or an answer
+    labelled elsewhere (``prompt`` + ``answer`` + ``label`` + ``logprobs``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # an absent key is None; a key given as null is refused like any wrong value (pydantic
+    # does not validate defaults), except 'kind', whose null means "infer it"
+    id: StrictStr | StrictInt = None
+    source: Annotated[StrictStr, Field(min_length=1)] = None
+    kind: Literal["text", "number"] | None = None
+    prompt: Text
+    gold: Annotated[list[Text | Number], Field(min_length=1)] = None
+    answer: StrictStr = None
+    label: Literal["correct", "incorrect"] = None
+    logprobs: Annotated[list[_TokenLogprob], Field(min_length=1)] = None
+
+    @model_validator(mode="after")
+    def _question_or_labelled_answer(self) -> UserLine:
+        fields = self.model_fields_set
+        has_gold, has_answer = "gold" in fields, bool({"answer", "label"} & fields)
+        if has_gold and "logprobs" in fields:
+            raise ValueError("'logprobs' belong to a labelled 'answer', not to a 'gold' "
+                             "question")
+        if has_gold and has_answer:
+            raise ValueError("give either 'gold' (the model answers) or 'answer' and "
+                             "'label', not both")
+        if has_gold and self.kind == "number" and not all(map(_is_number, self.gold)):
+            raise ValueError("'kind' number needs numeric 'gold' values")
+        if has_answer and (self.answer is None or self.label is None):
+            raise ValueError("a labelled answer needs both 'answer' and 'label'")
+        if not has_gold and not has_answer:
+            raise ValueError("needs 'gold' (a list of accepted answers) or 'answer' and "
+                             "'label'")
+        return self
+
+
+_FIELD_PROBLEMS = {  # what a user is told for a field pydantic refused
+    "prompt": "'prompt' must be a non-empty string",
+    "id": "'id' must be a string or an integer",
+    "source": "'source' must be a non-empty string",
+    "gold": "'gold' must be a non-empty list of strings or numbers",
+    "answer": "'answer' must be a string",
+}
+
+
+def _problem(error: dict, row: dict) -> str:
+    """One of pydantic's errors as a line a user can act on."""
+    loc = error["loc"]
+    key = loc[0] if loc else None
+    if error["type"] == "extra_forbidden":
+        return f"unknown key '{key}' (known: {', '.join(USER_KEYS)})"
+    if key == "kind":
+        return f"'kind' must be 'text' or 'number', not {row.get('kind')!r}"
+    if key == "label":
+        return f"'label' must be 'correct' or 'incorrect', not {row.get('label')!r}"
+    if key == "logprobs":
+        if len(loc) > 1 and isinstance(loc[1], int):
+            return (f"'logprobs' entry {loc[1]} needs 'token', a 'logprob' <= 0 and a "
+                    "non-empty 'top_logprobs' list of {token, logprob}")
+        return "'logprobs' must be a non-empty list (OpenAI's logprobs.content)"
+    if key in _FIELD_PROBLEMS:
+        return _FIELD_PROBLEMS[key]
+    return str(error["msg"]).removeprefix("Value error, ")
+
+
+def _row_problems(row) -> list[str]:
+    """What is wrong with one parsed user line (empty: nothing), one line per key."""
+    if not isinstance(row, dict):
+        return ["not a JSON object"]
+    try:
+        UserLine.model_validate(row)
+    except ValidationError as exc:
+        return list(dict.fromkeys(_problem(e, row) for e in exc.errors()))
     return []
 
 
@@ -102,39 +183,6 @@ class LabelledAnswer:
     answer: str
     correct: bool
     logprobs: list  # OpenAI's logprobs.content entries
-
-
-def _row_problems(row) -> list[str]:
-    """What is wrong with one parsed user line (empty: nothing)."""
-    if not isinstance(row, dict):
-        return ["not a JSON object"]
-    out = [f"unknown key '{k}' (known: {', '.join(USER_KEYS)})" for k in row
-           if k not in USER_KEYS]
-    prompt = row.get("prompt")
-    if not isinstance(prompt, str) or not prompt.strip():
-        out.append("'prompt' must be a non-empty string")
-    if "id" in row and not isinstance(row["id"], str | int):
-        out.append("'id' must be a string or an integer")
-    if "source" in row and not (isinstance(row["source"], str) and row["source"]):
-        out.append("'source' must be a non-empty string")
-    has_gold, has_answer = "gold" in row, "answer" in row or "label" in row
-    if has_gold and "logprobs" in row:
-        out.append("'logprobs' belong to a labelled 'answer', not to a 'gold' question")
-    if has_gold and has_answer:
-        out.append("give either 'gold' (the model answers) or 'answer' and 'label', "
-                   "not both")
-    elif has_gold:
-        out += _gold_problems(row["gold"], row.get("kind"))
-    elif has_answer:
-        if not isinstance(row.get("answer"), str):
-            out.append("'answer' must be a string")
-        if row.get("label") not in LABELS:
-            out.append(f"'label' must be 'correct' or 'incorrect', not {row.get('label')!r}")
-        if "logprobs" in row:
-            out += _logprobs_problems(row["logprobs"])
-    else:
-        out.append("needs 'gold' (a list of accepted answers) or 'answer' and 'label'")
-    return out
 
 
 def read_user_file(path: Path) -> tuple[list[QAItem | LabelledAnswer], list[str]]:

@@ -280,3 +280,29 @@ def test_labelled_answers_with_malformed_logprobs_are_refused(setup, tmp_path):
     assert done.exit_code == 2
     assert f"{bad}:1: 'logprobs' entry 0 needs 'token'" in done.output
     assert f"{bad}:2: 'logprobs' must be a non-empty list" in done.output
+
+
+@pytest.mark.parametrize("row, problem", [
+    ({"prompt": "Q", "gold": ["a"], "id": None}, "'id' must be a string or an integer"),
+    ({"prompt": "Q", "gold": ["a"], "id": True}, "'id' must be a string or an integer"),
+    ({"prompt": "Q", "gold": None}, "'gold' must be a non-empty list"),
+    ({"prompt": "Q", "gold": [" "]}, "'gold' must be a non-empty list"),
+    ({"prompt": "Q", "gold": ["a"], "kind": "number"}, "'kind' number needs numeric"),
+    ({"prompt": "Q", "answer": "A", "label": "correct", "logprobs": None},
+     "'logprobs' must be a non-empty list"),
+    ({"prompt": "Q", "label": "correct"}, "needs both 'answer' and 'label'"),
+    ({"prompt": "Q", "answer": "A", "label": "correct", "kind": "bool"},
+     "'kind' must be 'text' or 'number', not 'bool'"),
+])
+def test_a_user_line_given_null_or_a_wrong_type_is_refused_with_its_key(row, problem):
+    # the lines are pydantic models (evaluation.tune_live.UserLine): a key given as null
+    # is a wrong value, not an absent key, and every refusal names the key to fix
+    from evaluation.tune_live import _row_problems
+
+    assert any(problem in p for p in _row_problems(row)), _row_problems(row)
+
+
+def test_a_user_line_with_kind_null_is_a_question_whose_kind_is_inferred():
+    from evaluation.tune_live import _row_problems
+
+    assert _row_problems({"prompt": "Q", "gold": [3], "kind": None}) == []
