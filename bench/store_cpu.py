@@ -8,7 +8,8 @@ one with a SQLite store keeping every judged exchange), each run as bench/serve_
 wrk at concurrency 64 against each in alternating order. Per request: the CPU of each of
 the process's threads (from /proc: the event loop's thread, the rest), and the wall time
 inside garbage collections per generation; and the CPU of the gateway's child processes
-(the store's writer process). The store's share is the difference.
+(the store's writer process); and the share of the machine's CPU in use while wrk ran.
+The store's share is the difference.
 """
 
 from __future__ import annotations
@@ -47,6 +48,12 @@ def thread_cpu(pid: int) -> dict[str, float]:
     return out
 
 
+def machine_ticks() -> tuple[int, int]:
+    """The machine's CPU ticks since boot, all and idle (iowait counted idle): /proc/stat."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return sum(fields), fields[3] + fields[4]
+
+
 def children_cpu(pid: int) -> float:
     """CPU seconds of the process's descendants (the store's writer process): its tree's
     less its own threads' (a thread that has exited counts here too; the `off` gateway's
@@ -83,8 +90,9 @@ def main(seconds: float = typer.Option(8.0), repeats: int = typer.Option(2)) -> 
         for i in range(repeats):
             for target, gc_out in (targets if i % 2 == 0 else targets[::-1]):
                 gc_before, cpu_before = gc_totals(target.pid, gc_out), thread_cpu(target.pid)
-                children_before = children_cpu(target.pid)
+                children_before, ticks_before = children_cpu(target.pid), machine_ticks()
                 result = run_wrk(target, 64, seconds)
+                ticks_after = machine_ticks()
                 cpu_after, gc_after = thread_cpu(target.pid), gc_totals(target.pid, gc_out)
                 children = children_cpu(target.pid) - children_before
                 n = max(result.requests, 1)
@@ -95,13 +103,18 @@ def main(seconds: float = typer.Option(8.0), repeats: int = typer.Option(2)) -> 
                 gc_ms = sum(gc_after[g][1] - gc_before[g][1] for g in gc_after) * 1e3 / n
                 fields = {"rps": result.rps, "cpu_ms": total, "loop_cpu_ms": loop,
                           "other_threads_cpu_ms": total - loop, "gc_ms": gc_ms,
-                          "writer_process_cpu_ms": children * 1e3 / n}
+                          "writer_process_cpu_ms": children * 1e3 / n,
+                          # the share of both cores in use: below 1, the gateway's own
+                          # thread (the event loop under the GIL) is what bounds its req/s
+                          "machine_busy": 1 - (ticks_after[1] - ticks_before[1])
+                          / max(ticks_after[0] - ticks_before[0], 1)}
                 for key, value in fields.items():
                     sums[target.name][key] = sums[target.name].get(key, 0.0) + value / repeats
                 print(f"{target.name}: {result.rps:.0f} req/s, per request: CPU "
                       f"{total:.3f} ms (event loop {loop:.3f}, other threads "
                       f"{total - loop:.3f}), in GC {gc_ms:.3f} ms; its writer process "
-                      f"{fields['writer_process_cpu_ms']:.3f} ms", flush=True)
+                      f"{fields['writer_process_cpu_ms']:.3f} ms; machine busy "
+                      f"{fields['machine_busy']:.2f}", flush=True)
     out = {f"{name}_{k}": v for name, values in sums.items() for k, v in values.items()}
     out["rps_ratio_on_over_off"] = sums["on"]["rps"] / sums["off"]["rps"]
     out["store_loop_cpu_ms"] = sums["on"]["loop_cpu_ms"] - sums["off"]["loop_cpu_ms"]
