@@ -56,8 +56,6 @@ from evaluation.data import SOURCES, QAItem, load_items, messages_for
 
 CHARS_PER_TOKEN = 4.0  # the usual English ratio of BPE tokenisers, for prompt estimates
 CHAT_OVERHEAD_TOKENS = 8  # role and template tokens around each message
-LABELS = ("correct", "incorrect")
-USER_KEYS = ("id", "source", "kind", "prompt", "gold", "answer", "label", "logprobs")
 
 
 class TuneError(RuntimeError):
@@ -135,6 +133,7 @@ class UserLine(BaseModel):
         return self
 
 
+USER_KEYS = tuple(UserLine.model_fields)  # named in the message for an unknown key
 _FIELD_PROBLEMS = {  # what a user is told for a field pydantic refused
     "prompt": "'prompt' must be a non-empty string",
     "id": "'id' must be a string or an integer",

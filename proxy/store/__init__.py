@@ -1,6 +1,6 @@
 """The store of judged exchanges: what a refit of the gate learns from.
 
-    gatekeeper (PolicySession._record) --offer--> ExchangeStore.waiting --feed--> writer
+    gatekeeper (PolicySession._record) --offer--> ExchangeStore.queue --feed--> writer
                                                       process (its own) --> database:
                                                                 exchanges, feedback
     POST /v1/feedback (proxy/feedback.py) --add_feedback----------------------^

@@ -53,7 +53,6 @@ def test_the_figures_render(tmp_path):
         assert (tmp_path / name).stat().st_size > 5000
 
 
-
 def test_source_intervals_are_the_shared_bootstrap_interval():
     # one interval rule for every report: a source with an interval gets exactly
     # bootstrap_interval's; one without (2 items: about half the resamples hold one
