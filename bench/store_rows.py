@@ -1,6 +1,6 @@
 """CPU per stored exchange, split where it is paid: the gateway's frame
 (``records.exchange_frame``, on the event loop), the writer process's row
-(``records.row_from_frame``) and its INSERT in batches of 1, 10 and 100, for a 7- and a
+(``writer_process.build_rows``) and its INSERT in batches of 1, 10 and 100, for a 7- and a
 256-token answer with top-20 logprobs (a HALT decision on the fake upstream's logprobs);
 then the store end to end: the gateway thread's CPU per exchange from ``offer`` to the
 writer process's ack, and that process's own CPU per exchange. The heap is frozen after
@@ -33,12 +33,12 @@ from detectors.halt import HaltScorer  # noqa: E402
 from policies import decide, load_policy_text  # noqa: E402
 from proxy.chat.gate_session import Answer  # noqa: E402
 from proxy.config import Settings  # noqa: E402
-from proxy.store.database import encode, open_database  # noqa: E402
+from proxy.store.database import open_database  # noqa: E402
 from proxy.store.ids import new_response_id  # noqa: E402
 from proxy.store.models import Exchange  # noqa: E402
-from proxy.store.records import exchange_frame, row_from_frame  # noqa: E402
+from proxy.store.records import exchange_frame  # noqa: E402
 from proxy.store.writer import ExchangeStore  # noqa: E402
-from proxy.store.writer_process import JSON_COLUMNS  # noqa: E402
+from proxy.store.writer_process import build_rows  # noqa: E402
 from tests.fake_upstream import token_logprobs  # noqa: E402
 
 POLICY = """
@@ -97,11 +97,7 @@ async def main() -> None:
             frames = [frame_of(ex) for _ in range(N)]
             fields[f"t{tokens}_gateway_frame_ms"] = per_row_ms(start, N, time.thread_time)
             start = time.thread_time()
-            rows = [row_from_frame(f, False) for f in frames]
-            for row in rows:
-                for column in JSON_COLUMNS:
-                    if row[column] is not None:
-                        row[column] = encode(row[column])
+            rows, _ = build_rows(frames, include_prompt=False)  # the writer process's step
             fields[f"t{tokens}_writer_row_ms"] = per_row_ms(start, N, time.thread_time)
             for batch in (1, 10, 100):
                 for row in rows:
