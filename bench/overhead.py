@@ -168,15 +168,23 @@ def server(name: str, argv: list[str], ready_url: str, log_dir: Path,
 
 
 def start_fake_upstream(stack: contextlib.ExitStack, log_dir: Path,
-                        latency_ms: float) -> tuple[str, subprocess.Popen]:
+                        latency_ms: float, text: str | None = None) -> tuple[str, subprocess.Popen]:
     """The fake upstream (``tests.fake_upstream``) as its own process until ``stack``
-    closes: its URL (``http://127.0.0.1:PORT``) and its process."""
+    closes: its URL (``http://127.0.0.1:PORT``) and its process. ``text``: its answer
+    (None: the fake's own, six tokens)."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     proc = stack.enter_context(server("fake-upstream", [
         sys.executable, "-m", "tests.fake_upstream", "--port", str(port),
-        "--latency-ms", str(latency_ms)], f"{url}/v1/models", log_dir))
+        "--latency-ms", str(latency_ms), *(["--text", text] if text else [])],
+        f"{url}/v1/models", log_dir))
     return url, proc
+
+
+def answer_of(words: int) -> str | None:
+    """An answer of ``words`` word tokens for the fake upstream (0: None, its own)."""
+    sentence = "Paris is the capital of France and its largest city .".split()
+    return " ".join(sentence[i % len(sentence)] for i in range(words)) or None
 
 
 def vm_rss_mb(pid: int) -> float:

@@ -2,6 +2,7 @@
 ``--sample``) against the same gateway with the store off, in one run.
 
     .venv/bin/python bench/store_ab.py [--sample 1.0] [--rounds 500] [--repeats 4]
+                                       [--answer-words 100]
 
 (wrk from scripts/bench_tools.sh; without it only concurrency 1 runs.)
 
@@ -30,6 +31,7 @@ import yaml
 from overhead import (  # bench/overhead.py (this folder is on sys.path as the script's)
     POLICIES,
     Target,
+    answer_of,
     cpu_seconds,
     gateway_command,
     interleaved,
@@ -68,12 +70,15 @@ def main(rounds: int = typer.Option(500, help="Interleaved rounds at concurrency
          seconds: float = typer.Option(10.0, help="Each wrk run at concurrency 64."),
          repeats: int = typer.Option(2, help="wrk runs per gateway, alternating."),
          latency_ms: float = typer.Option(20.0, help="The fake upstream's latency."),
-         sample: float = typer.Option(1.0, help="The route's store.sample on `on`.")) -> None:
+         sample: float = typer.Option(1.0, help="The route's store.sample on `on`."),
+         answer_words: int = typer.Option(0, help="The fake's answer in tokens (0: its "
+                                          "own six).")) -> None:
     """Added p50 at c=1 and req/s at c=64 of the store, against the store off."""
     with tempfile.TemporaryDirectory(prefix="hallgate-store-ab-") as tmp, \
             contextlib.ExitStack() as stack:
         log_dir = Path(tmp)
-        fake_url, _ = start_fake_upstream(stack, log_dir, latency_ms)
+        fake_url, _ = start_fake_upstream(stack, log_dir, latency_ms,
+                                          answer_of(answer_words))
         targets = [Target("direct", fake_url, logprobs=True)]
         for name, store in (("off", False), ("on", True)):
             port = free_port()

@@ -1,7 +1,7 @@
 """Where the store's cost lands in the gateway process: CPU per request of each thread
 and the collector's time, store off against ``store.sample: 1.0``, in one run.
 
-    .venv/bin/python bench/store_cpu.py [--seconds 8] [--repeats 2]
+    .venv/bin/python bench/store_cpu.py [--seconds 8] [--repeats 2] [--answer-words 100]
 
 The same two gateways as bench/store_ab.py (HALT-annotate route, fake upstream at 20 ms,
 one with a SQLite store keeping every judged exchange), each run as bench/serve_gc.py;
@@ -9,7 +9,8 @@ wrk at concurrency 64 against each in alternating order. Per request: the CPU of
 the process's threads (from /proc: the event loop's thread, the rest), and the wall time
 inside garbage collections per generation; and the CPU of the gateway's child processes
 (the store's writer process); and the share of the machine's CPU in use while wrk ran.
-The store's share is the difference.
+The store's share is the difference. ``--answer-words``: the fake upstream's answer
+length in tokens (default: its own six), each with 20 alternatives.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from pathlib import Path
 import typer
 from overhead import (  # this folder is on sys.path
     Target,
+    answer_of,
     cpu_seconds,
     run_wrk,
     server,
@@ -71,11 +73,13 @@ def gc_totals(pid: int, path: Path) -> dict:
     return json.loads(path.read_text())["gc"]
 
 
-def main(seconds: float = typer.Option(8.0), repeats: int = typer.Option(2)) -> None:
+def main(seconds: float = typer.Option(8.0), repeats: int = typer.Option(2),
+         answer_words: int = typer.Option(0, help="The fake's answer in tokens (0: its "
+                                          "own six).")) -> None:
     with tempfile.TemporaryDirectory(prefix="hallgate-store-cpu-") as tmp, \
             contextlib.ExitStack() as stack:
         log_dir = Path(tmp)
-        fake_url, _ = start_fake_upstream(stack, log_dir, 20.0)
+        fake_url, _ = start_fake_upstream(stack, log_dir, 20.0, answer_of(answer_words))
         targets = []
         for name, store in (("off", False), ("on", True)):
             port = free_port()

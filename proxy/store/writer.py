@@ -2,22 +2,27 @@
 
     request path               gateway, background             writer process
     ------------               -------------------             --------------
-    offer(session, ...)        feed: queue -> frames  ------>   batches -> rows -> INSERT
+    offer(session, ...)        next loop turn: frame it          batches -> rows -> INSERT
       route's share? no: done    (records.exchange_frame)       (proxy/store/writer_process)
-      queue full? drop+count   acks: counted, ids done  <-----   one ack per batch
-      else put_nowait          retention: every retention_interval_s delete rows older
+      queue full? drop+count   feed: frames  ----------------->
+      else call_soon(frame)    acks: counted, ids done  <-----   one ack per batch
+                               retention: every retention_interval_s delete rows older
                                  than max_age_days, then the oldest beyond max_rows,
                                  then labels left without one
 
-The request pays a random draw and a ``put_nowait``. The gateway's event loop then pays
-one orjson call per exchange (its frame) and a write to a pipe; the row (the redaction,
-the hashes, the decision's dicts) and the database round trip are the writer process's,
-on another core (bench/store_ab.py measured them at 0.1 ms of the loop's CPU per exchange
-when they were the gateway's). A database that is down or slow stops the writer process
-reading, the pipe fills, then the queue: what does not fit is dropped and counted
-(``hallgate_store_dropped_total{reason=...}``), and the failure is logged at most once
-per ``LOG_EVERY_S``. A writer process that exits is started again; what it had been
-handed and not acknowledged is counted as ``write_error``.
+The request pays a random draw and a ``call_soon``. At the event loop's next turn, after
+the request's answer has gone to its socket, the exchange becomes its frame (one orjson
+call) and the store keeps only those bytes: the request's objects (its answer's token
+dicts above all) die young instead of waiting in a queue, where a collection would find
+them alive and move them to an older generation (bench/store_cpu.py, a 100-token answer
+at c=64: 0.33 ms of the loop's CPU per stored exchange when they waited, 0.12 ms framed
+at once). The frames go to the writer process with one write to a pipe at most every
+``FEED_S``; the row (the redaction, the hashes, the decision's dicts) and the database
+round trip are the writer process's, on another core. A database that is down or slow
+stops the writer process reading, the pipe fills, then the queue: what does not fit is
+dropped and counted (``hallgate_store_dropped_total{reason=...}``), and the failure is
+logged at most once per ``LOG_EVERY_S``. A writer process that exits is started again;
+what it had been handed and not acknowledged is counted as ``write_error``.
 """
 
 from __future__ import annotations
@@ -50,7 +55,7 @@ LOG_EVERY_S = 60.0  # at most one log line per failure kind and interval
 REREAD_S = 0.1  # ... re-reading the database this often for another replica's exchange
 RESTART_S = 1.0  # a writer process that exited is started again after this long
 START_TIMEOUT_S = 60.0  # a writer process says it is ready within this
-FEED_S = 0.01  # exchanges go to the writer process at most this often: one wake-up and one
+FEED_S = 0.01  # frames go to the writer process at most this often: one wake-up and one
 # write per interval instead of one per exchange, and none during the request's own answer
 
 
@@ -135,14 +140,16 @@ class ExchangeStore:
         self.engine = engine
         self.settings = settings
         self.policy = policy  # the current Policy (reloads included)
-        # (response id, exchange_frame's arguments): references only, no copies
-        self.queue: asyncio.Queue[tuple[str, dict]] = asyncio.Queue(settings.queue_size)
-        self.metrics = StoreMetrics(registry, self.queue.qsize)
+        self.queued = 0  # offered, not yet handed to the writer process (its queue)
+        self.framed: list[tuple[str, bytes]] = []  # (response id, frame), in offer order
+        self.metrics = StoreMetrics(registry, lambda: self.queued)
         self.pending: set[str] = set()  # response ids queued or handed over, not yet written
         self.in_flight: deque[str] = deque()  # handed to the writer process, in order
         self.writer: WriterProcess | None = None
         self.max_in_flight = 2 * settings.batch_size  # one batch written, one gathering
-        self._written = asyncio.Condition()
+        self._written = asyncio.Condition()  # an ack came, or a queued exchange was dropped
+        self._framed = asyncio.Event()  # set while ``framed`` holds frames
+        self._waking: set[asyncio.Task] = set()  # _done(0) after a frame failed
         self._shares: tuple[Any, dict[str, float]] = (None, {})
         self._tasks: list[asyncio.Task] = []
         self._last_log: dict[str, float] = {}
@@ -167,26 +174,46 @@ class ExchangeStore:
         if share <= 0.0 or (share < 1.0 and random.random() >= share):
             return False
         self.metrics.sampled.inc()
-        if self.queue.full():
+        if self.queued >= self.settings.queue_size:
             self.metrics.queue_full.inc()
             self._log_once("queue_full", "store queue full (%d): dropping exchanges",
                            self.settings.queue_size)
             return False
-        bundle = session.calibration.bundle
-        self.queue.put_nowait((session.response_id, {
-            "response_id": session.response_id, "request_id": session.ctx.request_id,
-            "created_at": time.time(), "model": session.model,
-            "key_name": session.ctx.key_name,
-            "bundle_id": bundle.name if bundle is not None else None,
-            "messages": session.messages, "decision": decision, "answer": answer}))
+        self.queued += 1
         self.pending.add(session.response_id)
+        asyncio.get_running_loop().call_soon(self._frame, session, decision, answer,
+                                             time.time())
         return True
+
+    def _frame(self, session: JudgedSession, decision: Any, answer: Any,
+               created_at: float) -> None:
+        """Frame one offered exchange, at the event loop's next turn: after the request's
+        answer has been handed to its socket, and before the request's objects age."""
+        bundle = session.calibration.bundle
+        try:
+            data = frame(exchange_frame(
+                response_id=session.response_id, request_id=session.ctx.request_id,
+                created_at=created_at, model=session.model, key_name=session.ctx.key_name,
+                bundle_id=bundle.name if bundle is not None else None,
+                messages=session.messages, decision=decision, answer=answer,
+                include_prompt=self.settings.include_prompt))
+        except Exception as exc:  # one exchange that cannot be sent is dropped
+            self.metrics.write_error.inc()
+            self._log_once("row_error", "store row failed, exchange dropped: %r", exc)
+            self.queued -= 1
+            self.pending.discard(session.response_id)
+            waking = asyncio.get_running_loop().create_task(self._done(0))  # flush() waits
+            self._waking.add(waking)
+            waking.add_done_callback(self._waking.discard)
+            return
+        self.framed.append((session.response_id, data))
+        self._framed.set()
 
     def health(self) -> dict:
         """What /readyz says of the store (never what makes the gateway unready: requests
         do not depend on it once it is open)."""
         return {"state": "failing" if self.failing else "ok",
-                "queue_depth": self.queue.qsize(), "in_flight": len(self.in_flight)}
+                "queue_depth": self.queued, "in_flight": len(self.in_flight)}
 
     # --- background ------------------------------------------------------------------
 
@@ -207,7 +234,7 @@ class ExchangeStore:
         """Write what is queued (up to ``timeout``), then stop the tasks and the writer
         process."""
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.queue.join(), timeout)
+            await asyncio.wait_for(self.flush(), timeout)
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -218,7 +245,8 @@ class ExchangeStore:
 
     async def flush(self) -> None:
         """Wait until every queued exchange is written (or dropped)."""
-        await self.queue.join()
+        async with self._written:
+            await self._written.wait_for(lambda: not self.queued and not self.in_flight)
 
     async def _run(self) -> None:
         """Feed the writer process and count its acks; one that exits is started again."""
@@ -248,31 +276,22 @@ class ExchangeStore:
                     self._log_once("writer_start", "%s", exc)
 
     async def _feed(self, writer: WriterProcess) -> None:
-        """Queue -> frames -> the writer process, as many as are waiting at a time, and
-        never more than ``max_in_flight`` unacknowledged: a writer process that is behind
-        leaves the rest in the queue, which fills and drops."""
+        """Frames -> the writer process, as many as are waiting at a time, and never more
+        than ``max_in_flight`` unacknowledged: a writer process that is behind leaves the
+        rest queued, and the queue fills and drops."""
         while True:
+            await self._framed.wait()
+            await asyncio.sleep(FEED_S)  # what comes meanwhile goes in the same write
             async with self._written:
                 await self._written.wait_for(lambda: len(self.in_flight) < self.max_in_flight)
             room = self.max_in_flight - len(self.in_flight)
-            taken = [await self.queue.get()]
-            await asyncio.sleep(FEED_S)  # what comes meanwhile goes in the same write
-            while len(taken) < room and not self.queue.empty():
-                taken.append(self.queue.get_nowait())
-            frames = []
-            for response_id, exchange in taken:
-                try:
-                    frames.append(frame(exchange_frame(
-                        **exchange, include_prompt=self.settings.include_prompt)))
-                except Exception as exc:  # one exchange that cannot be sent is dropped
-                    self.metrics.write_error.inc()
-                    self._log_once("row_error", "store row failed, exchange dropped: %r", exc)
-                    self.pending.discard(response_id)
-                    self.queue.task_done()
-                    continue
-                self.in_flight.append(response_id)
+            taken, self.framed = self.framed[:room], self.framed[room:]
+            if not self.framed:
+                self._framed.clear()
+            self.queued -= len(taken)
+            self.in_flight.extend(response_id for response_id, _ in taken)
             try:
-                await writer.send(b"".join(frames))
+                await writer.send(b"".join(data for _, data in taken))
             except (ConnectionError, OSError):  # it exited: _run counts what it was handed
                 return
 
@@ -293,7 +312,6 @@ class ExchangeStore:
         """The first ``n`` exchanges in flight are written or dropped."""
         for _ in range(min(n, len(self.in_flight))):
             self.pending.discard(self.in_flight.popleft())
-            self.queue.task_done()
         async with self._written:
             self._written.notify_all()
 

@@ -5,10 +5,13 @@ age and by size, and labels going with their exchange."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import gc
 import os
 import signal
 import subprocess
 import sys
+import weakref
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 
@@ -19,11 +22,13 @@ from sqlalchemy import func, insert, select
 from detectors.verdict import Verdict
 from policies.decision import Decision
 from policies.schema import Route, RouteStore
+from proxy.chat.gate_session import Answer
 from proxy.config import Settings
 from proxy.store.database import StoreError, open_database
 from proxy.store.ids import new_response_id
 from proxy.store.models import Exchange, Feedback
 from proxy.store.writer import ExchangeStore
+from tests.fake_upstream import token_logprobs
 
 
 def decision() -> Decision:
@@ -67,6 +72,47 @@ async def test_a_full_queue_drops_and_counts_without_waiting(store_url):
     await store.flush()
     assert await count(store, Exchange) == 2
     assert registry.get_sample_value("hallgate_store_written_total") == 2
+    await store.close()
+    await store.engine.dispose()
+
+
+async def test_an_exchange_is_framed_at_the_next_loop_turn_and_its_objects_let_go(
+        store_url):
+    """The request's own turn pays no frame; the next turn keeps the frame's bytes and
+    none of the request's objects, so its answer's token dicts die young."""
+    store, registry = await make_store(store_url)
+    answer = Answer(0, "Paris.", token_logprobs(["Paris", "."], -0.05, 3))
+    watched = weakref.ref(answer)
+    assert store.offer(session(), decision(), answer)
+    assert store.framed == [] and registry.get_sample_value("hallgate_store_queue_depth") == 1
+    await asyncio.sleep(0)
+    assert len(store.framed) == 1
+    del answer
+    gc.collect()
+    assert watched() is None
+    await store.start()
+    await store.flush()
+    async with store.engine.connect() as conn:
+        stored = (await conn.execute(select(Exchange.logprobs))).scalar_one()
+    assert stored["chosen"] == [-0.05, -0.05] and len(stored["top"][0]) == 3
+    assert registry.get_sample_value("hallgate_store_queue_depth") == 0
+    await store.close()
+    await store.engine.dispose()
+
+
+async def test_an_exchange_that_cannot_be_framed_is_dropped_and_counted(store_url):
+    store, registry = await make_store(store_url)
+    await store.start()
+    circular: dict = {}
+    circular["itself"] = circular  # neither orjson nor the stdlib can write it
+    unframable = dataclasses.replace(decision(), detectors={"halt": circular})
+    kept = session()
+    assert store.offer(session(), unframable) and store.offer(kept, decision())
+    await asyncio.wait_for(store.flush(), 15)
+    assert registry.get_sample_value("hallgate_store_dropped_total",
+                                     {"reason": "write_error"}) == 1
+    assert registry.get_sample_value("hallgate_store_written_total") == 1
+    assert not store.pending and await count(store, Exchange) == 1
     await store.close()
     await store.engine.dispose()
 
