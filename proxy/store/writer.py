@@ -10,19 +10,20 @@
                                  than max_age_days, then the oldest beyond max_rows,
                                  then labels left without one
 
-The request pays a random draw and a ``call_soon``. At the event loop's next turn, after
-the request's answer has gone to its socket, the exchange becomes its frame (one orjson
-call) and the store keeps only those bytes: the request's objects (its answer's token
-dicts above all) die young instead of waiting in a queue, where a collection would find
-them alive and move them to an older generation (bench/store_cpu.py, a 100-token answer
-at c=64: 0.33 ms of the loop's CPU per stored exchange when they waited, 0.12 ms framed
-at once). The frames go to the writer process with one write to a pipe at most every
-``FEED_S``; the row (the redaction, the hashes, the decision's dicts) and the database
-round trip are the writer process's, on another core. A database that is down or slow
-stops the writer process reading, the pipe fills, then the queue: what does not fit is
-dropped and counted (``hallgate_store_dropped_total{reason=...}``), and the failure is
-logged at most once per ``LOG_EVERY_S``. A writer process that exits is started again;
-what it had been handed and not acknowledged is counted as ``write_error``.
+The request pays a random draw and a ``call_soon``. At the event loop's next turn (for a
+JSON answer or a buffered stream, after the answer has gone to its socket) the exchange
+becomes its frame, one orjson call, and the store keeps only those bytes: the request's
+objects (its answer's token dicts above all) die young instead of waiting in a queue,
+where a collection would find them alive and promote them (bench/store_cpu.py, a
+100-token answer at c=64: 0.30 ms of the loop's CPU per stored exchange when they
+waited, 0.15-0.19 ms framed at once). The frames go to the writer process in one write
+to a pipe at most every ``FEED_S``; the row (the redaction, the hashes, the decision's
+dicts) and the database round trip are the writer process's, on another core. A
+database that is down or slow stops the writer process reading, the pipe fills, then the
+queue: what does not fit is dropped and counted
+(``hallgate_store_dropped_total{reason=...}``), and the failure is logged at most once
+per ``LOG_EVERY_S``. A writer process that exits is started again; what it had been
+handed and not acknowledged is counted as ``write_error``.
 """
 
 from __future__ import annotations
@@ -187,8 +188,9 @@ class ExchangeStore:
 
     def _frame(self, session: JudgedSession, decision: Any, answer: Any,
                created_at: float) -> None:
-        """Frame one offered exchange, at the event loop's next turn: after the request's
-        answer has been handed to its socket, and before the request's objects age."""
+        """Frame one offered exchange, at the event loop's next turn: after a JSON answer
+        or a buffered stream has been handed to its socket, and before the request's
+        objects age."""
         bundle = session.calibration.bundle
         try:
             data = frame(exchange_frame(
